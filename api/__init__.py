@@ -1,0 +1,1 @@
+"""HTTP face of the query library (FastAPI); built in its own issue."""

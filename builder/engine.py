@@ -1,0 +1,159 @@
+"""The slot engine (ARCHITECTURE.md §4): ``A`` independent language models in one batched forward/backward.
+
+Every parameter carries a leading slot axis; slot ``a`` has its own weights, genotype and random stream (its
+initialisation and dropout masks come from generators seeded by its own seed only), so training slots together
+gives the same numbers as training each alone. All slots read the same token stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from nasbench_ptb.space import Genotype
+
+from .cell import cell_step, uniform_choices
+from .decoder import tied_cross_entropy
+
+INIT_RANGE = 0.04  # cell weights, as in DARTS
+EMB_INIT_RANGE = 0.1  # tied embedding/decoder, as in AWD-LSTM/DARTS
+
+
+@dataclass(frozen=True)
+class Dropouts:
+    """AWD-LSTM/DARTS dropout rates: output (locked), hidden (m_h), x (m_x), input (locked), embedding (words)."""
+
+    output: float = 0.0
+    hidden: float = 0.0
+    x: float = 0.0
+    input: float = 0.0
+    embedding: float = 0.0
+
+
+@dataclass(frozen=True)
+class SlotGenotypes:
+    """Per-slot genotypes as tensors: ``preds``/``ops`` of shape ``[A, n]``."""
+
+    preds: torch.Tensor
+    ops: torch.Tensor
+    uniform: tuple
+
+    @classmethod
+    def of(cls, genotypes: Sequence[Genotype], device: torch.device | str = "cpu") -> "SlotGenotypes":
+        if len({g.n for g in genotypes}) != 1:
+            raise ValueError("all slots must have the same number of nodes")
+        preds = torch.tensor([g.preds for g in genotypes], dtype=torch.long, device=device)
+        ops = torch.tensor([g.ops for g in genotypes], dtype=torch.long, device=device)
+        return cls(preds, ops, uniform_choices(preds, ops))
+
+
+def init_params(seeds: Sequence[int], ntokens: int, hidden: int, nodes: int, device: torch.device | str) -> dict:
+    """Stacked parameters, slot ``a`` drawn from a CPU generator seeded with ``seeds[a]`` (device-independent)."""
+    enc, w0, ws = [], [], []
+    for seed in seeds:
+        g = torch.Generator().manual_seed(int(seed))
+        enc.append(torch.empty(ntokens, hidden).uniform_(-EMB_INIT_RANGE, EMB_INIT_RANGE, generator=g))
+        w0.append(torch.empty(2 * hidden, 2 * hidden).uniform_(-INIT_RANGE, INIT_RANGE, generator=g))
+        ws.append(torch.empty(nodes, hidden, 2 * hidden).uniform_(-INIT_RANGE, INIT_RANGE, generator=g))
+    params = {
+        "encoder": torch.stack(enc),
+        "W0": torch.stack(w0),
+        "Ws": torch.stack(ws),
+        "bias": torch.zeros(len(seeds), ntokens),
+    }
+    return {k: v.to(device).requires_grad_(True) for k, v in params.items()}
+
+
+def count_params(ntokens: int, hidden: int, nodes: int) -> int:
+    """Parameters of one model (tied embedding/decoder counted once)."""
+    return ntokens * hidden + ntokens + (2 * hidden) * (2 * hidden) + nodes * hidden * 2 * hidden
+
+
+class MaskSampler:
+    """Per-slot dropout masks, each slot drawing from its own generator (so grouping never changes them)."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str):
+        self.device = torch.device(device)
+        self.gens = [torch.Generator(device=self.device).manual_seed(int(s) + 1_000_003) for s in seeds]
+
+    def _draw(self, shape: tuple, rate: float) -> torch.Tensor | None:
+        if rate <= 0:
+            return None
+        keep = 1.0 - rate
+        full = torch.full(shape, keep, device=self.device)
+        return torch.stack([torch.bernoulli(full, generator=g) for g in self.gens]) / keep
+
+    def draw(self, batch: int, ntokens: int, hidden: int, d: Dropouts) -> dict:
+        return {
+            "embedding": self._draw((ntokens,), d.embedding),
+            "input": self._draw((1, batch, hidden), d.input),
+            "x": self._draw((batch, hidden), d.x),
+            "hidden": self._draw((batch, hidden), d.hidden),
+            "output": self._draw((1, batch, hidden), d.output),
+        }
+
+
+def run_rnn(params: dict, geno: SlotGenotypes, tokens: torch.Tensor, hidden: torch.Tensor, masks: dict | None):
+    """Embed ``tokens [T, B]`` for every slot and run the cell; returns raw outputs ``[A, T, B, H]`` and h_T."""
+    enc = params["encoder"]
+    emb = enc[:, tokens]  # [A, T, B, E]
+    if masks is not None and masks["embedding"] is not None:
+        emb = emb * masks["embedding"][:, tokens].unsqueeze(-1)
+    if masks is not None and masks["input"] is not None:
+        emb = emb * masks["input"]
+    m_x = m_h = None
+    if masks is not None:
+        A, _, B, H = emb.shape
+        ones = torch.ones(A, B, H, device=emb.device)
+        m_x = masks["x"] if masks["x"] is not None else ones
+        m_h = masks["hidden"] if masks["hidden"] is not None else ones
+    outs = []
+    h = hidden
+    for t in range(tokens.shape[0]):
+        h = cell_step(emb[:, t], h, params["W0"], params["Ws"], geno.preds, geno.ops, m_x, m_h, geno.uniform)
+        outs.append(h)
+    return torch.stack(outs, dim=1), h
+
+
+def decode_loss(params: dict, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per slot of the tied decoder over ``out [A, T, B, H]``; returns ``[A]``.
+
+    On CPU the fused chunked form (memory-bound otherwise); on CUDA one batched matmul and softmax.
+    """
+    A, T, B, H = out.shape
+    out, targets = out.reshape(A, T * B, H), targets.reshape(-1)
+    if out.device.type == "cpu":
+        return tied_cross_entropy(out, params["encoder"], params["bias"], targets)
+    logits = torch.baddbmm(params["bias"].unsqueeze(1), out, params["encoder"].transpose(1, 2))
+    ce = F.cross_entropy(logits.reshape(A * T * B, -1), targets.repeat(A), reduction="none")
+    return ce.view(A, T * B).mean(dim=1)
+
+
+def train_loss(params, geno, tokens, targets, hidden, masks, beta: float = 0.0, alpha: float = 0.0):
+    """Training objective per slot (CE + AR + TAR, AWD-LSTM style); returns (objective [A], ce [A], h_T)."""
+    raw, h_last = run_rnn(params, geno, tokens, hidden, masks)
+    out = raw * masks["output"] if masks is not None and masks["output"] is not None else raw
+    ce = decode_loss(params, out, targets)
+    objective = ce
+    if alpha:
+        objective = objective + alpha * out.pow(2).mean(dim=(1, 2, 3))
+    if beta:
+        objective = objective + beta * (raw[:, 1:] - raw[:, :-1]).pow(2).mean(dim=(1, 2, 3))
+    return objective, ce, h_last
+
+
+@torch.no_grad()
+def evaluate(params: dict, geno: SlotGenotypes, data: torch.Tensor, bptt: int) -> torch.Tensor:
+    """Mean cross-entropy per slot over a batchified split ``data [L, B]`` (no dropout, hidden carried)."""
+    A = params["encoder"].shape[0]
+    hidden = torch.zeros(A, data.shape[1], params["W0"].shape[2] // 2, device=data.device)
+    total = torch.zeros(A, dtype=torch.float64, device=data.device)
+    count = 0
+    for i in range(0, data.shape[0] - 1, bptt):
+        seq = min(bptt, data.shape[0] - 1 - i)
+        raw, hidden = run_rnn(params, geno, data[i : i + seq], hidden, None)
+        total += decode_loss(params, raw, data[i + 1 : i + 1 + seq]).double() * seq
+        count += seq
+    return (total / count).float()

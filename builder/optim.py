@@ -1,0 +1,67 @@
+"""Per-slot SGD / ASGD with per-slot gradient-norm clipping (AWD-LSTM's optimiser, vectorised over slots).
+
+Each slot clips its own gradient norm, takes its own step and switches to averaging on its own: after the
+switch the update is the same SGD step (ASGD with t0 = 0, λ = 0) and ``ax`` follows ``torch.optim.ASGD``'s
+running average of the iterates, which the trainer uses for validation and for the best checkpoint.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class SlotSGD:
+    def __init__(self, params: dict, weight_decay: float, clip: float):
+        self.params = params
+        self.weight_decay = weight_decay
+        self.clip = clip
+        A = next(iter(params.values())).shape[0]
+        device = next(iter(params.values())).device
+        self.switched = torch.zeros(A, dtype=torch.bool, device=device)
+        self.avg_steps = torch.zeros(A, device=device)
+        self.ax = {k: p.detach().clone() for k, p in params.items()}
+
+    def grad_norms(self) -> torch.Tensor:
+        """L2 norm of each slot's whole gradient, ``[A]``."""
+        sq = sum(p.grad.pow(2).flatten(1).sum(1) for p in self.params.values())
+        return sq.sqrt()
+
+    @torch.no_grad()
+    def step(self, lr: float, active: torch.Tensor) -> None:
+        """One step at learning rate ``lr`` for the slots where ``active`` is true; clears the gradients."""
+        coef = torch.ones_like(self.avg_steps)
+        if self.clip > 0:
+            coef = (self.clip / (self.grad_norms() + 1e-6)).clamp(max=1.0)
+        for p in self.params.values():
+            step = _view(coef, p) * p.grad
+            if self.weight_decay:
+                step = step + self.weight_decay * p
+            # where(), not a zero learning rate: a dead slot's NaN gradient must not reach its weights.
+            p.copy_(torch.where(_view(active, p), p - lr * step, p))
+            p.grad = None
+        if bool(self.switched.any()):
+            self.avg_steps += (self.switched & active).float()
+            mu = torch.where(self.avg_steps <= 2, torch.ones_like(self.avg_steps), 1.0 / (self.avg_steps - 1))
+            mu = torch.where(self.switched & active, mu, torch.zeros_like(mu))
+            for k, p in self.params.items():
+                self.ax[k].add_(_view(mu, p) * (p - self.ax[k]))
+
+    @torch.no_grad()
+    def switch(self, mask: torch.Tensor) -> None:
+        """Start averaging for the slots in ``mask`` (those already switched are left alone)."""
+        new = mask & ~self.switched
+        if bool(new.any()):
+            for k, p in self.params.items():
+                self.ax[k][new] = p[new]
+            self.avg_steps[new] = 0
+            self.switched |= new
+
+    @torch.no_grad()
+    def eval_params(self) -> dict:
+        """Averaged weights for switched slots, current weights for the others."""
+        if not bool(self.switched.any()):
+            return {k: p.detach() for k, p in self.params.items()}
+        return {k: torch.where(_view(self.switched, p), self.ax[k], p.detach()) for k, p in self.params.items()}

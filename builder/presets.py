@@ -1,0 +1,124 @@
+"""Fidelity presets (ARCHITECTURE.md §5). One place for every training value; each is written into the table.
+
+``cpu`` was sized by measurement on the 2-core development machine (see README "Presets"); ``paper`` is the
+paper's code; ``gpu`` targets one H100-class GPU. CLI flags override single values with :func:`override`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+from .engine import Dropouts
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    hidden: int  # embedding = hidden (tied decoder)
+    batch_size: int
+    bptt: int
+    variable_bptt: bool  # AWD-LSTM: bptt, or bptt/2 with p = 0.05, then N(·, 5), min 5, max bptt + 20
+    lr: float  # SGD lr, scaled by seq_len / bptt each mini-batch
+    weight_decay: float
+    clip: float  # per-run gradient-norm clip
+    dropout_output: float
+    dropout_hidden: float
+    dropout_x: float
+    dropout_input: float
+    dropout_embedding: float
+    beta: float  # TAR
+    alpha: float  # AR
+    epochs: float  # over the training slice; fractions allowed
+    checkpoints: int  # evenly spaced validations over training
+    asgd: bool  # SGD -> ASGD switch per run (non-monotone rule)
+    nonmono: int
+    train_tokens: int | None  # None: the whole training split
+    valid_tokens: int | None  # checkpoint validation on this prefix of the valid split; None: all of it
+    test_tokens: int | None  # test on this prefix of the test split; None: all of it (every preset but smoke)
+    eval_batch_size: int
+    seeds: int  # default number of seeds per architecture
+    slots_per_unit: int  # runs trained together in one persisted unit
+    stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
+
+    @property
+    def dropouts(self) -> Dropouts:
+        return Dropouts(
+            self.dropout_output, self.dropout_hidden, self.dropout_x, self.dropout_input, self.dropout_embedding
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_PAPER = Preset(
+    name="paper", hidden=850, batch_size=64, bptt=35, variable_bptt=True, lr=20.0, weight_decay=8e-7, clip=0.25,
+    dropout_output=0.75, dropout_hidden=0.25, dropout_x=0.75, dropout_input=0.2, dropout_embedding=0.1,
+    beta=1e-3, alpha=0.0, epochs=1000, checkpoints=1000, asgd=True, nonmono=5, train_tokens=None,
+    valid_tokens=None, test_tokens=None, eval_batch_size=10, seeds=3, slots_per_unit=8,
+)
+
+PRESETS: dict[str, Preset] = {
+    "paper": _PAPER,
+    # One H100-class GPU: the 3-node space with several seeds; AWD regularisation kept, fewer epochs.
+    "gpu": dataclasses.replace(
+        _PAPER, name="gpu", hidden=256, epochs=10, checkpoints=20, asgd=False, seeds=3, slots_per_unit=128,
+    ),
+    # The whole 2-node space with 2 seeds in about 90 minutes on 2 CPU cores (sized by measurement).
+    "cpu": dataclasses.replace(
+        _PAPER, name="cpu", hidden=32, batch_size=32, lr=20.0, dropout_output=0.1, dropout_hidden=0.1,
+        dropout_x=0.1, dropout_input=0.1, dropout_embedding=0.0, epochs=1.0, checkpoints=10, asgd=False,
+        train_tokens=None, valid_tokens=16_000, eval_batch_size=10, seeds=2, slots_per_unit=16,
+    ),
+    # Tests: seconds.
+    "smoke": dataclasses.replace(
+        _PAPER, name="smoke", hidden=8, batch_size=4, bptt=10, variable_bptt=True, dropout_output=0.1,
+        dropout_hidden=0.1, dropout_x=0.1, dropout_input=0.1, dropout_embedding=0.1, epochs=2.0,
+        checkpoints=4, asgd=True, nonmono=1, train_tokens=2_000, valid_tokens=400, test_tokens=400, eval_batch_size=4, seeds=1,
+        slots_per_unit=16,
+    ),
+}
+
+
+def get(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def override(preset: Preset, values: dict) -> Preset:
+    """A copy with single values replaced, each converted to the field's type; unknown names are refused."""
+    types = {f.name: f.type for f in fields(Preset)}
+    changes = {}
+    for key, raw in values.items():
+        if key not in types or key == "name":
+            raise ValueError(f"unknown preset field {key!r} (known: {', '.join(k for k in types if k != 'name')})")
+        current = getattr(preset, key)
+        try:
+            if raw is None or (isinstance(raw, str) and raw.lower() == "none"):
+                if "None" not in str(types[key]):
+                    raise ValueError("may not be None")
+                value = None
+            elif isinstance(current, bool) or types[key] == "bool":
+                if str(raw).lower() not in ("true", "false", "1", "0"):
+                    raise ValueError("expected true or false")
+                value = str(raw).lower() in ("true", "1")
+            elif "int" in str(types[key]) and "float" not in str(types[key]):
+                value = int(raw)
+            else:
+                value = float(raw)
+        except ValueError as exc:
+            raise ValueError(f"preset field {key}={raw!r}: {exc}") from None
+        changes[key] = value
+    out = dataclasses.replace(preset, **changes)
+    validate(out)
+    return out
+
+
+def validate(p: Preset) -> None:
+    if p.hidden < 1 or p.batch_size < 1 or p.bptt < 2 or p.eval_batch_size < 1 or p.slots_per_unit < 1:
+        raise ValueError("hidden, batch_size, eval_batch_size, slots_per_unit must be ≥ 1 and bptt ≥ 2")
+    if p.epochs <= 0 or p.checkpoints < 1:
+        raise ValueError("epochs must be > 0 and checkpoints ≥ 1")
+    for name in ("dropout_output", "dropout_hidden", "dropout_x", "dropout_input", "dropout_embedding"):
+        if not 0.0 <= getattr(p, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1)")

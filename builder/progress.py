@@ -1,0 +1,52 @@
+"""A dependency-free progress line for builds: units done, arch-tokens/s, ETA.
+
+On a terminal it redraws one line; in a log (``nohup … > log``) it appends a line every ``log_every`` seconds.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, units: int, done: int, quiet: bool = False, label: str = "", log_every: float = 30.0):
+        self.units, self.done, self.quiet, self.label = units, done, quiet, label
+        self.start_done = done
+        self.tty = sys.stderr.isatty()
+        self.interval = 0.5 if self.tty else log_every
+        self.t0 = self.last = time.perf_counter()
+        self.arch_tokens = 0
+        self.unit_fraction = 0.0
+        self._draw(force=True)
+
+    def tokens(self, n: int) -> None:
+        self.arch_tokens += n
+        self._draw()
+
+    def unit_done(self) -> None:
+        self.done += 1
+        self._draw(force=True)
+
+    def _line(self) -> str:
+        elapsed = time.perf_counter() - self.t0
+        rate = self.arch_tokens / elapsed if elapsed > 0 else 0.0
+        finished = self.done - self.start_done
+        left = self.units - self.done
+        eta = f"{elapsed / finished * left / 60:.1f} min" if finished and left else ("done" if not left else "?")
+        return (f"build {self.label}: units {self.done}/{self.units} | {rate / 1000:.1f}k arch-tokens/s | "
+                f"elapsed {elapsed / 60:.1f} min | ETA {eta}")
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if self.quiet or (not force and now - self.last < self.interval):
+            return
+        self.last = now
+        if self.tty:
+            sys.stderr.write("\r" + self._line().ljust(100))
+        else:
+            sys.stderr.write(self._line() + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if not self.quiet and self.tty:
+            sys.stderr.write("\n")

@@ -1,0 +1,155 @@
+"""``nasbench_ptb`` command line. ``build`` imports the torch-based builder lazily; the rest is numpy + h5py.
+
+Errors a user can cause (bad flags, unwritable paths, missing data, bad tables) print one line and exit 1
+(2 for usage), never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from . import schema, summary
+from .space import space as get_space
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed as one line."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nasbench_ptb", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    b = sub.add_parser("build", help="train architectures of a space and write an HDF5 table")
+    b.add_argument("--space", required=True, help="2node, 3node or <n>node")
+    b.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
+    b.add_argument("--seeds", type=int, help="seeds per architecture (default: the preset's)")
+    b.add_argument("--archs", action="append",
+                   help="ids or canonical genotypes, comma-separated (repeatable); default: the whole space")
+    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    b.add_argument("--out", help="table path (default: ./<space>-<preset>.h5); <out>.parts/ keeps finished units")
+    b.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
+    b.add_argument("--epochs", help="override the preset's epochs")
+    b.add_argument("--hidden", help="override the preset's hidden size")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any preset value")
+    b.add_argument("--quiet", action="store_true", help="no progress line")
+
+    i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
+    i.add_argument("table")
+    i.add_argument("--top", type=int, default=5)
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _parse_archs(sp, items: list[str] | None):
+    if not items:
+        return None
+    genos = []
+    for item in items:
+        for token in (t.strip() for t in item.split(",")):
+            if not token:
+                continue
+            try:
+                genos.append(sp.from_id(int(token)) if token.isdigit() else sp.parse(token))
+            except ValueError as exc:
+                raise UserError(f"--archs {token!r}: {exc}") from None
+    return genos
+
+
+def cmd_build(args) -> int:
+    try:
+        sp = get_space(args.space)
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError("--seeds must be at least 1")
+        archs = _parse_archs(sp, args.archs)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        from builder import build as build_mod, presets
+        from builder.data import DataError
+    except ImportError as exc:
+        raise UserError(f"build needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    for key in ("epochs", "hidden"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
+    try:
+        preset = presets.override(presets.get(args.preset), overrides)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out = args.out or f"{sp.name}-{preset.name}.h5"
+    try:
+        table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet)
+    except (build_mod.BuildError, DataError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    cov = summary.coverage(table)
+    print(f"wrote {out}: {sp.name}/{preset.name}, {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, "
+          f"{cov.missing} missing")
+    return 0
+
+
+def _fmt_range(values: np.ndarray) -> str:
+    v = values[np.isfinite(values)]
+    return f"{v.min():.1f} .. {v.max():.1f} (median {np.median(v):.1f})" if v.size else "n/a"
+
+
+def cmd_info(args) -> int:
+    try:
+        table = schema.read(args.table)
+    except schema.TableError as exc:
+        raise UserError(str(exc)) from None
+    cov = summary.coverage(table)
+    sa = table.standalone
+    top = summary.best(table, args.top)
+    if args.json:
+        print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
+                          "coverage": vars(cov), "best": top, **table.attrs}, indent=2, default=str))
+        return 0
+    print(f"table      {args.table}")
+    print(f"space      {table.space.name} ({table.space.size} architectures)")
+    print(f"preset     {table.preset}: hidden {table.config.get('hidden')}, epochs {table.config.get('epochs')}, "
+          f"batch {table.config.get('batch_size')}, lr {table.config.get('lr')}, checkpoints {len(sa.epochs)}")
+    print(f"seeds      {list(map(int, sa.seeds))}")
+    print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing; "
+          f"{cov.archs_with_ok_run}/{table.space.size} architectures with a result"
+          + (" (full)" if cov.full else " (partial)"))
+    print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(summary.final_valid(table))}")
+    print(f"test ppl   at best checkpoint: {_fmt_range(np.where(sa.status == schema.Status.OK, sa.test_ppl, np.nan))}")
+    for key in ("device", "timings", "software", "created"):
+        if key in table.attrs:
+            print(f"{key:<10} {table.attrs[key] if isinstance(table.attrs[key], str) else json.dumps(table.attrs[key])}")
+    if top:
+        print(f"best {len(top)} by mean final validation ppl:")
+        for r in top:
+            print(f"  {r['id']:>5}  {r['genotype']:<40} valid {r['valid_ppl']:8.2f}  test {r['test_ppl']:8.2f}  "
+                  f"seeds ok {r['seeds_ok']}  hash {r['hash']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"build": cmd_build, "info": cmd_info}[args.command](args)
+    except UserError as exc:
+        print(f"nasbench_ptb {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"nasbench_ptb {args.command}: interrupted; finished units are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The HDF5 table: one module owns its layout and :data:`FORMAT_VERSION` (ARCHITECTURE.md §6).
+
+Layout (dense arrays; NaN plus a status code where a run is missing or diverged, never imputed)::
+
+    /            attrs: format_version, space, preset, config (JSON), ptb_sha256 (JSON), software (JSON),
+                        device, timings (JSON), created
+    /archs       id [N], genotype [N], hash [N], iso_hash [N], params [N]
+    /standalone  seeds [S], epochs [C]; train_loss, valid_ppl, seconds [N, S, C];
+                 test_ppl, best_epoch [N, S]; status [N, S]
+"""
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .space import SearchSpace, space as get_space
+
+FORMAT_VERSION = 1
+
+
+class Status(enum.IntEnum):
+    """Outcome of one run. Only ``OK`` runs carry final numbers."""
+
+    OK = 0
+    MISSING = 1  # not trained (partial coverage)
+    DIVERGED = 2  # NaN/inf during training: checkpoints before it are kept, finals are NaN
+
+
+class TableError(Exception):
+    """A table file is missing, truncated, of another format version, or not a nasbench-ptb table."""
+
+
+@dataclass(frozen=True)
+class Standalone:
+    seeds: np.ndarray  # [S]
+    epochs: np.ndarray  # [C]
+    train_loss: np.ndarray  # [N, S, C]
+    valid_ppl: np.ndarray  # [N, S, C]
+    seconds: np.ndarray  # [N, S, C]
+    test_ppl: np.ndarray  # [N, S]
+    best_epoch: np.ndarray  # [N, S]
+    status: np.ndarray  # [N, S] Status codes
+
+    @classmethod
+    def empty(cls, n_archs: int, seeds, epochs) -> "Standalone":
+        S, C = len(seeds), len(epochs)
+        nan3 = lambda: np.full((n_archs, S, C), np.nan)  # noqa: E731
+        return cls(
+            np.asarray(seeds, dtype=np.int64), np.asarray(epochs, dtype=np.float64), nan3(), nan3(), nan3(),
+            np.full((n_archs, S), np.nan), np.full((n_archs, S), np.nan),
+            np.full((n_archs, S), Status.MISSING, dtype=np.int8),
+        )
+
+
+@dataclass(frozen=True)
+class Table:
+    """A whole table in memory."""
+
+    space: SearchSpace
+    preset: str
+    config: dict
+    standalone: Standalone
+    attrs: dict = field(default_factory=dict)  # ptb_sha256, software, device, timings, created
+
+    @property
+    def genotypes(self):
+        return list(self.space)
+
+
+def arch_columns(sp: SearchSpace, params: int) -> dict:
+    genos = list(sp)
+    return {
+        "id": np.array([g.id for g in genos], dtype=np.int64),
+        "genotype": np.array([g.canonical for g in genos], dtype=object),
+        "hash": np.array([g.hash for g in genos], dtype="S16"),
+        "iso_hash": np.array([g.iso_hash for g in genos], dtype="S16"),
+        "params": np.full(len(genos), params, dtype=np.int64),
+    }
+
+
+def write(table: Table, path: str | os.PathLike) -> None:
+    """Write atomically: a temporary file in the same directory, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["space"] = table.space.name
+            f.attrs["preset"] = table.preset
+            f.attrs["config"] = json.dumps(table.config, sort_keys=True)
+            for key, value in table.attrs.items():
+                f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            archs = f.create_group("archs")
+            for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
+                dtype = h5py.string_dtype() if col.dtype == object else col.dtype
+                archs.create_dataset(key, data=col, dtype=dtype)
+            sa = f.create_group("standalone")
+            for key, value in vars(table.standalone).items():
+                sa.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read(path: str | os.PathLike) -> Table:
+    """Load a whole table; raises :class:`TableError` naming the path and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise TableError(f"{path}: no such table file")
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("format_version")
+            if version is None:
+                raise TableError(f"{path}: not a nasbench-ptb table (no format_version attribute)")
+            if int(version) != FORMAT_VERSION:
+                raise TableError(f"{path}: format_version {int(version)}, this library reads {FORMAT_VERSION}")
+            sp = get_space(str(f.attrs["space"]))
+            ids = f["archs/id"][()]
+            if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
+                raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
+            sa = Standalone(**{k: f["standalone"][k][()] for k in Standalone.__dataclass_fields__})
+            attrs = {}
+            for key, value in f.attrs.items():
+                if key in ("format_version", "space", "preset", "config"):
+                    continue
+                try:
+                    attrs[key] = json.loads(value)
+                except (TypeError, ValueError):
+                    attrs[key] = value
+            return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), sa, attrs)
+    except TableError:
+        raise
+    except (OSError, KeyError, ValueError) as exc:
+        raise TableError(f"{path}: unreadable or truncated table ({exc})") from None

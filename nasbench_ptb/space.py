@@ -1,0 +1,202 @@
+"""Search spaces and genotypes of reduced DARTS recurrent cells (ARCHITECTURE.md §2).
+
+A space has ``n`` intermediate nodes; node ``k`` (1..n) picks one predecessor ``p < k`` (0 is ``s0``) and one
+activation from :data:`OPS`. This module owns the genotype conventions shared by the builder, the query library
+and the HTTP API: canonical strings, the paper's integer ids, hashes and isomorphism hashes.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterator, Sequence, Union
+
+OPS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "identity")
+"""Activation names; their order defines the ids and must never change."""
+
+GenotypeLike = Union["Genotype", str, Sequence[Sequence[object]]]
+
+
+def _sha16(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """One cell: ``nodes[k-1] = (op, pred)`` for node k. Validated on construction."""
+
+    nodes: tuple[tuple[str, int], ...]
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            raise ValueError("genotype has no nodes")
+        for k, node in enumerate(self.nodes, start=1):
+            if len(node) != 2:
+                raise ValueError(f"node {k}: expected (op, pred), got {node!r}")
+            op, pred = node
+            if op not in OPS:
+                raise ValueError(f"node {k}: unknown op {op!r} (known: {', '.join(OPS)})")
+            if isinstance(pred, bool) or not isinstance(pred, int):
+                raise ValueError(f"node {k}: predecessor must be an integer, got {pred!r}")
+            if not 0 <= pred < k:
+                raise ValueError(f"node {k}: predecessor {pred} is not an earlier node (allowed 0..{k - 1})")
+
+    @property
+    def n(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def ops(self) -> tuple[int, ...]:
+        """Activation index per node."""
+        return tuple(OPS.index(op) for op, _ in self.nodes)
+
+    @property
+    def preds(self) -> tuple[int, ...]:
+        return tuple(p for _, p in self.nodes)
+
+    @cached_property
+    def canonical(self) -> str:
+        """``op:pred|op:pred…`` — the one string every layer uses."""
+        return "|".join(f"{op}:{pred}" for op, pred in self.nodes)
+
+    @cached_property
+    def id(self) -> int:
+        """The paper's id: ``id = id·4k + (4·pred_k + op_k)`` accumulated from node 1."""
+        value = 0
+        for k, (op, pred) in enumerate(self.nodes, start=1):
+            value = value * 4 * k + 4 * pred + OPS.index(op)
+        return value
+
+    @cached_property
+    def hash(self) -> str:
+        """First 16 hex digits of SHA-256 over the canonical string."""
+        return _sha16(self.canonical)
+
+    @cached_property
+    def iso_hash(self) -> str:
+        """Hash of the cell up to node renumbering (a labelled tree rooted at s0; the output mean is symmetric)."""
+        children: dict[int, list[int]] = {k: [] for k in range(self.n + 1)}
+        for k, (_, pred) in enumerate(self.nodes, start=1):
+            children[pred].append(k)
+
+        def canon(node: int) -> str:
+            label = "s0" if node == 0 else self.nodes[node - 1][0]
+            return label + "(" + ",".join(sorted(canon(c) for c in children[node])) + ")"
+
+        return _sha16(canon(0))
+
+    def darts_repr(self) -> str:
+        """The DARTS ``Genotype(recurrent=…, concat=…)`` form."""
+        pairs = ", ".join(f"('{op}', {pred})" for op, pred in self.nodes)
+        return f"Genotype(recurrent=[{pairs}], concat=range(1, {self.n + 1}))"
+
+    def __str__(self) -> str:
+        return self.canonical
+
+
+_DARTS_RE = re.compile(r"^\s*Genotype\s*\(\s*recurrent\s*=\s*(\[.*\])\s*(?:,\s*concat\s*=\s*(.*?))?\s*\)\s*$", re.S)
+_CONCAT_RE = re.compile(r"^range\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+
+
+def _from_pairs(pairs: object, source: str) -> Genotype:
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise ValueError(f"genotype {source!r}: expected a non-empty list of (op, pred) pairs")
+    nodes = []
+    for item in pairs:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ValueError(f"genotype {source!r}: expected (op, pred) pairs, got {item!r}")
+        nodes.append((item[0], item[1]))
+    return Genotype(tuple(nodes))
+
+
+def parse(value: GenotypeLike) -> Genotype:
+    """Parse a canonical string, a DARTS ``Genotype(...)`` repr or a list of ``(op, pred)`` pairs.
+
+    Raises ValueError naming the problem for anything else.
+    """
+    if isinstance(value, Genotype):
+        return value
+    if isinstance(value, (list, tuple)):
+        return _from_pairs(list(value), repr(value))
+    if not isinstance(value, str):
+        raise ValueError(f"cannot parse a genotype from {type(value).__name__} {value!r}")
+    text = value.strip()
+    if not text:
+        raise ValueError("empty genotype string")
+    match = _DARTS_RE.match(text)
+    if match:
+        try:
+            pairs = ast.literal_eval(match.group(1))
+        except (ValueError, SyntaxError) as exc:
+            raise ValueError(f"genotype {value!r}: malformed recurrent list ({exc})") from None
+        geno = _from_pairs(pairs, value)
+        if match.group(2) is not None:
+            concat = _CONCAT_RE.match(match.group(2).strip())
+            if not concat or (int(concat.group(1)), int(concat.group(2))) != (1, geno.n + 1):
+                raise ValueError(
+                    f"genotype {value!r}: concat must be range(1, {geno.n + 1}) (the output averages every node)"
+                )
+        return geno
+    nodes = []
+    for k, part in enumerate(text.split("|"), start=1):
+        op, sep, pred = part.strip().partition(":")
+        if not sep or not pred.strip().lstrip("-").isdigit():
+            raise ValueError(f"genotype {value!r}: node {k} {part!r} is not of the form op:pred")
+        nodes.append((op.strip(), int(pred)))
+    return Genotype(tuple(nodes))
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """All cells with ``n`` intermediate nodes; enumerated in id order."""
+
+    n: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n, int) or self.n < 1:
+            raise ValueError(f"a search space needs at least one node, got {self.n!r}")
+
+    @property
+    def name(self) -> str:
+        return f"{self.n}node"
+
+    @property
+    def size(self) -> int:
+        return math.factorial(self.n) * 4**self.n
+
+    def __len__(self) -> int:
+        return self.size
+
+    def from_id(self, arch_id: int) -> Genotype:
+        """Decode the paper's id (inverse of :attr:`Genotype.id`)."""
+        if isinstance(arch_id, bool) or not isinstance(arch_id, int) or not 0 <= arch_id < self.size:
+            raise ValueError(f"id {arch_id!r} is out of range for space {self.name} (0..{self.size - 1})")
+        nodes = []
+        rest = arch_id
+        for k in range(self.n, 0, -1):
+            rest, slot = divmod(rest, 4 * k)
+            nodes.append((OPS[slot % 4], slot // 4))
+        return Genotype(tuple(reversed(nodes)))
+
+    def __iter__(self) -> Iterator[Genotype]:
+        return (self.from_id(i) for i in range(self.size))
+
+    def parse(self, value: GenotypeLike) -> Genotype:
+        """Parse and check that the genotype belongs to this space."""
+        geno = parse(value)
+        if geno.n != self.n:
+            raise ValueError(f"genotype {geno.canonical!r} has {geno.n} nodes; space {self.name} needs {self.n}")
+        return geno
+
+
+def space(name: str | int) -> SearchSpace:
+    """A space by name (``"2node"``, ``"3node"``, any ``"<n>node"``) or node count."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return SearchSpace(name)
+    match = re.fullmatch(r"\s*(\d+)\s*node\s*", str(name))
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"unknown search space {name!r}; expected a name like '2node' or '3node'")
+    return SearchSpace(int(match.group(1)))
