@@ -153,7 +153,10 @@ def build(
     units = plan_units(arch_ids, seed_list, p.slots_per_unit)
     done = {part["path"].stem for part in _read_parts(parts, fp)}
     todo = [u for u in units if u.key not in done]
-    progress = Progress(len(units), len(units) - len(todo), quiet=quiet, label=f"{sp.name}/{p.name}")
+    train_len = len(corpus.train[: p.train_tokens])
+    planned = sum(len(u.arch_ids) for u in todo) * p.epochs * train_len
+    progress = Progress(len(units), len(units) - len(todo), quiet=quiet, label=f"{sp.name}/{p.name}",
+                        planned_tokens=planned)
     for unit in todo:
         t0 = time.perf_counter()
         genos = [sp.from_id(a) for a in unit.arch_ids]

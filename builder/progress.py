@@ -9,8 +9,10 @@ import time
 
 
 class Progress:
-    def __init__(self, units: int, done: int, quiet: bool = False, label: str = "", log_every: float = 30.0):
+    def __init__(self, units: int, done: int, quiet: bool = False, label: str = "", log_every: float = 30.0,
+                 planned_tokens: float = 0.0):
         self.units, self.done, self.quiet, self.label = units, done, quiet, label
+        self.planned_tokens = planned_tokens  # training arch-tokens still to do, for an ETA before a unit ends
         self.start_done = done
         self.tty = sys.stderr.isatty()
         self.interval = 0.5 if self.tty else log_every
@@ -32,7 +34,14 @@ class Progress:
         rate = self.arch_tokens / elapsed if elapsed > 0 else 0.0
         finished = self.done - self.start_done
         left = self.units - self.done
-        eta = f"{elapsed / finished * left / 60:.1f} min" if finished and left else ("done" if not left else "?")
+        if not left:
+            eta = "done"
+        elif finished:
+            eta = f"{elapsed / finished * left / 60:.1f} min"
+        elif rate > 0 and self.planned_tokens:
+            eta = f"~{max(self.planned_tokens - self.arch_tokens, 0) / rate / 60:.1f} min (training only)"
+        else:
+            eta = "?"
         return (f"build {self.label}: units {self.done}/{self.units} | {rate / 1000:.1f}k arch-tokens/s | "
                 f"elapsed {elapsed / 60:.1f} min | ETA {eta}")
 

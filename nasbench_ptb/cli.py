@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
     b.add_argument("--seeds", type=int, help="seeds per architecture (default: the preset's)")
     b.add_argument("--archs", action="append",
-                   help="ids or canonical genotypes, comma-separated (repeatable); default: the whole space")
+                   help="ids, id ranges (0-15) or canonical genotypes, comma-separated (repeatable); default: all")
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     b.add_argument("--out", help="table path (default: ./<space>-<preset>.h5); <out>.parts/ keeps finished units")
     b.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
@@ -58,7 +58,13 @@ def _parse_archs(sp, items: list[str] | None):
             if not token:
                 continue
             try:
-                genos.append(sp.from_id(int(token)) if token.isdigit() else sp.parse(token))
+                lo, dash, hi = token.partition("-")
+                if token.isdigit():
+                    genos.append(sp.from_id(int(token)))
+                elif dash and lo.strip().isdigit() and hi.strip().isdigit():
+                    genos.extend(sp.from_id(i) for i in range(int(lo), int(hi) + 1))
+                else:
+                    genos.append(sp.parse(token))
             except ValueError as exc:
                 raise UserError(f"--archs {token!r}: {exc}") from None
     return genos

@@ -1,0 +1,139 @@
+"""End-to-end builds through the CLI: coverage, resume after SIGKILL, clear errors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from nasbench_ptb import schema
+from nasbench_ptb.cli import main
+from nasbench_ptb.schema import Status
+
+# Small enough for seconds per unit on one core, real PTB and the real 10k vocabulary.
+FAST = ["--preset", "smoke", "--set", "train_tokens=600", "--set", "valid_tokens=200", "--set", "test_tokens=200",
+        "--set", "checkpoints=3", "--epochs", "1", "--quiet"]
+
+
+def build(tmp_path, ptb_path, *extra, out="t.h5"):
+    return main(["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / out), *FAST, *extra])
+
+
+def test_partial_build_is_visible_through_status(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--archs", "3,tanh:0|relu:1", "--archs", "30-31", "--seeds", "2") == 0
+    table = schema.read(tmp_path / "t.h5")
+    sa = table.standalone
+    done = [3, parse_id("tanh:0|relu:1"), 30, 31]
+    assert sa.status.shape == (32, 2) and list(sa.seeds) == [0, 1]
+    assert (sa.status[done] == Status.OK).all()
+    missing = np.setdiff1d(np.arange(32), done)
+    assert (sa.status[missing] == Status.MISSING).all()
+    assert np.isnan(sa.valid_ppl[missing]).all() and np.isnan(sa.test_ppl[missing]).all()
+    assert np.isfinite(sa.valid_ppl[done]).all() and np.isfinite(sa.test_ppl[done]).all()
+    assert (np.diff(sa.seconds[done], axis=-1) > 0).all() and len(sa.epochs) == 3
+    assert table.config["train_tokens"] == 600 and table.config["checkpoints"] == 3  # overrides recorded
+    assert table.attrs["software"]["torch"] and table.attrs["ptb_sha256"]["train"].startswith("fcea919f")
+    # seeds differ, so runs differ
+    assert not np.array_equal(sa.valid_ppl[3, 0], sa.valid_ppl[3, 1])
+    assert main(["info", str(tmp_path / "t.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "8/64 runs ok" in out and "56 missing" in out and "(partial)" in out
+
+
+def parse_id(text):
+    from nasbench_ptb.space import parse
+    return parse(text).id
+
+
+def _cli(*args, env=None):
+    return [sys.executable, "-m", "nasbench_ptb.cli", *args]
+
+
+def test_sigkill_mid_build_then_resume_gives_the_same_table(tmp_path, ptb_path):
+    args = ["build", "--space", "2node", "--data", str(ptb_path), "--archs", "0-7", *FAST,
+            "--set", "slots_per_unit=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parts = tmp_path / "killed.h5.parts"
+    proc = subprocess.Popen(_cli(*args, "--out", str(tmp_path / "killed.h5")), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts.glob("unit-*.h5"))) < 1:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in parts.glob("unit-*.h5")}
+    assert 1 <= len(finished) < 4, "the kill should land between units"
+    assert not (tmp_path / "killed.h5").exists()  # no half-written table
+
+    resumed = subprocess.run(_cli(*args, "--out", str(tmp_path / "killed.h5")), env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    for name, mtime in finished.items():  # finished units were not redone
+        assert (parts / name).stat().st_mtime_ns == mtime
+    straight = subprocess.run(_cli(*args, "--out", str(tmp_path / "straight.h5")), env=env, capture_output=True,
+                              text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    a, b = schema.read(tmp_path / "killed.h5"), schema.read(tmp_path / "straight.h5")
+    assert (a.standalone.status[:8] == Status.OK).all()
+    for name in ("valid_ppl", "train_loss", "test_ppl"):
+        np.testing.assert_allclose(getattr(a.standalone, name), getattr(b.standalone, name), rtol=1e-5)
+
+
+def test_rerun_with_other_config_is_refused_and_keeps_results(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--archs", "0") == 0
+    before = (tmp_path / "t.h5").read_bytes()
+    assert build(tmp_path, ptb_path, "--archs", "0", "--set", "lr=5") == 1
+    err = capsys.readouterr().err
+    assert "holds results of another configuration" in err and err.count("\n") == 1
+    assert (tmp_path / "t.h5").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["build", "--space", "fivenode"], "unknown search space"),
+        (["build", "--space", "2node", "--preset", "huge"], "unknown preset 'huge'"),
+        (["build", "--space", "2node", "--set", "learning=3"], "unknown preset field 'learning'"),
+        (["build", "--space", "2node", "--set", "lr"], "expected KEY=VALUE"),
+        (["build", "--space", "2node", "--epochs", "many"], "epochs='many'"),
+        (["build", "--space", "2node", "--archs", "tanh:0|tanh:5"], "predecessor 5"),
+        (["build", "--space", "2node", "--archs", "99"], "out of range"),
+        (["build", "--space", "2node", "--seeds", "0"], "--seeds must be at least 1"),
+        (["build", "--space", "2node", "--out", "/proc/nasbench/t.h5"], "cannot write the output"),
+        (["build", "--space", "2node", "--data", "/nonexistent/ptb"], "missing ptb.train.txt"),
+        (["info", "/nonexistent.h5"], "no such table file"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = subprocess.run(_cli(*args), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    res = subprocess.run(_cli("build", "--space", "2node", "--device", "tpu"), capture_output=True, text=True)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "--device" in res.stderr
+
+
+def test_missing_data_without_network(tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "NASBENCH_PTB_URL": "http://127.0.0.1:9/ptb"}
+    env.pop("NASBENCH_PTB_DATA", None)
+    res = subprocess.run(_cli("build", "--space", "2node", "--out", str(tmp_path / "x.h5")), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "cannot download" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_corrupt_part_is_retrained(tmp_path, ptb_path):
+    assert build(tmp_path, ptb_path, "--archs", "5") == 0
+    part = next((tmp_path / "t.h5.parts").glob("unit-*.h5"))
+    good = schema.read(tmp_path / "t.h5").standalone.valid_ppl[5].copy()
+    part.write_bytes(b"garbage")
+    assert build(tmp_path, ptb_path, "--archs", "5") == 0
+    with h5py.File(part) as f:
+        assert "valid_ppl" in f
+    np.testing.assert_allclose(schema.read(tmp_path / "t.h5").standalone.valid_ppl[5], good, rtol=1e-5)

@@ -1,0 +1,72 @@
+import h5py
+import numpy as np
+import pytest
+
+from builder import presets
+from nasbench_ptb import schema, summary
+from nasbench_ptb.space import space
+
+
+def _table(n_seeds=2, C=4):
+    sp = space("2node")
+    sa = schema.Standalone.empty(sp.size, range(n_seeds), np.linspace(0.25, 1.0, C))
+    rng = np.random.RandomState(0)
+    sa.valid_ppl[:10] = rng.uniform(100, 200, (10, n_seeds, C))
+    sa.test_ppl[:10] = rng.uniform(100, 200, (10, n_seeds))
+    sa.status[:10] = schema.Status.OK
+    sa.status[10, 0] = schema.Status.DIVERGED
+    return schema.Table(sp, "custom", {"hidden": 8, "params": 123}, sa, {"device": "cpu", "software": {"x": 1}})
+
+
+def test_round_trip(tmp_path):
+    t = _table()
+    schema.write(t, tmp_path / "t.h5")
+    r = schema.read(tmp_path / "t.h5")
+    assert r.space == t.space and r.preset == "custom" and r.config == t.config
+    assert r.attrs["device"] == "cpu" and r.attrs["software"] == {"x": 1}
+    for k in schema.Standalone.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(r.standalone, k), getattr(t.standalone, k))
+    with h5py.File(tmp_path / "t.h5") as f:
+        assert f["archs/genotype"][0].decode() == "tanh:0|tanh:0" and f["archs/params"][0] == 123
+        assert f["archs/hash"][31].decode() == space(2).from_id(31).hash
+    assert [p.name for p in tmp_path.iterdir()] == ["t.h5"]  # no temporary left behind
+
+
+def test_summary_ranks_ok_runs_only():
+    t = _table()
+    cov = summary.coverage(t)
+    assert (cov.ok, cov.diverged, cov.missing, cov.archs_with_ok_run) == (20, 1, 43, 10) and not cov.full
+    order = summary.ranking(t)
+    final = np.nanmean(t.standalone.valid_ppl[:10, :, -1], axis=1)
+    assert list(order[:10]) == list(np.argsort(final))
+    assert all(r["id"] < 10 for r in summary.best(t, 20))
+
+
+def test_wrong_version_truncated_and_foreign_files(tmp_path):
+    schema.write(_table(), tmp_path / "t.h5")
+    with h5py.File(tmp_path / "t.h5", "a") as f:
+        f.attrs["format_version"] = 99
+    with pytest.raises(schema.TableError, match=r"t.h5: format_version 99, this library reads 1"):
+        schema.read(tmp_path / "t.h5")
+    schema.write(_table(), tmp_path / "ok.h5")
+    data = (tmp_path / "ok.h5").read_bytes()
+    (tmp_path / "cut.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(schema.TableError, match="cut.h5: unreadable or truncated"):
+        schema.read(tmp_path / "cut.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(schema.TableError, match="not a nasbench-ptb table"):
+        schema.read(tmp_path / "other.h5")
+
+
+def test_presets_override_and_validate():
+    p = presets.override(presets.get("cpu"), {"epochs": "0.5", "hidden": "16", "asgd": "true",
+                                              "train_tokens": "none"})
+    assert (p.epochs, p.hidden, p.asgd, p.train_tokens) == (0.5, 16, True, None)
+    assert presets.get("paper").hidden == 850 and presets.get("paper").epochs == 1000
+    with pytest.raises(ValueError, match="may not be None"):
+        presets.override(p, {"hidden": "none"})
+    with pytest.raises(ValueError, match="dropout_x must be in"):
+        presets.override(p, {"dropout_x": "1.5"})
+    with pytest.raises(ValueError, match="unknown preset field 'name'"):
+        presets.override(p, {"name": "x"})

@@ -1,0 +1,88 @@
+import hashlib
+
+import pytest
+
+from nasbench_ptb.space import OPS, Genotype, SearchSpace, parse, space
+
+
+def test_sizes_and_names():
+    assert len(space("2node")) == 32 and len(space("3node")) == 384
+    assert space(4).size == 24 * 4**4 and space("8node").name == "8node"
+    with pytest.raises(ValueError, match="unknown search space"):
+        space("twonode")
+    with pytest.raises(ValueError, match="at least one node"):
+        SearchSpace(0)
+
+
+def test_paper_id_examples():
+    sp = space("2node")
+    assert sp.from_id(0).canonical == "tanh:0|tanh:0"
+    assert sp.from_id(4).canonical == "tanh:0|tanh:1"
+    assert sp.from_id(31).canonical == "identity:0|identity:1"
+    # id = 8·slot_1 + slot_2 for two nodes
+    g = parse("sigmoid:0|relu:1")
+    assert g.id == 8 * (4 * 0 + 2) + (4 * 1 + 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_enumeration_is_in_id_order_and_round_trips(n):
+    sp = space(n)
+    genos = list(sp)
+    assert [g.id for g in genos] == list(range(sp.size))
+    assert len({g.canonical for g in genos}) == sp.size
+    for g in genos[:: max(1, sp.size // 50)]:
+        assert parse(g.canonical) == g and parse(g.darts_repr()) == g and parse(list(g.nodes)) == g
+
+
+def test_parse_forms_agree():
+    darts = "Genotype(recurrent=[('tanh', 0), ('sigmoid', 0)], concat=range(1, 3))"
+    assert parse(darts) == parse("tanh:0|sigmoid:0") == parse([("tanh", 0), ("sigmoid", 0)])
+    assert parse(" tanh:0 | sigmoid:0 ").canonical == "tanh:0|sigmoid:0"
+
+
+def test_hash_is_sha256_prefix_of_canonical():
+    g = parse("tanh:0|sigmoid:0")
+    assert g.hash == hashlib.sha256(b"tanh:0|sigmoid:0").hexdigest()[:16]
+    assert len({g.hash for g in space(3)}) == 384
+
+
+def test_iso_classes():
+    assert len({g.iso_hash for g in space(2)}) == 26
+    assert len({g.iso_hash for g in space(3)}) == 188
+    # renumbering the two children of s0 gives the same cell; a chain does not
+    assert parse("tanh:0|relu:0").iso_hash == parse("relu:0|tanh:0").iso_hash
+    assert parse("tanh:0|relu:1").iso_hash != parse("relu:0|tanh:1").iso_hash
+    # in 3 nodes: s0→1, s0→2, 2→3 equals s0→1, 1→2, s0→3 with matching labels
+    assert parse("relu:0|tanh:0|sigmoid:2").iso_hash == parse("tanh:0|sigmoid:1|relu:0").iso_hash
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty genotype"),
+        ("   ", "empty genotype"),
+        ("gelu:0|tanh:0", "unknown op 'gelu'"),
+        ("tanh:0|tanh:2", "predecessor 2 is not an earlier node"),
+        ("tanh:1|tanh:0", "predecessor 1 is not an earlier node"),
+        ("tanh:-1|tanh:0", "predecessor -1"),
+        ("tanh|relu:0", "not of the form op:pred"),
+        ("hello world", "not of the form op:pred"),
+        ("Genotype(recurrent=[('tanh', 0)], concat=range(1, 5))", "concat must be range"),
+        ("Genotype(recurrent=[('tanh', 0), oops], concat=range(1, 3))", "malformed recurrent list"),
+    ],
+)
+def test_invalid_genotypes_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        parse(text)
+
+
+def test_wrong_node_count_for_space():
+    with pytest.raises(ValueError, match="has 3 nodes; space 2node needs 2"):
+        space("2node").parse("tanh:0|tanh:0|tanh:0")
+    with pytest.raises(ValueError, match="out of range"):
+        space("2node").from_id(32)
+    with pytest.raises(ValueError):
+        parse(42)
+    with pytest.raises(ValueError, match="predecessor must be an integer"):
+        Genotype((("tanh", "0"),))
+    assert OPS == ("tanh", "relu", "sigmoid", "identity")
