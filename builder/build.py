@@ -1,17 +1,15 @@
-"""Standalone table build: plan units, train each, persist it, assemble the table atomically.
+"""Table build: plan units, train each, persist it (``builder.parts``), assemble the table atomically.
 
-A unit is a group of runs (architecture, seed) trained together as slots. Its results go to
-``<out>.parts/<unit>.h5`` (written to a temporary name, then renamed) before the next unit starts, so a killed
-build, rerun with the same command, skips finished units. The table is assembled from every part file of the
-same configuration and appears at ``<out>`` by atomic rename; runs not trained stay status ``missing``.
+Standalone units are groups of (architecture, seed) runs trained together as slots; weight-sharing units are
+groups of super-net seeds. A killed build, rerun with the same command, skips finished units. The table is
+assembled from every part of the same configuration and appears at ``<out>`` by atomic rename; standalone
+runs without a part stay ``missing``, as do WS seeds.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,35 +25,41 @@ import nasbench_ptb
 from nasbench_ptb import schema
 from nasbench_ptb.space import Genotype, SearchSpace
 
-from . import data
+from . import data, parts
 from .engine import count_params
+from .parts import BuildError
 from .presets import Preset
 from .progress import Progress
-from .train import RunCurves, train_runs
+from .train import train_runs
+from .ws import train_supernets
 
-
-class BuildError(RuntimeError):
-    """The build cannot start or continue (bad output path, conflicting parts, bad device)."""
+MODES = ("standalone", "ws", "both")
+__all__ = ["BuildError", "MODES", "build"]
 
 
 @dataclass(frozen=True)
 class Unit:
-    arch_ids: tuple[int, ...]
-    seeds: tuple[int, ...]  # one per run
+    kind: str  # "standalone" or "ws"
+    arch_ids: tuple[int, ...]  # standalone: one per run; ws: empty (every architecture)
+    seeds: tuple[int, ...]
 
     @property
     def key(self) -> str:
-        text = ",".join(f"{a}:{s}" for a, s in zip(self.arch_ids, self.seeds))
-        return "unit-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        text = ",".join(f"{a}:{s}" for a, s in zip(self.arch_ids, self.seeds)) or ",".join(map(str, self.seeds))
+        return parts.KINDS[self.kind] + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def plan_units(arch_ids: Sequence[int], seeds: Sequence[int], per_unit: int) -> list[Unit]:
-    """Runs ordered by seed then id, cut into units of ``per_unit`` slots."""
+    """Standalone runs ordered by seed then id, cut into units of ``per_unit`` slots."""
     runs = [(a, s) for s in seeds for a in arch_ids]
     return [
-        Unit(tuple(a for a, _ in runs[i : i + per_unit]), tuple(s for _, s in runs[i : i + per_unit]))
+        Unit("standalone", tuple(a for a, _ in runs[i : i + per_unit]), tuple(s for _, s in runs[i : i + per_unit]))
         for i in range(0, len(runs), per_unit)
     ]
+
+
+def plan_ws_units(seeds: Sequence[int], per_unit: int) -> list[Unit]:
+    return [Unit("ws", (), tuple(seeds[i : i + per_unit])) for i in range(0, len(seeds), per_unit)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,57 +72,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def fingerprint(sp: SearchSpace, p: Preset) -> str:
-    """Identifies results that may be combined in one table (space + every training value)."""
-    return json.dumps({"space": sp.name, "preset": p.to_dict(), "format_version": schema.FORMAT_VERSION},
-                      sort_keys=True)
-
-
 def _check_writable(out: Path) -> Path:
-    parts = out.with_name(out.name + ".parts")
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=parts):
-            pass
-        with tempfile.NamedTemporaryFile(dir=out.parent):
-            pass
-    except OSError as exc:
-        raise BuildError(f"cannot write the output {out}: {exc.strerror or exc}") from None
     if out.is_dir():
         raise BuildError(f"output {out} is a directory; give a file path such as {out / 'table.h5'}")
-    return parts
-
-
-def _write_part(path: Path, unit: Unit, res: RunCurves, fp: str, seconds: float, device: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    folder = out.with_name(out.name + ".parts")
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update({"fingerprint": fp, "unit_seconds": seconds, "device": device})
-            f["arch_ids"], f["seeds"] = np.array(unit.arch_ids), np.array(unit.seeds)
-            for k, v in vars(res).items():
-                f[k] = v
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _read_parts(parts: Path, fp: str) -> list[dict]:
-    found = []
-    for path in sorted(parts.glob("unit-*.h5")):
-        try:
-            with h5py.File(path, "r") as f:
-                if f.attrs["fingerprint"] != fp:
-                    raise BuildError(
-                        f"{parts} holds results of another configuration ({path.name}); use another --out or "
-                        "remove that directory"
-                    )
-                found.append({"path": path, **dict(f.attrs), **{k: f[k][()] for k in f}})
-        except (OSError, KeyError) as exc:
-            print(f"warning: ignoring unreadable part {path} ({exc}); its unit will be retrained", file=sys.stderr)
-            path.unlink()
-    return found
+        folder.mkdir(parents=True, exist_ok=True)
+        for where in (folder, out.parent):
+            with tempfile.NamedTemporaryFile(dir=where):
+                pass
+    except OSError as exc:
+        raise BuildError(f"cannot write the output {out}: {exc.strerror or exc}") from None
+    return folder
 
 
 def software() -> dict:
@@ -141,54 +106,94 @@ def build(
     device: str = "auto",
     data_dir: str | None = None,
     quiet: bool = False,
+    mode: str = "both",
+    ws_seeds: int | None = None,
 ) -> schema.Table:
-    """Train the requested runs (all architectures × ``seeds`` by default) and write the table to ``out``."""
+    """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
+    write the table to ``out``."""
+    if mode not in MODES:
+        raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     out = Path(out)
-    parts = _check_writable(out)
+    folder = _check_writable(out)
     dev = resolve_device(device)
     corpus = data.load(data_dir)
-    fp = fingerprint(sp, p)
-    arch_ids = sorted({g.id for g in archs}) if archs else list(range(sp.size))
-    seed_list = list(range(seeds if seeds is not None else p.seeds))
-    units = plan_units(arch_ids, seed_list, p.slots_per_unit)
-    done = {part["path"].stem for part in _read_parts(parts, fp)}
+    fps = {kind: parts.fingerprint(sp, p, kind) for kind in parts.KINDS}
+    units: list[Unit] = []
+    if mode in ("standalone", "both"):
+        arch_ids = sorted({g.id for g in archs}) if archs else list(range(sp.size))
+        units += plan_units(arch_ids, list(range(seeds if seeds is not None else p.seeds)), p.slots_per_unit)
+    if mode in ("ws", "both"):
+        units += plan_ws_units(list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)), p.ws_slots_per_unit)
+    done = {part["path"].stem for kind in parts.KINDS for part in parts.read_all(folder, kind, fps[kind])}
     todo = [u for u in units if u.key not in done]
     train_len = len(corpus.train[: p.train_tokens])
-    planned = sum(len(u.arch_ids) for u in todo) * p.epochs * train_len
+    planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
     progress = Progress(len(units), len(units) - len(todo), quiet=quiet, label=f"{sp.name}/{p.name}",
                         planned_tokens=planned)
     for unit in todo:
         t0 = time.perf_counter()
-        genos = [sp.from_id(a) for a in unit.arch_ids]
-        res = train_runs(corpus, genos, unit.seeds, p, dev, on_batch=progress.tokens)
-        _write_part(parts / f"{unit.key}.h5", unit, res, fp, time.perf_counter() - t0, device_name(dev))
+        if unit.kind == "standalone":
+            genos = [sp.from_id(a) for a in unit.arch_ids]
+            res = train_runs(corpus, genos, unit.seeds, p, dev, on_batch=progress.tokens)
+            arrays = {"arch_ids": unit.arch_ids, **vars(res)}
+        else:
+            res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=progress.tokens)
+            arrays = vars(res)
+        attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
+        parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
         progress.unit_done()
     progress.close()
-    table = assemble(sp, p, parts, fp, corpus.ntokens, dev)
+    table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode)
     schema.write(table, out)
     return table
 
 
-def assemble(sp: SearchSpace, p: Preset, parts: Path, fp: str, ntokens: int, dev: torch.device) -> schema.Table:
-    """Combine every part of this configuration into one table; runs without a part stay ``missing``."""
-    found = _read_parts(parts, fp)
+def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standalone:
     seeds = sorted({int(s) for part in found for s in part["seeds"]}) or [0]
     epochs = found[0]["epochs"] if found else np.full(p.checkpoints, np.nan)
     sa = schema.Standalone.empty(sp.size, seeds, epochs)
     for part in found:
         for j, (a, s) in enumerate(zip(part["arch_ids"], part["seeds"])):
             k = seeds.index(int(s))
-            for name in ("train_loss", "valid_ppl", "seconds"):
+            for name in ("train_loss", "valid_ppl", "seconds", "test_ppl", "best_epoch", "status"):
                 getattr(sa, name)[a, k] = part[name][j]
-            for name in ("test_ppl", "best_epoch", "status"):
-                getattr(sa, name)[a, k] = part[name][j]
+    return sa
+
+
+def _ws(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.WeightSharing:
+    seeds = sorted({int(s) for part in found for s in part["seeds"]}) or [0]
+    if found:
+        epochs, tokens = found[0]["epochs"], found[0]["valid_tokens"]
+    else:
+        epochs, tokens = np.full(p.ws_checkpoints, np.nan), np.zeros(p.ws_checkpoints)
+    ws = schema.WeightSharing.empty(sp.size, seeds, epochs, tokens)
+    for part in found:
+        for j, s in enumerate(part["seeds"]):
+            k = seeds.index(int(s))
+            for name in ("valid_ppl", "test_ppl", "train_loss", "seconds", "samples", "status"):
+                getattr(ws, name)[k] = part[name][j]
+    return ws
+
+
+def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, dev: torch.device,
+             mode: str = "both") -> schema.Table:
+    """Combine every part of this configuration into one table (a part is included when it was requested
+    now or trained before into the same ``--out``)."""
+    found = {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
+    sa = _standalone(sp, p, found["standalone"]) if found["standalone"] or mode != "ws" else None
+    ws = _ws(sp, p, found["ws"]) if found["ws"] or mode != "standalone" else None
+    every = found["standalone"] + found["ws"]
     config = {**p.to_dict(), "params": count_params(ntokens, p.hidden, sp.n), "ntokens": ntokens,
-              "seed_meaning": "initialisation and dropout masks; data order is shared (stream_seed)"}
+              "seed_meaning": "initialisation, dropout masks (and WS architecture draws); data order is shared"}
     attrs = {
         "ptb_sha256": data.SHA256,
         "software": software(),
-        "device": sorted({str(part["device"]) for part in found}) or [device_name(dev)],
-        "timings": {"unit_seconds_total": float(sum(part["unit_seconds"] for part in found)), "units": len(found)},
+        "device": sorted({str(part["device"]) for part in every}) or [device_name(dev)],
+        "timings": {
+            "standalone_unit_seconds": float(sum(part["unit_seconds"] for part in found["standalone"])),
+            "ws_unit_seconds": float(sum(part["unit_seconds"] for part in found["ws"])),
+            "units": len(every),
+        },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return schema.Table(sp, p.name, config, sa, attrs)
+    return schema.Table(sp, p.name, config, sa, ws, attrs)

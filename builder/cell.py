@@ -30,6 +30,14 @@ def select_activation(h: torch.Tensor, ops_k: torch.Tensor, uniform_op: int | No
     return out
 
 
+def slot_mm(inp: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``inp [A, B, D] · W [A, D, K]``; a ``W`` with one slot is shared by all ``A`` (one plain matmul)."""
+    if W.shape[0] == 1 and inp.shape[0] > 1:
+        A, B, D = inp.shape
+        return (inp.reshape(A * B, D) @ W[0]).view(A, B, -1)
+    return torch.bmm(inp, W)
+
+
 def highway(s_prev: torch.Tensor, ch: torch.Tensor, act) -> torch.Tensor:
     c, h = ch.chunk(2, dim=-1)
     return s_prev + torch.sigmoid(c) * (act(h) - s_prev)
@@ -46,19 +54,21 @@ def cell_step(
     m_h: torch.Tensor | None = None,
     uniform: tuple[tuple[int | None, int | None], ...] | None = None,
 ) -> torch.Tensor:
-    """One time step of ``A`` cells: returns ``h_t [A, B, H]``.
+    """One time step of ``A`` cells: returns ``h_t [A, B, H]``. Weights with one slot are shared by all ``A``.
 
     ``uniform[k]`` is ``(pred, op)`` where every slot agrees at node k+1 (else ``None``), letting the common
     single-genotype case skip the gather and the activation select.
     """
+    if x.shape[0] != h_prev.shape[0]:  # shared weights: one embedding for many architectures
+        x = x.expand(h_prev.shape[0], -1, -1)
     if m_x is not None:
         x, h_masked = x * m_x, h_prev * m_h
     else:
         h_masked = h_prev
-    s0 = highway(h_prev, torch.bmm(torch.cat([x, h_masked], dim=-1), W0), torch.tanh)
+    s0 = highway(h_prev, slot_mm(torch.cat([x, h_masked], dim=-1), W0), torch.tanh)
     states = [s0]
     n = Ws.shape[1]
-    slots = torch.arange(x.shape[0], device=x.device)
+    slots = torch.arange(h_prev.shape[0], device=x.device)
     for k in range(n):
         u_pred, u_op = uniform[k] if uniform is not None else (None, None)
         if u_pred is not None:
@@ -66,7 +76,7 @@ def cell_step(
         else:
             s_p = torch.stack(states, dim=1)[slots, preds[:, k]]
         inp = s_p * m_h if m_h is not None else s_p
-        ch = torch.bmm(inp, Ws[:, k])
+        ch = slot_mm(inp, Ws[:, k])
         states.append(highway(s_p, ch, lambda t, k=k, u_op=u_op: select_activation(t, ops[:, k], u_op)))
     return torch.stack(states[1:], dim=0).mean(dim=0)
 

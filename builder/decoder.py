@@ -51,6 +51,27 @@ class _FusedCE(torch.autograd.Function):
         )
 
 
+@torch.no_grad()
+def token_nll(out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+              chunk: int | None = None) -> torch.Tensor:
+    """Per-token negative log-likelihood ``[A, N]`` (no gradient), in chunks so no ``[N, V]`` tensor is built.
+
+    ``weight``/``bias`` may have a leading size of 1 while ``out`` has ``A`` slots: the shared-weights case
+    (many architectures under one super-net), done as one ``[A·N, H]`` product.
+    """
+    A, N, H = out.shape
+    if weight.shape[0] == 1 and A > 1:
+        return token_nll(out.reshape(1, A * N, H), weight, bias, targets.repeat(A), chunk).view(A, N)
+    chunk = chunk or (CHUNK if out.device.type == "cpu" else 8192)
+    nll = torch.empty(A, N, dtype=torch.float32, device=out.device)
+    for a in range(A):
+        for s in range(0, N, chunk):
+            logits = torch.addmm(bias[a], out[a, s : s + chunk], weight[a].t())
+            tgt = targets[s : s + chunk, None]
+            nll[a, s : s + chunk] = (torch.logsumexp(logits, dim=1) - logits.gather(1, tgt).squeeze(1))
+    return nll
+
+
 def tied_cross_entropy(out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
                        chunk: int = CHUNK) -> torch.Tensor:
     """Mean cross-entropy per slot of ``out [A, N, H]`` decoded by ``weight [A, V, H]``, ``bias [A, V]``."""

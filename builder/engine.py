@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from nasbench_ptb.space import Genotype
 
 from .cell import cell_step, uniform_choices
-from .decoder import tied_cross_entropy
+from .decoder import tied_cross_entropy, token_nll
 
 INIT_RANGE = 0.04  # cell weights, as in DARTS
 EMB_INIT_RANGE = 0.1  # tied embedding/decoder, as in AWD-LSTM/DARTS
@@ -146,14 +146,19 @@ def train_loss(params, geno, tokens, targets, hidden, masks, beta: float = 0.0, 
 
 @torch.no_grad()
 def evaluate(params: dict, geno: SlotGenotypes, data: torch.Tensor, bptt: int) -> torch.Tensor:
-    """Mean cross-entropy per slot over a batchified split ``data [L, B]`` (no dropout, hidden carried)."""
-    A = params["encoder"].shape[0]
+    """Mean cross-entropy per slot over a batchified split ``data [L, B]`` (no dropout, hidden carried).
+
+    With one-slot ``params`` and ``A`` genotypes, evaluates ``A`` architectures under the same shared weights.
+    """
+    A = geno.preds.shape[0]
     hidden = torch.zeros(A, data.shape[1], params["W0"].shape[2] // 2, device=data.device)
     total = torch.zeros(A, dtype=torch.float64, device=data.device)
     count = 0
     for i in range(0, data.shape[0] - 1, bptt):
         seq = min(bptt, data.shape[0] - 1 - i)
         raw, hidden = run_rnn(params, geno, data[i : i + seq], hidden, None)
-        total += decode_loss(params, raw, data[i + 1 : i + 1 + seq]).double() * seq
-        count += seq
+        nll = token_nll(raw.reshape(A, -1, raw.shape[-1]), params["encoder"], params["bias"],
+                        data[i + 1 : i + 1 + seq].reshape(-1))
+        total += nll.double().sum(dim=1)
+        count += nll.shape[1]
     return (total / count).float()

@@ -38,6 +38,16 @@ class Preset:
     eval_batch_size: int
     seeds: int  # default number of seeds per architecture
     slots_per_unit: int  # runs trained together in one persisted unit
+    # weight sharing (one super-net per WS seed; the model and optimiser values above are shared)
+    ws_seeds: int = 3  # super-nets
+    ws_epochs: float = 1000
+    ws_checkpoints: int = 20  # evenly spaced; every architecture evaluated at each
+    ws_valid_tokens: int | None = None  # intermediate checkpoints on this prefix of the valid split
+    ws_final_valid_tokens: int | None = None  # the final checkpoint (None: the whole split)
+    ws_bptt: str = "halving"  # bptt, or bptt // 2 with p = 0.05 (the paper's WS schedule); or awd, fixed
+    hidden_clip: float = 25.0  # WS only: per-sample L2 norm of the carried hidden state (0: off)
+    ws_asgd: bool = True  # switch on the mean validation loss over architectures
+    ws_slots_per_unit: int = 3  # super-nets trained together in one persisted unit
     stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
 
     @property
@@ -62,19 +72,22 @@ PRESETS: dict[str, Preset] = {
     # One H100-class GPU: the 3-node space with several seeds; AWD regularisation kept, fewer epochs.
     "gpu": dataclasses.replace(
         _PAPER, name="gpu", hidden=256, epochs=10, checkpoints=20, asgd=False, seeds=3, slots_per_unit=128,
+        ws_epochs=10, ws_checkpoints=10, ws_valid_tokens=20_000, ws_asgd=False,
     ),
     # The whole 2-node space with 2 seeds in about 90 minutes on 2 CPU cores (sized by measurement).
     "cpu": dataclasses.replace(
         _PAPER, name="cpu", hidden=32, batch_size=32, lr=20.0, dropout_output=0.1, dropout_hidden=0.1,
         dropout_x=0.1, dropout_input=0.1, dropout_embedding=0.0, epochs=1.0, checkpoints=10, asgd=False,
         train_tokens=None, valid_tokens=16_000, eval_batch_size=10, seeds=2, slots_per_unit=16,
+        ws_epochs=1.0, ws_checkpoints=10, ws_valid_tokens=4_000, ws_asgd=False,
     ),
     # Tests: seconds.
     "smoke": dataclasses.replace(
         _PAPER, name="smoke", hidden=8, batch_size=4, bptt=10, variable_bptt=True, dropout_output=0.1,
         dropout_hidden=0.1, dropout_x=0.1, dropout_input=0.1, dropout_embedding=0.1, epochs=2.0,
-        checkpoints=4, asgd=True, nonmono=1, train_tokens=2_000, valid_tokens=400, test_tokens=400, eval_batch_size=4, seeds=1,
-        slots_per_unit=16,
+        checkpoints=4, asgd=True, nonmono=1, train_tokens=2_000, valid_tokens=400, test_tokens=400,
+        eval_batch_size=4, seeds=1, slots_per_unit=16, ws_seeds=2, ws_epochs=2.0, ws_checkpoints=3,
+        ws_valid_tokens=200, ws_final_valid_tokens=400, ws_slots_per_unit=2,
     ),
 }
 
@@ -102,6 +115,8 @@ def override(preset: Preset, values: dict) -> Preset:
                 if str(raw).lower() not in ("true", "false", "1", "0"):
                     raise ValueError("expected true or false")
                 value = str(raw).lower() in ("true", "1")
+            elif types[key] == "str":
+                value = str(raw)
             elif "int" in str(types[key]) and "float" not in str(types[key]):
                 value = int(raw)
             else:
@@ -117,8 +132,12 @@ def override(preset: Preset, values: dict) -> Preset:
 def validate(p: Preset) -> None:
     if p.hidden < 1 or p.batch_size < 1 or p.bptt < 2 or p.eval_batch_size < 1 or p.slots_per_unit < 1:
         raise ValueError("hidden, batch_size, eval_batch_size, slots_per_unit must be ≥ 1 and bptt ≥ 2")
-    if p.epochs <= 0 or p.checkpoints < 1:
-        raise ValueError("epochs must be > 0 and checkpoints ≥ 1")
+    if p.epochs <= 0 or p.checkpoints < 1 or p.ws_epochs <= 0 or p.ws_checkpoints < 1:
+        raise ValueError("epochs and ws_epochs must be > 0, checkpoints and ws_checkpoints ≥ 1")
+    if p.ws_seeds < 1 or p.ws_slots_per_unit < 1 or p.hidden_clip < 0:
+        raise ValueError("ws_seeds and ws_slots_per_unit must be ≥ 1, hidden_clip ≥ 0")
+    if p.ws_bptt not in ("awd", "halving", "fixed"):
+        raise ValueError(f"ws_bptt must be awd, halving or fixed, got {p.ws_bptt!r}")
     for name in ("dropout_output", "dropout_hidden", "dropout_x", "dropout_input", "dropout_embedding"):
         if not 0.0 <= getattr(p, name) < 1.0:
             raise ValueError(f"{name} must be in [0, 1)")

@@ -7,7 +7,6 @@ divergence check, best-checkpoint copy. At the end: test ppl of each run at its 
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -45,11 +44,17 @@ def batchify(tokens: np.ndarray, batch: int, device: torch.device) -> torch.Tens
 
 
 class BpttStream:
-    """The shared sequence of (start, seq_len) windows over ``L`` rows; identical for every run of a preset."""
+    """The shared sequence of (start, seq_len) windows over ``L`` rows; identical for every run of a preset.
 
-    def __init__(self, p: Preset, rows: int):
-        self.p, self.rows = p, rows
-        self.rng = np.random.RandomState(p.stream_seed)
+    ``mode``: ``awd`` (bptt, or bptt/2 with p = 0.05, then N(·, 5), min 5, max bptt + 20), ``halving``
+    (bptt, or bptt // 2 with p = 0.05: the paper's weight-sharing schedule) or ``fixed``.
+    """
+
+    def __init__(self, bptt: int, mode: str, seed: int, rows: int):
+        if mode not in ("awd", "halving", "fixed"):
+            raise ValueError(f"unknown bptt mode {mode!r} (awd, halving, fixed)")
+        self.bptt, self.mode, self.rows = bptt, mode, rows
+        self.rng = np.random.RandomState(seed)
         self.epoch, self.i = 0, 0
 
     def next(self) -> tuple[int, int, bool]:
@@ -57,11 +62,13 @@ class BpttStream:
         new_epoch = False
         if self.i >= self.rows - 2:
             self.epoch, self.i, new_epoch = self.epoch + 1, 0, True
-        if self.p.variable_bptt:
-            bptt = self.p.bptt if self.rng.random_sample() < 0.95 else self.p.bptt / 2.0
-            seq = min(max(5, int(self.rng.normal(bptt, 5))), self.p.bptt + 20)
+        if self.mode == "awd":
+            bptt = self.bptt if self.rng.random_sample() < 0.95 else self.bptt / 2.0
+            seq = min(max(5, int(self.rng.normal(bptt, 5))), self.bptt + 20)
+        elif self.mode == "halving":
+            seq = self.bptt if self.rng.random_sample() < 0.95 else self.bptt // 2
         else:
-            seq = self.p.bptt
+            seq = self.bptt
         seq = min(seq, self.rows - 1 - self.i)
         start = self.i
         self.i += seq
@@ -70,6 +77,91 @@ class BpttStream:
     @property
     def position(self) -> float:
         return self.epoch + self.i / (self.rows - 1)
+
+
+def to_ppl(ce: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Perplexity where the run is live and the loss finite, else NaN."""
+    ce = np.asarray(ce, dtype=np.float64)
+    ok = live & np.isfinite(ce)
+    return np.where(ok, np.exp(np.minimum(np.where(ok, ce, 0.0), 700.0)), np.nan)
+
+
+class SlotTrainer:
+    """Training state of ``A`` slots — weights, optimiser, masks, hidden state, which are alive — and the
+    mini-batch loop. Standalone runs and weight-sharing super-nets differ only in the genotypes fed per batch.
+    """
+
+    def __init__(self, corpus, seeds: Sequence[int], nodes: int, p: Preset, device: torch.device,
+                 bptt_mode: str, hidden_clip: float = 0.0):
+        self.p, self.device, self.A, self.V = p, device, len(seeds), corpus.ntokens
+        self.train = batchify(corpus.train[: p.train_tokens], p.batch_size, device)
+        self.params = init_params(seeds, self.V, p.hidden, nodes, device)
+        self.opt = SlotSGD(self.params, p.weight_decay, p.clip)
+        self.masks = MaskSampler(seeds, device)
+        self.stream = BpttStream(p.bptt, bptt_mode, p.stream_seed, self.train.shape[0])
+        self.hidden_clip = hidden_clip
+        self.alive = torch.ones(self.A, dtype=torch.bool, device=device)
+        self.hidden = torch.zeros(self.A, p.batch_size, p.hidden, device=device)
+        self.loss_sum = torch.zeros(self.A, dtype=torch.float64, device=device)
+        self.loss_tokens = 0
+        self.history: list[list[float]] = [[] for _ in range(self.A)]
+
+    def train_until(self, epoch: float, genotypes: Callable[[], SlotGenotypes],
+                    on_batch: Callable[[int], None] | None = None) -> None:
+        """Mini-batches until the stream reaches ``epoch``; ``genotypes()`` gives each batch's cells."""
+        p = self.p
+        while self.stream.position < epoch - 1e-9:
+            start, seq, new_epoch = self.stream.next()
+            h = torch.zeros_like(self.hidden) if new_epoch else self.hidden.detach()
+            h = torch.where(self.alive.view(-1, 1, 1), h, 0.0)
+            if self.hidden_clip > 0:  # per-sample L2 norm of the carried state (the paper's WS training)
+                h = h * (self.hidden_clip / (h.norm(dim=-1, keepdim=True) + 1e-12)).clamp(max=1.0)
+            m = self.masks.draw(p.batch_size, self.V, p.hidden, p.dropouts)
+            objective, ce, self.hidden = train_loss(
+                self.params, genotypes(), self.train[start : start + seq], self.train[start + 1 : start + 1 + seq],
+                h, m, p.beta, p.alpha,
+            )
+            torch.where(self.alive, objective, torch.zeros_like(objective)).sum().backward()
+            self.opt.step(p.lr * seq / p.bptt, self.alive)
+            self.loss_sum += ce.detach().double() * seq
+            self.loss_tokens += seq
+            if on_batch is not None:
+                on_batch(seq * p.batch_size * self.A)
+
+    def end_interval(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean training loss per slot since the last call, and which slots are still alive.
+
+        A slot whose loss or weights are no longer finite is marked dead: its weights are zeroed so its
+        arithmetic stays finite, and it never trains again.
+        """
+        mean_loss = (self.loss_sum / max(self.loss_tokens, 1)).cpu().numpy()
+        self.loss_sum.zero_()
+        self.loss_tokens = 0
+        finite = torch.as_tensor(np.isfinite(mean_loss), device=self.device)
+        for v in self.params.values():
+            finite &= torch.isfinite(v.detach()).flatten(1).all(1)
+        self.kill(~finite)
+        live = self.alive.cpu().numpy()
+        return np.where(live, mean_loss, np.nan), live
+
+    def kill(self, mask) -> None:
+        mask = torch.as_tensor(mask, device=self.device) & self.alive
+        if bool(mask.any()):
+            with torch.no_grad():
+                for v in self.params.values():
+                    v[mask] = 0.0
+            self.alive &= ~mask
+
+    def nonmono_switch(self, valid_loss: np.ndarray, live: np.ndarray) -> None:
+        """AWD-LSTM's rule per slot: average from now on when the validation loss exceeds the best of all but
+        the last ``nonmono`` values (more than ``nonmono`` logged)."""
+        switch = np.zeros(self.A, dtype=bool)
+        for a in np.flatnonzero(live):
+            h = self.history[a]
+            if len(h) > self.p.nonmono and valid_loss[a] > min(h[: -self.p.nonmono]):
+                switch[a] = True
+            h.append(float(valid_loss[a]))
+        self.opt.switch(torch.as_tensor(switch, device=self.device))
 
 
 def train_runs(
@@ -82,69 +174,30 @@ def train_runs(
 ) -> RunCurves:
     """Train run ``a`` = (``genotypes[a]``, ``seeds[a]``) for every ``a`` together; see the module docstring."""
     device = torch.device(device)
-    A, V, C = len(genotypes), corpus.ntokens, p.checkpoints
-    train = batchify(corpus.train[: p.train_tokens], p.batch_size, device)
+    A, C = len(genotypes), p.checkpoints
     valid = batchify(corpus.valid[: p.valid_tokens], p.eval_batch_size, device)
     test = batchify(corpus.test[: p.test_tokens], p.eval_batch_size, device)
     geno = SlotGenotypes.of(genotypes, device)
-    params = init_params(seeds, V, p.hidden, genotypes[0].n, device)
-    opt = SlotSGD(params, p.weight_decay, p.clip)
-    masks = MaskSampler(seeds, device)
-    stream = BpttStream(p, train.shape[0])
-    targets_epochs = [(c + 1) * p.epochs / C for c in range(C)]
+    tr = SlotTrainer(corpus, seeds, genotypes[0].n, p, device, "awd" if p.variable_bptt else "fixed")
 
     out = {k: np.full((A, C), np.nan) for k in ("train_loss", "valid_ppl", "seconds")}
     epochs = np.zeros(C)
-    alive = torch.ones(A, dtype=torch.bool, device=device)
-    history: list[list[float]] = [[] for _ in range(A)]
     best_val = np.full(A, np.inf)
     best_epoch = np.full(A, np.nan)
-    best = {k: v.detach().clone() for k, v in params.items()}
-    hidden = torch.zeros(A, p.batch_size, p.hidden, device=device)
-    loss_sum = torch.zeros(A, dtype=torch.float64, device=device)
-    loss_tokens = 0
+    best = {k: v.detach().clone() for k, v in tr.params.items()}
     elapsed, t0 = 0.0, time.perf_counter()
-
-    for c, target in enumerate(targets_epochs):
-        while stream.position < target - 1e-9:
-            start, seq, new_epoch = stream.next()
-            if new_epoch:
-                hidden = torch.zeros_like(hidden)
-            m = masks.draw(p.batch_size, V, p.hidden, p.dropouts)
-            objective, ce, hidden = train_loss(
-                params, geno, train[start : start + seq], train[start + 1 : start + 1 + seq],
-                torch.where(alive.view(-1, 1, 1), hidden.detach(), 0.0), m, p.beta, p.alpha,
-            )
-            torch.where(alive, objective, torch.zeros_like(objective)).sum().backward()
-            opt.step(p.lr * seq / p.bptt, alive)
-            loss_sum += ce.detach().double() * seq
-            loss_tokens += seq
-            if on_batch is not None:
-                on_batch(seq * p.batch_size * A)
-        # checkpoint c
-        epochs[c] = stream.position
-        mean_loss = (loss_sum / max(loss_tokens, 1)).cpu().numpy()
-        loss_sum.zero_()
-        loss_tokens = 0
-        finite = torch.tensor(np.isfinite(mean_loss), device=device)
-        for v in params.values():
-            finite &= torch.isfinite(v.detach()).flatten(1).all(1)
-        newly = alive & ~finite
-        if bool(newly.any()):
-            with torch.no_grad():
-                for v in params.values():
-                    v[newly] = 0.0  # keep a dead slot's arithmetic finite; it no longer trains
-            alive &= ~newly
-        live = alive.cpu().numpy()
-        eval_params = opt.eval_params()
-        val = evaluate(eval_params, geno, valid, p.bptt).cpu().numpy().astype(np.float64)
-        val_ppl = np.where(live & np.isfinite(val), np.exp(np.minimum(val, 700.0)), np.nan)
-        live &= np.isfinite(val_ppl)
-        alive &= torch.as_tensor(live, device=device)
+    for c in range(C):
+        tr.train_until((c + 1) * p.epochs / C, lambda: geno, on_batch)
+        epochs[c] = tr.stream.position
+        out["train_loss"][:, c], live = tr.end_interval()
+        eval_params = tr.opt.eval_params()
+        val_ppl = to_ppl(evaluate(eval_params, geno, valid, p.bptt).cpu().numpy(), live)
+        tr.kill(~np.isfinite(val_ppl))
+        live = tr.alive.cpu().numpy()
         elapsed += time.perf_counter() - t0
         t0 = time.perf_counter()
-        out["train_loss"][:, c] = np.where(live, mean_loss, np.nan)
-        out["valid_ppl"][:, c] = val_ppl
+        out["valid_ppl"][:, c] = np.where(live, val_ppl, np.nan)
+        out["train_loss"][:, c] = np.where(live, out["train_loss"][:, c], np.nan)
         out["seconds"][:, c] = np.where(live, elapsed / A, np.nan)
         improved = live & (val_ppl < best_val)
         if improved.any():
@@ -155,17 +208,10 @@ def train_runs(
             best_val[improved] = val_ppl[improved]
             best_epoch[improved] = epochs[c]
         if p.asgd:
-            switch = np.zeros(A, dtype=bool)
-            for a in np.flatnonzero(live):
-                h = history[a]
-                if len(h) > p.nonmono and math.log(val_ppl[a]) > min(h[: -p.nonmono]):
-                    switch[a] = True
-                h.append(math.log(val_ppl[a]))
-            opt.switch(torch.as_tensor(switch, device=device))
+            tr.nonmono_switch(np.log(val_ppl), live)
 
-    live = alive.cpu().numpy()
-    test_ce = evaluate(best, geno, test, p.bptt).cpu().numpy().astype(np.float64)
-    test_ppl = np.where(live & np.isfinite(best_val), np.exp(np.minimum(test_ce, 700.0)), np.nan)
+    live = tr.alive.cpu().numpy()
+    test_ppl = to_ppl(evaluate(best, geno, test, p.bptt).cpu().numpy(), live & np.isfinite(best_val))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
-    best_epoch = np.where(live, best_epoch, np.nan)
-    return RunCurves(epochs, out["train_loss"], out["valid_ppl"], out["seconds"], test_ppl, best_epoch, status)
+    return RunCurves(epochs, out["train_loss"], out["valid_ppl"], out["seconds"], test_ppl,
+                     np.where(live, best_epoch, np.nan), status)

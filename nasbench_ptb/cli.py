@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="train architectures of a space and write an HDF5 table")
     b.add_argument("--space", required=True, help="2node, 3node or <n>node")
     b.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
-    b.add_argument("--seeds", type=int, help="seeds per architecture (default: the preset's)")
+    b.add_argument("--mode", default="both", choices=("standalone", "ws", "both"),
+                   help="standalone runs, weight-sharing super-nets, or both (default)")
+    b.add_argument("--seeds", type=int, help="standalone seeds per architecture (default: the preset's)")
+    b.add_argument("--ws-seeds", type=int, help="weight-sharing super-nets (default: the preset's ws_seeds)")
     b.add_argument("--archs", action="append",
                    help="ids, id ranges (0-15) or canonical genotypes, comma-separated (repeatable); default: all")
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -73,8 +76,9 @@ def _parse_archs(sp, items: list[str] | None):
 def cmd_build(args) -> int:
     try:
         sp = get_space(args.space)
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError("--seeds must be at least 1")
+        for flag in ("seeds", "ws_seeds"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
         archs = _parse_archs(sp, args.archs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -98,12 +102,17 @@ def cmd_build(args) -> int:
         raise UserError(str(exc)) from None
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
-        table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet)
+        table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
+                                args.ws_seeds)
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
-    print(f"wrote {out}: {sp.name}/{preset.name}, {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, "
-          f"{cov.missing} missing")
+    line = f"wrote {out}: {sp.name}/{preset.name}"
+    if table.standalone is not None:
+        line += f", standalone {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing"
+    if table.ws is not None:
+        line += f", weight sharing {int((table.ws.status == schema.Status.OK).sum())}/{len(table.ws.seeds)} super-nets ok"
+    print(line)
     return 0
 
 
@@ -118,25 +127,41 @@ def cmd_info(args) -> int:
     except schema.TableError as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
-    sa = table.standalone
-    top = summary.best(table, args.top)
+    top = summary.best(table, args.top) if table.standalone is not None else []
+    taus = summary.ws_vs_standalone_tau(table)
     if args.json:
         print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
-                          "coverage": vars(cov), "best": top, **table.attrs}, indent=2, default=str))
+                          "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus], **table.attrs},
+                         indent=2, default=str))
         return 0
+    cfg = table.config
     print(f"table      {args.table}")
     print(f"space      {table.space.name} ({table.space.size} architectures)")
-    print(f"preset     {table.preset}: hidden {table.config.get('hidden')}, epochs {table.config.get('epochs')}, "
-          f"batch {table.config.get('batch_size')}, lr {table.config.get('lr')}, checkpoints {len(sa.epochs)}")
-    print(f"seeds      {list(map(int, sa.seeds))}")
-    print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing; "
-          f"{cov.archs_with_ok_run}/{table.space.size} architectures with a result"
-          + (" (full)" if cov.full else " (partial)"))
-    print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(summary.final_valid(table))}")
-    print(f"test ppl   at best checkpoint: {_fmt_range(np.where(sa.status == schema.Status.OK, sa.test_ppl, np.nan))}")
+    print(f"preset     {table.preset}: hidden {cfg.get('hidden')}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}")
+    sa = table.standalone
+    if sa is not None:
+        print(f"standalone epochs {cfg.get('epochs')}, {len(sa.epochs)} checkpoints, seeds {list(map(int, sa.seeds))}")
+        print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing; "
+              f"{cov.archs_with_ok_run}/{table.space.size} architectures with a result"
+              + (" (full)" if cov.full else " (partial)"))
+        print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(summary.final_valid(table))}")
+        ok_test = np.where(sa.status == schema.Status.OK, sa.test_ppl, np.nan)
+        print(f"test ppl   at best checkpoint: {_fmt_range(ok_test)}")
+    else:
+        print("standalone (not in this table)")
+    ws = table.ws
+    if ws is not None:
+        ok = int((ws.status == schema.Status.OK).sum())
+        print(f"ws         epochs {cfg.get('ws_epochs')}, {len(ws.epochs)} checkpoints, {ok}/{len(ws.seeds)} "
+              f"super-nets ok, final valid ppl over architectures: {_fmt_range(ws.valid_ppl[:, -1])}")
+        for t in taus:
+            state = schema.Status(t.status).name.lower()
+            print(f"  ws seed {t.seed}: Kendall tau-b vs standalone = {t.tau:+.3f} (p = {t.pvalue:.3g}, "
+                  f"{t.archs} architectures, {state})")
     for key in ("device", "timings", "software", "created"):
         if key in table.attrs:
-            print(f"{key:<10} {table.attrs[key] if isinstance(table.attrs[key], str) else json.dumps(table.attrs[key])}")
+            value = table.attrs[key]
+            print(f"{key:<10} {value if isinstance(value, str) else json.dumps(value)}")
     if top:
         print(f"best {len(top)} by mean final validation ppl:")
         for r in top:

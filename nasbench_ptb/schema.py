@@ -7,6 +7,10 @@ Layout (dense arrays; NaN plus a status code where a run is missing or diverged,
     /archs       id [N], genotype [N], hash [N], iso_hash [N], params [N]
     /standalone  seeds [S], epochs [C]; train_loss, valid_ppl, seconds [N, S, C];
                  test_ppl, best_epoch [N, S]; status [N, S]
+    /ws          seeds [Sw], epochs [Cw], valid_tokens [Cw]; valid_ppl [Sw, Cw, N]; test_ppl [Sw, N];
+                 train_loss, seconds [Sw, Cw]; samples [Sw, N]; status [Sw]
+
+Either part may be absent (a build with ``--mode ws`` or ``--mode standalone``).
 """
 from __future__ import annotations
 
@@ -60,13 +64,40 @@ class Standalone:
 
 
 @dataclass(frozen=True)
+class WeightSharing:
+    seeds: np.ndarray  # [Sw]
+    epochs: np.ndarray  # [Cw]
+    valid_tokens: np.ndarray  # [Cw] validation tokens used at each checkpoint (the last: the whole split)
+    valid_ppl: np.ndarray  # [Sw, Cw, N] every architecture under each super-net's shared weights
+    test_ppl: np.ndarray  # [Sw, N] at the final checkpoint
+    train_loss: np.ndarray  # [Sw, Cw]
+    seconds: np.ndarray  # [Sw, Cw]
+    samples: np.ndarray  # [Sw, N] mini-batches each architecture was sampled for
+    status: np.ndarray  # [Sw] Status codes
+
+    @classmethod
+    def empty(cls, n_archs: int, seeds, epochs, valid_tokens) -> "WeightSharing":
+        S, C = len(seeds), len(epochs)
+        return cls(
+            np.asarray(seeds, dtype=np.int64), np.asarray(epochs, dtype=np.float64),
+            np.asarray(valid_tokens, dtype=np.int64), np.full((S, C, n_archs), np.nan), np.full((S, n_archs), np.nan),
+            np.full((S, C), np.nan), np.full((S, C), np.nan), np.zeros((S, n_archs), dtype=np.int64),
+            np.full(S, Status.MISSING, dtype=np.int8),
+        )
+
+
+PARTS = {"standalone": Standalone, "ws": WeightSharing}
+
+
+@dataclass(frozen=True)
 class Table:
-    """A whole table in memory."""
+    """A whole table in memory; ``standalone`` or ``ws`` is None where the build did not train that part."""
 
     space: SearchSpace
     preset: str
     config: dict
-    standalone: Standalone
+    standalone: Standalone | None
+    ws: WeightSharing | None = None
     attrs: dict = field(default_factory=dict)  # ptb_sha256, software, device, timings, created
 
     @property
@@ -103,9 +134,13 @@ def write(table: Table, path: str | os.PathLike) -> None:
             for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
                 dtype = h5py.string_dtype() if col.dtype == object else col.dtype
                 archs.create_dataset(key, data=col, dtype=dtype)
-            sa = f.create_group("standalone")
-            for key, value in vars(table.standalone).items():
-                sa.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
+            for name in PARTS:
+                part = getattr(table, name)
+                if part is None:
+                    continue
+                group = f.create_group(name)
+                for key, value in vars(part).items():
+                    group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -128,7 +163,10 @@ def read(path: str | os.PathLike) -> Table:
             ids = f["archs/id"][()]
             if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
                 raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
-            sa = Standalone(**{k: f["standalone"][k][()] for k in Standalone.__dataclass_fields__})
+            parts = {
+                name: cls(**{k: f[name][k][()] for k in cls.__dataclass_fields__}) if name in f else None
+                for name, cls in PARTS.items()
+            }
             attrs = {}
             for key, value in f.attrs.items():
                 if key in ("format_version", "space", "preset", "config"):
@@ -137,7 +175,8 @@ def read(path: str | os.PathLike) -> Table:
                     attrs[key] = json.loads(value)
                 except (TypeError, ValueError):
                     attrs[key] = value
-            return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), sa, attrs)
+            return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), parts["standalone"], parts["ws"],
+                         attrs)
     except TableError:
         raise
     except (OSError, KeyError, ValueError) as exc:

@@ -8,6 +8,11 @@ import numpy as np
 from .schema import Status, Table
 
 
+def _worst_last(values: np.ndarray) -> np.ndarray:
+    """NaN (diverged) becomes +inf: ranked last, tied with each other."""
+    return np.where(np.isnan(values), np.inf, values)
+
+
 @dataclass(frozen=True)
 class Coverage:
     runs: int
@@ -22,6 +27,8 @@ class Coverage:
 
 
 def coverage(table: Table) -> Coverage:
+    if table.standalone is None:
+        return Coverage(0, 0, 0, 0, 0)
     st = table.standalone.status
     return Coverage(
         runs=int(st.size), ok=int((st == Status.OK).sum()), missing=int((st == Status.MISSING).sum()),
@@ -61,4 +68,36 @@ def best(table: Table, k: int = 5) -> list[dict]:
         g = table.space.from_id(int(a))
         rows.append({"id": int(a), "genotype": g.canonical, "hash": g.hash, "valid_ppl": float(valid[a]),
                      "test_ppl": float(test[a]), "seeds_ok": int((sa.status[a] == Status.OK).sum())})
+    return rows
+
+
+@dataclass(frozen=True)
+class SeedTau:
+    seed: int
+    status: int
+    tau: float  # Kendall tau-b, WS final valid ppl vs standalone mean final valid ppl
+    pvalue: float
+    archs: int  # architectures compared
+
+
+def ws_vs_standalone_tau(table: Table) -> list[SeedTau]:
+    """Kendall tau-b between each WS seed's final ranking and the standalone ranking (mean over ok seeds).
+
+    Architectures without any attempted standalone run are left out; diverged values rank last (tied).
+    """
+    from scipy.stats import kendalltau
+
+    sa, ws = table.standalone, table.ws
+    if sa is None or ws is None:
+        return []
+    attempted = (sa.status != Status.MISSING).any(axis=1)
+    ref = _worst_last(mean_over_ok(final_valid(table), sa.status))[attempted]
+    rows = []
+    for k, seed in enumerate(ws.seeds):
+        if ws.status[k] != Status.OK or attempted.sum() < 2:
+            rows.append(SeedTau(int(seed), int(ws.status[k]), float("nan"), float("nan"), int(attempted.sum())))
+            continue
+        res = kendalltau(_worst_last(ws.valid_ppl[k, -1])[attempted], ref, variant="b")
+        rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue),
+                            int(attempted.sum())))
     return rows

@@ -15,7 +15,9 @@ from nasbench_ptb.schema import Status
 
 # Small enough for seconds per unit on one core, real PTB and the real 10k vocabulary.
 FAST = ["--preset", "smoke", "--set", "train_tokens=600", "--set", "valid_tokens=200", "--set", "test_tokens=200",
-        "--set", "checkpoints=3", "--epochs", "1", "--quiet"]
+        "--set", "checkpoints=3", "--epochs", "1", "--quiet", "--mode", "standalone"]
+WS = ["--set", "ws_epochs=1", "--set", "ws_checkpoints=2", "--set", "ws_valid_tokens=200",
+      "--set", "ws_final_valid_tokens=400", "--set", "ws_slots_per_unit=3"]
 
 
 def build(tmp_path, ptb_path, *extra, out="t.h5"):
@@ -87,7 +89,7 @@ def test_rerun_with_other_config_is_refused_and_keeps_results(tmp_path, ptb_path
     before = (tmp_path / "t.h5").read_bytes()
     assert build(tmp_path, ptb_path, "--archs", "0", "--set", "lr=5") == 1
     err = capsys.readouterr().err
-    assert "holds results of another configuration" in err and err.count("\n") == 1
+    assert "holds standalone results of another configuration" in err and err.count("\n") == 1
     assert (tmp_path / "t.h5").read_bytes() == before
 
 
@@ -102,6 +104,8 @@ def test_rerun_with_other_config_is_refused_and_keeps_results(tmp_path, ptb_path
         (["build", "--space", "2node", "--archs", "tanh:0|tanh:5"], "predecessor 5"),
         (["build", "--space", "2node", "--archs", "99"], "out of range"),
         (["build", "--space", "2node", "--seeds", "0"], "--seeds must be at least 1"),
+        (["build", "--space", "2node", "--ws-seeds", "0"], "--ws-seeds must be at least 1"),
+        (["build", "--space", "2node", "--set", "ws_bptt=wobbly"], "ws_bptt must be"),
         (["build", "--space", "2node", "--out", "/proc/nasbench/t.h5"], "cannot write the output"),
         (["build", "--space", "2node", "--data", "/nonexistent/ptb"], "missing ptb.train.txt"),
         (["info", "/nonexistent.h5"], "no such table file"),
@@ -137,3 +141,23 @@ def test_corrupt_part_is_retrained(tmp_path, ptb_path):
     with h5py.File(part) as f:
         assert "valid_ppl" in f
     np.testing.assert_allclose(schema.read(tmp_path / "t.h5").standalone.valid_ppl[5], good, rtol=1e-5)
+
+
+def test_both_parts_end_to_end_and_ws_added_later(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--archs", "0-31") == 0
+    assert schema.read(tmp_path / "t.h5").ws is None
+    # a later WS build into the same --out keeps the standalone results and adds the super-nets
+    assert build(tmp_path, ptb_path, *WS, "--mode", "ws", "--ws-seeds", "3") == 0
+    table = schema.read(tmp_path / "t.h5")
+    assert (table.standalone.status == Status.OK).all()
+    ws = table.ws
+    assert list(ws.status) == [Status.OK] * 3 and ws.valid_ppl.shape == (3, 2, 32)
+    assert np.isfinite(ws.valid_ppl).all() and np.isfinite(ws.test_ppl).all()
+    assert ws.valid_tokens.tolist() == [196, 396]  # smoke eval batch 4: (rows - 1) · 4 predicted tokens
+    assert (ws.samples.sum(axis=1) == ws.samples[0].sum()).all()
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "t.h5")]) == 0
+    out = capsys.readouterr().out
+    for seed in range(3):
+        assert f"ws seed {seed}: Kendall tau-b vs standalone = " in out
+    assert "3/3 super-nets ok" in out

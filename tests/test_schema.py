@@ -15,7 +15,7 @@ def _table(n_seeds=2, C=4):
     sa.test_ppl[:10] = rng.uniform(100, 200, (10, n_seeds))
     sa.status[:10] = schema.Status.OK
     sa.status[10, 0] = schema.Status.DIVERGED
-    return schema.Table(sp, "custom", {"hidden": 8, "params": 123}, sa, {"device": "cpu", "software": {"x": 1}})
+    return schema.Table(sp, "custom", {"hidden": 8, "params": 123}, sa, attrs={"device": "cpu", "software": {"x": 1}})
 
 
 def test_round_trip(tmp_path):

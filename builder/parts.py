@@ -1,0 +1,69 @@
+"""Persisted build units: one small HDF5 file per finished unit in ``<out>.parts/``.
+
+A part is written to a temporary name and renamed, so it is either whole or absent. Each carries the
+fingerprint of the configuration it was trained with; parts of another configuration are refused, never mixed.
+Standalone parts are ``unit-<key>.h5``; weight-sharing parts are ``ws-<key>.h5``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from nasbench_ptb import schema
+from nasbench_ptb.space import SearchSpace
+
+from .presets import Preset
+
+KINDS = {"standalone": "unit-", "ws": "ws-"}
+_WS_FIELDS = ("ws_", "hidden_clip")
+
+
+class BuildError(RuntimeError):
+    """The build cannot start or continue (bad output path, conflicting parts, bad device)."""
+
+
+def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
+    """What must match for results to share a table: the space and every value that shapes that kind of run
+    (weight-sharing values do not touch standalone runs; weight sharing depends on every value)."""
+    values = p.to_dict()
+    if kind == "standalone":
+        values = {k: v for k, v in values.items() if not k.startswith(_WS_FIELDS)}
+    return json.dumps({"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}, sort_keys=True)
+
+
+def write(path: Path, arrays: dict, attrs: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(attrs)
+            for k, v in arrays.items():
+                f[k] = np.asarray(v)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
+    """Every readable part of ``kind``; an unreadable one is deleted (its unit retrains), a foreign one refused."""
+    found = []
+    for path in sorted(parts.glob(f"{KINDS[kind]}*.h5")):
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs["fingerprint"] != fp:
+                    raise BuildError(
+                        f"{parts} holds {kind} results of another configuration ({path.name}); use another --out "
+                        "or remove that directory"
+                    )
+                found.append({"path": path, **dict(f.attrs), **{k: f[k][()] for k in f}})
+        except (OSError, KeyError) as exc:
+            print(f"warning: ignoring unreadable part {path} ({exc}); its unit will be retrained", file=sys.stderr)
+            path.unlink()
+    return found

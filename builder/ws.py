@@ -1,0 +1,125 @@
+"""Weight-sharing super-nets (the paper's central measurement), trained as slots of the engine.
+
+Slot = super-net seed. Every mini-batch each slot draws its own architecture uniformly from the whole space
+(from a generator seeded by its seed only); W0, each node position's W_k, the embedding and the decoder are
+shared by all architectures of that super-net. At each checkpoint every architecture is evaluated with the
+shared weights — batched: one super-net's weights broadcast over ``N`` architecture slots — on a prefix of the
+validation split (the whole split, or ``ws_final_valid_tokens``, at the last checkpoint); at the end every
+architecture is tested on the test split.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from nasbench_ptb.schema import Status
+from nasbench_ptb.space import SearchSpace
+
+from .engine import SlotGenotypes, evaluate
+from .presets import Preset
+from .train import SlotTrainer, batchify, to_ppl
+
+ARCH_CHUNK = 128  # architectures evaluated per batched pass (bounds memory for large spaces)
+
+
+@dataclass(frozen=True)
+class SupernetCurves:
+    """Results of ``Sw`` super-nets over the ``N`` architectures of a space."""
+
+    epochs: np.ndarray  # [Cw]
+    valid_tokens: np.ndarray  # [Cw] validation tokens used at each checkpoint
+    valid_ppl: np.ndarray  # [Sw, Cw, N]
+    test_ppl: np.ndarray  # [Sw, N]
+    train_loss: np.ndarray  # [Sw, Cw]
+    seconds: np.ndarray  # [Sw, Cw] cumulative, unit wall-clock shared evenly by its super-nets
+    samples: np.ndarray  # [Sw, N] mini-batches each architecture was sampled for
+    status: np.ndarray  # [Sw]
+
+
+class ArchSampler:
+    """Uniform architecture ids per slot per mini-batch, each slot from its own seeded generator."""
+
+    def __init__(self, sp: SearchSpace, seeds: Sequence[int], device: torch.device):
+        self.size = sp.size
+        genos = SlotGenotypes.of(list(sp), device)
+        self.preds, self.ops = genos.preds, genos.ops
+        self.rngs = [np.random.RandomState(int(s) + 7_919) for s in seeds]
+        self.counts = np.zeros((len(seeds), sp.size), dtype=np.int64)
+
+    def draw(self) -> np.ndarray:
+        ids = np.array([rng.randint(self.size) for rng in self.rngs])
+        self.counts[np.arange(len(ids)), ids] += 1
+        return ids
+
+    def genotypes(self) -> SlotGenotypes:
+        """The next mini-batch's genotypes, one sampled architecture per slot."""
+        idx = torch.as_tensor(self.draw(), device=self.preds.device)
+        return SlotGenotypes(self.preds[idx], self.ops[idx], uniform=None)
+
+
+def evaluate_all(params: dict, slot: int, all_genos: SlotGenotypes, data: torch.Tensor, bptt: int,
+                 chunk: int = ARCH_CHUNK) -> np.ndarray:
+    """Mean validation loss of every architecture under super-net ``slot``'s weights, ``[N]``."""
+    shared = {k: v[slot : slot + 1] for k, v in params.items()}
+    n = all_genos.preds.shape[0]
+    out = []
+    for s in range(0, n, chunk):
+        part = SlotGenotypes(all_genos.preds[s : s + chunk], all_genos.ops[s : s + chunk], uniform=None)
+        out.append(evaluate(shared, part, data, bptt).cpu().numpy())
+    return np.concatenate(out).astype(np.float64)
+
+
+def train_supernets(
+    corpus,
+    sp: SearchSpace,
+    seeds: Sequence[int],
+    p: Preset,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+) -> SupernetCurves:
+    """Train one super-net per seed (together, as slots) and evaluate every architecture at each checkpoint."""
+    device = torch.device(device)
+    S, C, N = len(seeds), p.ws_checkpoints, sp.size
+    valid_mid = batchify(corpus.valid[: p.ws_valid_tokens], p.eval_batch_size, device)
+    valid_final = batchify(corpus.valid[: p.ws_final_valid_tokens], p.eval_batch_size, device)
+    test = batchify(corpus.test[: p.test_tokens], p.eval_batch_size, device)
+    all_genos = SlotGenotypes.of(list(sp), device)
+    tr = SlotTrainer(corpus, seeds, sp.n, p, device, p.ws_bptt, p.hidden_clip)
+    sampler = ArchSampler(sp, seeds, device)
+
+    valid_ppl = np.full((S, C, N), np.nan)
+    train_loss = np.full((S, C), np.nan)
+    seconds = np.full((S, C), np.nan)
+    epochs, valid_tokens = np.zeros(C), np.zeros(C, dtype=np.int64)
+    elapsed, t0 = 0.0, time.perf_counter()
+    for c in range(C):
+        tr.train_until((c + 1) * p.ws_epochs / C, sampler.genotypes, on_batch)
+        epochs[c] = tr.stream.position
+        train_loss[:, c], live = tr.end_interval()
+        data = valid_final if c == C - 1 else valid_mid
+        valid_tokens[c] = (data.shape[0] - 1) * data.shape[1]
+        eval_params = tr.opt.eval_params()
+        for s in np.flatnonzero(live):
+            valid_ppl[s, c] = to_ppl(evaluate_all(eval_params, s, all_genos, data, p.bptt), np.ones(N, bool))
+        # a super-net is diverged when no architecture gets a finite validation loss under its weights
+        tr.kill(~np.isfinite(valid_ppl[:, c]).any(axis=1))
+        live = tr.alive.cpu().numpy()
+        valid_ppl[~live, c] = np.nan
+        train_loss[~live, c] = np.nan
+        elapsed += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        seconds[:, c] = np.where(live, elapsed / S, np.nan)
+        if p.ws_asgd:  # on the mean validation loss over architectures
+            tr.nonmono_switch(np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c], 1.0), axis=1)), live)
+
+    live = tr.alive.cpu().numpy()
+    test_ppl = np.full((S, N), np.nan)
+    eval_params = tr.opt.eval_params()
+    for s in np.flatnonzero(live):
+        test_ppl[s] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt), np.ones(N, bool))
+    status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
+    return SupernetCurves(epochs, valid_tokens, valid_ppl, test_ppl, train_loss, seconds, sampler.counts, status)
