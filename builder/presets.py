@@ -79,7 +79,7 @@ PRESETS: dict[str, Preset] = {
         _PAPER, name="cpu", hidden=32, batch_size=32, lr=20.0, dropout_output=0.1, dropout_hidden=0.1,
         dropout_x=0.1, dropout_input=0.1, dropout_embedding=0.0, epochs=1.0, checkpoints=10, asgd=False,
         train_tokens=None, valid_tokens=16_000, eval_batch_size=10, seeds=2, slots_per_unit=16,
-        ws_epochs=1.0, ws_checkpoints=10, ws_valid_tokens=4_000, ws_asgd=False,
+        ws_epochs=1.0, ws_checkpoints=10, ws_valid_tokens=4_000, ws_asgd=False, ws_slots_per_unit=1,
     ),
     # Tests: seconds.
     "smoke": dataclasses.replace(

@@ -148,6 +148,10 @@ def test_both_parts_end_to_end_and_ws_added_later(tmp_path, ptb_path, capsys):
     assert schema.read(tmp_path / "t.h5").ws is None
     # a later WS build into the same --out keeps the standalone results and adds the super-nets
     assert build(tmp_path, ptb_path, *WS, "--mode", "ws", "--ws-seeds", "3") == 0
+    ws_part = next((tmp_path / "t.h5.parts").glob("ws-*.h5"))
+    mtime = ws_part.stat().st_mtime_ns
+    assert build(tmp_path, ptb_path, *WS, "--mode", "ws", "--ws-seeds", "3") == 0  # finished: nothing retrained
+    assert ws_part.stat().st_mtime_ns == mtime
     table = schema.read(tmp_path / "t.h5")
     assert (table.standalone.status == Status.OK).all()
     ws = table.ws
