@@ -49,6 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("table")
     i.add_argument("--top", type=int, default=5)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+    q = sub.add_parser("query", help="print the record of one architecture")
+    q.add_argument("arch", help="canonical genotype, DARTS repr, hash, or id (with --space)")
+    q.add_argument("--space", help="2node, 3node, ... (inferred from a genotype)")
+    q.add_argument("--table", help="a table file (default: the default table of the space)")
+    q.add_argument("--seed", type=int, help="one standalone seed instead of the mean over seeds")
+    q.add_argument("--json", action="store_true", help="the whole record as JSON (with curves)")
+
+    s = sub.add_parser("serve", help="serve the tables over HTTP (read-only)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--tables", nargs="+", help="table files or folders (default: the default tables)")
+    s.add_argument("--workers", type=int, default=1)
     return parser
 
 
@@ -170,13 +182,81 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_query(args) -> int:
+    from . import api
+
+    try:
+        key = int(args.arch) if args.arch.strip().isdigit() else args.arch
+        if args.table:
+            bench = api.load(args.table)
+            if args.space and api.get_space(args.space).name != bench.space.name:
+                raise UserError(f"--space {args.space} but {args.table} is a {bench.space.name} table")
+            rec = bench.query(key, seed=args.seed)
+        else:
+            rec = api.query(key, space=args.space, seed=args.seed)
+    except (ValueError, api.TableError) as exc:
+        raise UserError(str(exc)) from None
+    except KeyError as exc:
+        raise UserError(str(exc) if isinstance(exc, api.ArchNotFoundError) else exc.args[0]) from None
+    if args.json:
+        print(json.dumps(rec.to_dict(), indent=2))
+        return 0
+    print(f"{rec.genotype}  (space {rec.space}, id {rec.id}, hash {rec.hash}, iso {rec.iso_hash}, {rec.params} params)")
+    sa = rec.standalone
+    if sa is not None:
+        print(f"standalone  {sa.status}: valid ppl {sa.valid_ppl:.2f} ± {sa.valid_ppl_std:.2f}, test ppl "
+              f"{sa.test_ppl:.2f} ± {sa.test_ppl_std:.2f} over {sa.n_seeds} seed(s); rank {sa.rank}"
+              + (f"; missing seeds {list(sa.missing_seeds)}" if sa.missing_seeds else "")
+              + (f"; diverged seeds {list(sa.diverged_seeds)}" if sa.diverged_seeds else ""))
+        for r in sa.seeds:
+            print(f"  seed {r.seed}: {r.status}, final valid {r.final_valid_ppl:.2f}, test {r.test_ppl:.2f}, "
+                  f"best epoch {r.best_epoch:.2f}")
+    for w in rec.ws:
+        print(f"ws seed {w.seed} ({w.status}): final valid ppl {w.final_valid_ppl:.2f}, test {w.test_ppl:.2f}, "
+              f"rank {w.rank}, sampled {w.samples}x")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import os
+
+    try:
+        import uvicorn  # noqa: F401
+        import fastapi  # noqa: F401
+    except ImportError:
+        raise UserError("serve needs FastAPI and uvicorn: pip install 'nasbench-ptb[serve]'") from None
+    from . import api
+
+    if args.workers < 1 or not 0 < args.port < 65536:
+        raise UserError("--workers must be ≥ 1 and --port in 1..65535")
+    if args.tables:
+        os.environ["NASBENCH_PTB_TABLES"] = os.pathsep.join(args.tables)
+    try:
+        tables = api.default_tables()
+        for path in tables.values():
+            api.load(path)  # fail here, in one line, rather than inside a worker
+    except api.TableError as exc:
+        raise UserError(str(exc)) from None
+    import uvicorn
+
+    print(f"serving {', '.join(f'{s}: {p}' for s, p in tables.items())} on http://{args.host}:{args.port} "
+          f"(docs at /docs)", file=sys.stderr)
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
+                log_level="warning")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"build": cmd_build, "info": cmd_info}[args.command](args)
+        commands = {"build": cmd_build, "info": cmd_info, "query": cmd_query, "serve": cmd_serve}
+        return commands[args.command](args)
     except UserError as exc:
         print(f"nasbench_ptb {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. piped into head
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"nasbench_ptb {args.command}: interrupted; finished units are kept, rerun to resume", file=sys.stderr)
         return 130

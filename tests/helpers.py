@@ -21,3 +21,48 @@ def tiny_preset(**changes) -> presets.Preset:
         valid_tokens=None, test_tokens=None, eval_batch_size=4, nonmono=1, lr=2.0,
     )
     return dataclasses.replace(base, **changes)
+
+
+def synthetic_table(path, space_name: str = "2node", seeds: int = 2, ws_seeds: int = 3, C: int = 5, seed: int = 0):
+    """A table with known values: ppl = 100 + id (+ seed), arch 1 missing, arch 2 diverged on seed 0 only,
+    arch 3 diverged on all seeds; WS ppl reversed (tau = -1 on the ok architectures)."""
+    from nasbench_ptb import schema
+    from nasbench_ptb.space import space
+
+    sp = space(space_name)
+    N = sp.size
+    rng = np.random.RandomState(seed)
+    sa = schema.Standalone.empty(N, range(seeds), np.linspace(1.0 / C, 1.0, C))
+    for a in range(N):
+        for s in range(seeds):
+            sa.valid_ppl[a, s] = 100 + a + s + np.linspace(400, 0, C)
+            sa.train_loss[a, s] = np.linspace(7, 5, C) + rng.rand(C) * 0.01
+            sa.seconds[a, s] = np.arange(1, C + 1) * 2.0
+            sa.test_ppl[a, s] = 90 + a + s
+            sa.best_epoch[a, s] = 1.0
+            sa.status[a, s] = schema.Status.OK
+    sa.status[1] = schema.Status.MISSING
+    for arr in (sa.valid_ppl, sa.train_loss, sa.seconds, sa.test_ppl, sa.best_epoch):
+        arr[1] = np.nan
+    for a, cols in ((2, [0]), (3, list(range(seeds)))):
+        for s in cols:
+            sa.status[a, s] = schema.Status.DIVERGED
+            sa.valid_ppl[a, s, 2:] = np.nan
+            sa.train_loss[a, s, 2:] = np.nan
+            sa.seconds[a, s, 2:] = np.nan
+            sa.test_ppl[a, s] = sa.best_epoch[a, s] = np.nan
+    ws = schema.WeightSharing.empty(N, range(ws_seeds), np.linspace(0.5, 1.0, 3), [100, 100, 1000])
+    for k in range(ws_seeds):
+        ws.valid_ppl[k] = 1000 - np.arange(N)[None, :] + np.arange(3)[:, None] * 0.0
+        ws.test_ppl[k] = 900 - np.arange(N)
+        ws.train_loss[k] = [6.0, 5.5, 5.2]
+        ws.seconds[k] = [10.0, 20.0, 30.0]
+        ws.samples[k] = 7
+        ws.status[k] = schema.Status.OK
+    ws.status[ws_seeds - 1] = schema.Status.DIVERGED
+    ws.valid_ppl[ws_seeds - 1] = np.nan
+    ws.test_ppl[ws_seeds - 1] = np.nan
+    table = schema.Table(sp, "synthetic", {"hidden": 4, "params": 1234, "epochs": 1.0}, sa, ws,
+                         {"device": ["test"], "software": {"numpy": np.__version__}})
+    schema.write(table, path)
+    return table

@@ -1,0 +1,146 @@
+"""The HTTP face of ``nasbench_ptb.api``: read-only, tables loaded once at startup.
+
+    GET /arch/{hash}            one architecture (``?curves=false`` omits the curves)
+    GET /arch?genotype=…        the same by genotype (canonical string or DARTS repr)
+    GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id&order=asc|desc&limit=&offset=
+    GET /spaces                 every loaded table: space, preset, every training value, coverage, device
+    GET /health
+"""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import asynccontextmanager
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+import nasbench_ptb
+from nasbench_ptb import api as nb
+from nasbench_ptb.space import parse, space as get_space
+
+from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel
+
+HASH_PATTERN = r"^[0-9a-f]{16}$"
+NOT_FOUND = {404: {"model": ErrorModel, "description": "no such architecture in the loaded tables"}}
+
+
+class Store:
+    """Loaded benchmarks by space, a hash index over all of them, and a cache of serialised records."""
+
+    def __init__(self, benches: Sequence[nb.Benchmark]):
+        self.benches = {b.space.name: b for b in benches}
+        self.by_hash = {g.hash: b for b in benches for g in b.space}
+        self._json: dict[tuple, bytes] = {}
+
+    def record_json(self, bench: nb.Benchmark, arch: int, curves: bool) -> bytes:
+        key = (bench.space.name, arch, curves)
+        body = self._json.get(key)
+        if body is None:
+            rec = bench.query(arch)
+            body = self._json[key] = json.dumps(rec.to_dict(curves=curves), separators=(",", ":")).encode()
+        return body
+
+
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail})
+
+
+def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
+    """An app serving ``tables`` (paths), or the default tables when None; they are loaded at startup."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        paths = list(tables) if tables else list(nb.default_tables().values())
+        app.state.store = Store([nb.load(p) for p in paths])
+        yield
+
+    app = FastAPI(title="nasbench-ptb", version=nasbench_ptb.__version__, lifespan=lifespan,
+                  description="Tabular NAS benchmark of DARTS recurrent cells on Penn Treebank (read-only).")
+
+    def store(request: Request) -> Store:
+        return request.app.state.store
+
+    @app.get("/health", response_model=Health)
+    def health(request: Request):
+        return Health(status="ok", tables=len(store(request).benches))
+
+    @app.get("/spaces", response_model=list[SpaceModel])
+    def spaces(request: Request):
+        out = []
+        for b in store(request).benches.values():
+            meta = b.metadata
+            out.append(SpaceModel(**{k: meta.get(k) for k in SpaceModel.model_fields}))
+        return out
+
+    @app.get("/arch/{arch_hash}", response_model=ArchModel, responses=NOT_FOUND)
+    def arch_by_hash(request: Request, arch_hash: str = Path(pattern=HASH_PATTERN, description="16 hex digits"),
+                     curves: bool = True):
+        st = store(request)
+        bench = st.by_hash.get(arch_hash)
+        if bench is None:
+            return _error(404, f"no architecture with hash {arch_hash} in the loaded tables "
+                               f"({', '.join(st.benches)})")
+        return _json(st.record_json(bench, bench.resolve(arch_hash), curves))
+
+    @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
+    def arch_by_genotype(request: Request,
+                         genotype: str = Query(min_length=1, max_length=2000,
+                                               description="canonical string (tanh:0|sigmoid:0) or DARTS repr"),
+                         curves: bool = True):
+        st = store(request)
+        try:
+            geno = parse(genotype)
+        except ValueError as exc:
+            return _error(422, str(exc))
+        bench = st.benches.get(f"{geno.n}node")
+        if bench is None:
+            return _error(404, f"no table for space {geno.n}node (loaded: {', '.join(st.benches)})")
+        return _json(st.record_json(bench, geno.id, curves))
+
+    @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}})
+    def leaderboard(request: Request, space: Optional[str] = None,
+                    sort: Literal["valid_ppl", "test_ppl", "id"] = "valid_ppl",
+                    order: Literal["asc", "desc"] = "asc",
+                    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
+        st = store(request)
+        try:
+            name = get_space(space).name if space else min(st.benches, key=lambda n: get_space(n).n)
+        except ValueError as exc:
+            return _error(422, str(exc))
+        bench = st.benches.get(name)
+        if bench is None:
+            return _error(404, f"no table for space {name} (loaded: {', '.join(st.benches)})")
+        rows = [r for r in (bench.query(i, curves=False) for i in range(len(bench)))]
+        if sort == "id":
+            rows.sort(key=lambda r: r.id, reverse=order == "desc")
+        else:
+            def value(r):
+                v = getattr(r.standalone, sort) if r.standalone is not None else float("nan")
+                return v if np.isfinite(v) else None
+            present = [r for r in rows if value(r) is not None]
+            absent = [r for r in rows if value(r) is None]
+            present.sort(key=lambda r: (value(r), r.id), reverse=order == "desc")
+            rows = present + absent  # architectures without a value always last
+        items = [
+            LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
+                           hash=r.hash, status=r.standalone.status if r.standalone else "missing",
+                           n_seeds=r.standalone.n_seeds if r.standalone else 0,
+                           valid_ppl=_finite(r.standalone.valid_ppl) if r.standalone else None,
+                           test_ppl=_finite(r.standalone.test_ppl) if r.standalone else None)
+            for r in rows[offset : offset + limit]
+        ]
+        return Leaderboard(space=name, sort=sort, order=order, total=len(rows), limit=limit, offset=offset,
+                           items=items)
+
+    return app
+
+
+def _finite(v: float) -> Optional[float]:
+    return float(v) if np.isfinite(v) else None

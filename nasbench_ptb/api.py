@@ -1,0 +1,312 @@
+"""Query the tables: ``api.query(genotype)`` against the shipped tables, ``api.load(path)`` for any table.
+
+numpy + h5py (+ scipy) only — no torch. A table is loaded whole at open; records are built on first query and
+cached, so repeated queries cost a dictionary lookup.
+
+    from nasbench_ptb import api
+    rec = api.query("tanh:0|sigmoid:0")        # canonical string, DARTS repr, (op, pred) list or hash
+    rec.standalone.valid_ppl, rec.standalone.rank, [w.rank for w in rec.ws]
+    bench = api.load("artifacts/2node-cpu.h5"); bench.best("valid_ppl", 5)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from . import schema, summary
+from .records import ArchRecord, Curve, SeedResult, Standalone, WsSeedResult
+from .schema import Status, TableError
+from .space import Genotype, GenotypeLike, parse, space as get_space
+
+__all__ = ["ArchNotFoundError", "Benchmark", "TableError", "default_tables", "load", "query"]
+
+_STATUS = {int(s): s.name.lower() for s in Status}
+METRICS = ("valid_ppl", "test_ppl")
+
+
+class ArchNotFoundError(KeyError):
+    """No such architecture (hash, id or genotype) in the space of the table."""
+
+    def __init__(self, key: object, space: str):
+        super().__init__(key, space)
+        self.key, self.space = key, space
+
+    def __str__(self) -> str:
+        return f"no architecture {self.key!r} in space {self.space}"
+
+
+def _ranks(values: np.ndarray, attempted: np.ndarray) -> list[int | None]:
+    """1-based ranks, lower is better, ties share the best rank; NaN (diverged) ties last; not attempted → None."""
+    filled = np.where(np.isnan(values), np.inf, values)
+    ranks = np.searchsorted(np.sort(filled), filled, side="left") + 1
+    return [int(r) if a else None for r, a in zip(ranks, attempted)]
+
+
+def _tuple(a: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in a)
+
+
+class Benchmark:
+    """One table in memory: query records, iterate, rank, summarise."""
+
+    def __init__(self, table: schema.Table, path: str | os.PathLike | None = None):
+        self.table, self.path = table, Path(path) if path else None
+        self.space = table.space
+        self._genos = list(table.space)
+        self._keys: dict[str, int] = {}
+        for g in self._genos:
+            self._keys[g.canonical] = g.id
+            self._keys[g.hash] = g.id
+        self._cache: dict[tuple, ArchRecord] = {}
+        sa, ws = table.standalone, table.ws
+        if sa is not None:
+            self._sa_mean = summary.mean_over_ok(summary.final_valid(table), sa.status)
+            self._sa_rank = _ranks(self._sa_mean, (sa.status != Status.MISSING).any(axis=1))
+        if ws is not None:
+            self._ws_rank = [
+                _ranks(ws.valid_ppl[k, -1], np.full(self.space.size, ws.status[k] == Status.OK))
+                for k in range(len(ws.seeds))
+            ]
+
+    def __len__(self) -> int:
+        return self.space.size
+
+    def __iter__(self) -> Iterator[ArchRecord]:
+        return (self.query(i) for i in range(self.space.size))
+
+    def __repr__(self) -> str:
+        return f"Benchmark({self.space.name}, preset={self.table.preset!r}, path={str(self.path)!r})"
+
+    @property
+    def metadata(self) -> dict:
+        """Space, preset, every training value, coverage, device, software, timings."""
+        cov = summary.coverage(self.table)
+        return {"space": self.space.name, "size": self.space.size, "preset": self.table.preset,
+                "config": self.table.config, "coverage": vars(cov), "path": str(self.path) if self.path else None,
+                "ws_seeds": [int(s) for s in self.table.ws.seeds] if self.table.ws is not None else [],
+                **self.table.attrs}
+
+    def resolve(self, key: GenotypeLike | int) -> int:
+        """The id of an architecture given by id, hash, canonical string, DARTS repr, pairs or Genotype."""
+        if isinstance(key, str) and key in self._keys:
+            return self._keys[key]
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if 0 <= int(key) < self.space.size:
+                return int(key)
+            raise ArchNotFoundError(int(key), self.space.name)
+        if isinstance(key, str) and len(key.strip()) == 16 and all(c in "0123456789abcdef" for c in key.strip()):
+            raise ArchNotFoundError(key, self.space.name)  # a well-formed hash that is not in this space
+        geno = key if isinstance(key, Genotype) else parse(key)  # ValueError when malformed
+        if geno.n != self.space.n:
+            raise ArchNotFoundError(geno.canonical, self.space.name)
+        return geno.id
+
+    def query(self, key: GenotypeLike | int, seed: int | None = None, curves: bool = True) -> ArchRecord:
+        """The record of one architecture; ``seed`` restricts the standalone aggregate to that seed."""
+        arch = self.resolve(key)
+        cache_key = (arch, seed, curves)
+        rec = self._cache.get(cache_key)
+        if rec is None:
+            rec = self._cache[cache_key] = self._record(arch, seed, curves)
+        return rec
+
+    def _record(self, a: int, seed: int | None, curves: bool) -> ArchRecord:
+        g = self._genos[a]
+        return ArchRecord(g.canonical, a, g.hash, g.iso_hash, self.space.name, int(self.table.config.get("params", 0)),
+                          self._standalone(a, seed, curves), self._ws(a))
+
+    def _standalone(self, a: int, seed: int | None, curves: bool) -> Standalone | None:
+        sa = self.table.standalone
+        if sa is None:
+            return None
+        cols = list(range(len(sa.seeds)))
+        if seed is not None:
+            if seed not in sa.seeds:
+                raise KeyError(f"no standalone seed {seed} in this table (seeds {list(map(int, sa.seeds))})")
+            cols = [int(np.flatnonzero(sa.seeds == seed)[0])]
+        runs = []
+        for k in cols:
+            ok = sa.status[a, k] == Status.OK
+            curve = Curve(_tuple(sa.epochs), _tuple(sa.train_loss[a, k]), _tuple(sa.valid_ppl[a, k]),
+                          _tuple(sa.seconds[a, k])) if curves else None
+            runs.append(SeedResult(int(sa.seeds[k]), _STATUS[int(sa.status[a, k])],
+                                   float(sa.valid_ppl[a, k, -1]) if ok else float("nan"),
+                                   float(sa.test_ppl[a, k]) if ok else float("nan"), float(sa.best_epoch[a, k]), curve))
+        okv = [r for r in runs if r.status == "ok"]
+        valid = np.array([r.final_valid_ppl for r in okv])
+        test = np.array([r.test_ppl for r in okv])
+        nan = float("nan")
+        status = "ok" if okv else ("diverged" if any(r.status == "diverged" for r in runs) else "missing")
+        return Standalone(
+            status, len(okv), float(valid.mean()) if okv else nan, float(valid.std()) if okv else nan,
+            float(test.mean()) if okv else nan, float(test.std()) if okv else nan,
+            self._sa_rank[a],
+            tuple(r.seed for r in runs if r.status == "missing"), tuple(r.seed for r in runs if r.status == "diverged"),
+            tuple(runs),
+        )
+
+    def _ws(self, a: int) -> tuple[WsSeedResult, ...]:
+        ws = self.table.ws
+        if ws is None:
+            return ()
+        return tuple(
+            WsSeedResult(int(s), _STATUS[int(ws.status[k])], _tuple(ws.epochs), _tuple(ws.valid_ppl[k, :, a]),
+                         float(ws.valid_ppl[k, -1, a]), float(ws.test_ppl[k, a]), self._ws_rank[k][a],
+                         int(ws.samples[k, a]))
+            for k, s in enumerate(ws.seeds)
+        )
+
+    def rank(self, key: GenotypeLike | int, ws_seed: int | None = None) -> int | None:
+        """Standalone rank (1 = best), or the rank under WS super-net ``ws_seed``."""
+        a = self.resolve(key)
+        if ws_seed is None:
+            if self.table.standalone is None:
+                raise KeyError("this table has no standalone part")
+            return self._sa_rank[a]
+        ws = self.table.ws
+        if ws is None or ws_seed not in ws.seeds:
+            raise KeyError(f"no WS seed {ws_seed} in this table")
+        return self._ws_rank[int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
+
+    def best(self, metric: str = "valid_ppl", k: int = 10) -> list[ArchRecord]:
+        """The ``k`` best architectures by mean standalone ``valid_ppl`` or ``test_ppl`` (ok seeds only)."""
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        sa = self.table.standalone
+        if sa is None:
+            raise KeyError("this table has no standalone part")
+        values = self._sa_mean if metric == "valid_ppl" else summary.mean_over_ok(sa.test_ppl, sa.status)
+        order = [int(i) for i in np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
+                 if not np.isnan(values[i])]
+        return [self.query(i) for i in order[: max(k, 0)]]
+
+    def to_dataframe(self):
+        """One row per architecture (standalone aggregates, WS final valid/rank per seed); needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe needs pandas: pip install pandas") from None
+        rows = []
+        for rec in self:
+            row = {"id": rec.id, "genotype": rec.genotype, "hash": rec.hash, "iso_hash": rec.iso_hash}
+            if rec.standalone is not None:
+                s = rec.standalone
+                row.update(status=s.status, n_seeds=s.n_seeds, valid_ppl=s.valid_ppl, valid_ppl_std=s.valid_ppl_std,
+                           test_ppl=s.test_ppl, test_ppl_std=s.test_ppl_std, rank=s.rank)
+            for w in rec.ws:
+                row[f"ws{w.seed}_valid_ppl"], row[f"ws{w.seed}_rank"] = w.final_valid_ppl, w.rank
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("id")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(folder: Path) -> dict[str, str]:
+    """``MANIFEST`` in sha256sum format (``<sha256>  <file>``), in order; {} when absent."""
+    path = folder / "MANIFEST"
+    if not path.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise TableError(f"{path}:{n}: expected '<sha256>  <file>', got {line!r}")
+        out[name.strip()] = digest
+    return out
+
+
+def load(path: str | os.PathLike, verify: bool = True) -> Benchmark:
+    """Open one table. When a ``MANIFEST`` beside it lists the file, its sha256 is checked first."""
+    path = Path(path)
+    if verify and path.is_file():
+        expected = read_manifest(path.parent).get(path.name)
+        if expected is not None and _sha256(path) != expected:
+            raise TableError(f"{path}: sha256 {_sha256(path)} does not match MANIFEST ({expected}); the file is "
+                             "corrupted or was rebuilt without updating the MANIFEST")
+    return Benchmark(schema.read(path), path)
+
+
+def _folder_tables(folder: Path) -> list[Path]:
+    names = list(read_manifest(folder)) or sorted(p.name for p in folder.glob("*.h5"))
+    return [folder / n for n in names]
+
+
+def table_paths() -> list[Path]:
+    """Candidate tables in order: ``$NASBENCH_PTB_TABLES`` (files or folders, ``os.pathsep``-separated), else
+    the checkout's ``artifacts/`` (editable install), else the installed copy (wheel data files)."""
+    env = os.environ.get("NASBENCH_PTB_TABLES")
+    if env:
+        out = []
+        for entry in (Path(p) for p in env.split(os.pathsep) if p):
+            if entry.is_dir():
+                out += _folder_tables(entry)
+            elif entry.is_file():
+                out.append(entry)
+            else:
+                raise TableError(f"{entry}: no such table file or folder (from NASBENCH_PTB_TABLES)")
+        return out
+    here = Path(__file__).resolve().parent
+    for folder in (here.parent / "artifacts", Path(sys.prefix) / "share" / "nasbench_ptb" / "artifacts"):
+        if folder.is_dir() and _folder_tables(folder):
+            return _folder_tables(folder)
+    return []
+
+
+def default_tables() -> dict[str, Path]:
+    """The default table per space: the first candidate of each space (MANIFEST order)."""
+    import h5py
+
+    found: dict[str, Path] = {}
+    for path in table_paths():
+        try:
+            with h5py.File(path, "r") as f:
+                found.setdefault(str(f.attrs["space"]), path)
+        except (OSError, KeyError):
+            raise TableError(f"{path}: listed as a table but not a readable nasbench-ptb table") from None
+    if not found:
+        raise TableError("no tables found (set NASBENCH_PTB_TABLES to a table file or folder)")
+    return found
+
+
+@lru_cache(maxsize=None)
+def _default(space_name: str) -> Benchmark:
+    tables = default_tables()
+    if space_name not in tables:
+        raise TableError(f"no default table for space {space_name} (have: {', '.join(sorted(tables)) or 'none'})")
+    return load(tables[space_name])
+
+
+def query(key: GenotypeLike | int, space: str | None = None, seed: int | None = None) -> ArchRecord:
+    """Look an architecture up in the default table of its space (inferred from the genotype; required for ids
+    and hashes, unless the hash is found in one of the default tables)."""
+    if space is not None:
+        return _default(get_space(space).name).query(key, seed)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        raise ValueError(f"id {key} needs a space (space='2node' in Python, --space on the command line)")
+    if isinstance(key, str) and len(key.strip()) == 16 and ":" not in key:
+        for name in default_tables():
+            bench = _default(name)
+            if key.strip() in bench._keys:
+                return bench.query(key.strip(), seed)
+        raise ArchNotFoundError(key, "/".join(sorted(default_tables())) + " (the default tables)")
+    geno = parse(key) if not isinstance(key, Genotype) else key
+    return _default(f"{geno.n}node").query(geno, seed)
+
+
+def spaces(names: Sequence[str] | None = None) -> list[Benchmark]:
+    """The default benchmarks (all spaces, or the named ones)."""
+    return [_default(n) for n in (names or sorted(default_tables()))]

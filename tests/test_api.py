@@ -1,0 +1,134 @@
+"""The query library over tables the tests build themselves."""
+import hashlib
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nasbench_ptb import api
+from nasbench_ptb.space import parse, space
+
+from helpers import synthetic_table
+
+
+@pytest.fixture()
+def table_dir(tmp_path, monkeypatch):
+    synthetic_table(tmp_path / "2node-x.h5")
+    synthetic_table(tmp_path / "3node-x.h5", "3node")
+    lines = [f"{hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()}  {n}" for n in ("2node-x.h5", "3node-x.h5")]
+    (tmp_path / "MANIFEST").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("NASBENCH_PTB_TABLES", str(tmp_path))
+    api._default.cache_clear()
+    yield tmp_path
+    api._default.cache_clear()
+
+
+def test_query_forms_agree_and_aggregate(table_dir):
+    g = parse("tanh:0|relu:1")
+    rec = api.query("tanh:0|relu:1")
+    assert rec.id == g.id == 5 and rec.hash == g.hash and rec.iso_hash == g.iso_hash and rec.space == "2node"
+    assert api.query(g.darts_repr()) is rec and api.query([("tanh", 0), ("relu", 1)]) is rec
+    assert api.query(g.hash) is rec and api.query(5, space="2node") is rec
+    sa = rec.standalone
+    assert sa.status == "ok" and sa.n_seeds == 2
+    assert sa.valid_ppl == pytest.approx(100 + 5 + 0.5) and sa.valid_ppl_std == pytest.approx(0.5)
+    assert sa.test_ppl == pytest.approx(90 + 5 + 0.5)
+    assert len(sa.seeds[0].curve.valid_ppl) == 5 and sa.seeds[1].curve.seconds[-1] == 10.0
+    one = api.query("tanh:0|relu:1", seed=1).standalone
+    assert one.n_seeds == 1 and one.valid_ppl == pytest.approx(106)
+    # ranks: ids 0, 2 (one ok seed), 4, 5, ... ; 1 missing -> None; 3 all diverged -> last
+    assert sa.rank == 4
+    assert api.query(1, space="2node").standalone.rank is None
+    assert api.query(3, space="2node").standalone.rank == 31
+    assert [w.rank for w in rec.ws] == [32 - 5, 32 - 5, None]  # WS reversed; seed 2 diverged
+    assert rec.ws[0].samples == 7 and rec.ws[2].status == "diverged" and math.isnan(rec.ws[2].final_valid_ppl)
+    three = api.query("tanh:0|relu:1|sigmoid:2")
+    assert three.space == "3node" and three.id == parse("tanh:0|relu:1|sigmoid:2").id
+
+
+def test_missing_and_diverged_are_reported_not_imputed(table_dir):
+    missing = api.query(1, space="2node").standalone
+    assert missing.status == "missing" and missing.n_seeds == 0 and math.isnan(missing.valid_ppl)
+    assert missing.missing_seeds == (0, 1)
+    half = api.query(2, space="2node").standalone
+    assert half.status == "ok" and half.n_seeds == 1 and half.diverged_seeds == (0,)
+    assert half.valid_ppl == pytest.approx(100 + 2 + 1)  # seed 1 only
+    dead = api.query(3, space="2node").standalone
+    assert dead.status == "diverged" and math.isnan(dead.test_ppl)
+    d = api.query(3, space="2node").to_dict()
+    assert d["standalone"]["test_ppl"] is None  # NaN -> null in JSON
+
+
+def test_benchmark_object(table_dir):
+    b = api.load(table_dir / "2node-x.h5")
+    assert len(b) == 32 and [r.id for r in b] == list(range(32))
+    assert b.metadata["preset"] == "synthetic" and b.metadata["coverage"]["missing"] == 2
+    assert [r.id for r in b.best("valid_ppl", 3)] == [0, 2, 4]
+    assert [r.id for r in b.best("test_ppl", 2)] == [0, 2]
+    assert b.rank("tanh:0|relu:1") == 4 and b.rank(5, ws_seed=0) == 27 and b.rank(5, ws_seed=2) is None
+    with pytest.raises(ValueError, match="unknown metric"):
+        b.best("accuracy")
+    with pytest.raises(KeyError, match="no WS seed 9"):
+        b.rank(5, ws_seed=9)
+    df = b.to_dataframe()
+    assert df.shape[0] == 32 and df.loc[5, "valid_ppl"] == pytest.approx(105.5) and df.loc[5, "ws0_rank"] == 27
+
+
+def test_errors(table_dir, tmp_path):
+    b = api.load(table_dir / "2node-x.h5")
+    for key in ("0123456789abcdef", "tanh:0|relu:1|tanh:0", 32, -1):
+        with pytest.raises(api.ArchNotFoundError) as err:
+            b.query(key)
+        assert "space 2node" in str(err.value) and str(key) in str(err.value)
+        assert isinstance(err.value, KeyError)
+    for bad in ("", "tanh:0|gelu:0", "nonsense", "tanh:0|tanh:7"):
+        with pytest.raises(ValueError):
+            b.query(bad)
+    with pytest.raises(ValueError, match="needs a space"):
+        api.query(5)
+    with pytest.raises(api.TableError, match="no such table file"):
+        api.load(tmp_path / "absent.h5")
+    # a table that does not match its MANIFEST entry is refused
+    path = table_dir / "2node-x.h5"
+    data = bytearray(path.read_bytes())
+    synthetic_table(path, seed=1)  # rebuilt with other values, MANIFEST not updated
+    with pytest.raises(api.TableError, match="does not match MANIFEST"):
+        api.load(path)
+    api.load(path, verify=False)
+    path.write_bytes(bytes(data[: len(data) // 3]))
+    with pytest.raises(api.TableError, match="2node-x.h5"):
+        api.load(path, verify=False)
+
+
+def test_default_tables_follow_manifest_and_env(table_dir, monkeypatch):
+    tables = api.default_tables()
+    assert tables == {"2node": table_dir / "2node-x.h5", "3node": table_dir / "3node-x.h5"}
+    monkeypatch.setenv("NASBENCH_PTB_TABLES", str(table_dir / "3node-x.h5"))
+    assert api.default_tables() == {"3node": table_dir / "3node-x.h5"}
+    monkeypatch.setenv("NASBENCH_PTB_TABLES", str(table_dir / "nope"))
+    with pytest.raises(api.TableError, match="nope"):
+        api.default_tables()
+
+
+def test_query_never_imports_torch_or_fastapi(table_dir):
+    code = ("import sys; from nasbench_ptb import api; r = api.query('tanh:0|relu:1'); "
+            "r.to_dict(); list(api.load(api.default_tables()['2node'])); "
+            "bad = [m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules]; assert not bad, bad")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_cli_query(table_dir):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "query", *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    res = run("tanh:0|relu:1")
+    assert res.returncode == 0 and "rank 4" in res.stdout and "ws seed 0" in res.stdout
+    res = run(parse("tanh:0|relu:1").hash, "--json")
+    assert res.returncode == 0 and '"genotype": "tanh:0|relu:1"' in res.stdout
+    for args, msg in ((("5",), "needs a space"), (("tanh:0|oops:0",), "unknown op"),
+                      (("0123456789abcdef",), "no architecture"), (("5", "--space", "2node", "--seed", "7"), "seed 7")):
+        res = run(*args)
+        assert res.returncode == 1 and msg in res.stderr and "Traceback" not in res.stderr
+    assert space("2node").size == 32
