@@ -30,7 +30,7 @@ class _Record:
 def _drop_curves(d):
     if isinstance(d, dict):
         return {k: _drop_curves(v) for k, v in d.items() if k != "curve"}
-    if isinstance(d, list):
+    if isinstance(d, (list, tuple)):
         return [_drop_curves(v) for v in d]
     return d
 

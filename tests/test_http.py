@@ -1,0 +1,136 @@
+"""Every endpoint and error path through TestClient, and one real `nasbench_ptb serve` process."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from api.app import create_app  # noqa: E402
+from nasbench_ptb.space import parse  # noqa: E402
+
+from helpers import synthetic_table  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tables")
+    synthetic_table(d / "2node-x.h5")
+    synthetic_table(d / "3node-x.h5", "3node")
+    return [d / "2node-x.h5", d / "3node-x.h5"]
+
+
+@pytest.fixture(scope="module")
+def client(tables):
+    with TestClient(create_app(tables), raise_server_exceptions=False) as c:
+        yield c
+
+
+def test_health_and_spaces(client):
+    assert client.get("/health").json() == {"status": "ok", "tables": 2}
+    spaces = client.get("/spaces").json()
+    assert [s["space"] for s in spaces] == ["2node", "3node"] and spaces[0]["size"] == 32
+    assert spaces[0]["coverage"]["missing"] == 2 and spaces[0]["config"]["hidden"] == 4
+    assert spaces[0]["ws_seeds"] == [0, 1, 2]
+
+
+def test_arch_by_hash_and_by_genotype(client):
+    g = parse("tanh:0|relu:1")
+    r = client.get(f"/arch/{g.hash}")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["genotype"] == "tanh:0|relu:1" and body["id"] == 5 and body["standalone"]["rank"] == 4
+    assert len(body["standalone"]["seeds"][0]["curve"]["valid_ppl"]) == 5 and len(body["ws"]) == 3
+    assert body["ws"][2]["final_valid_ppl"] is None  # NaN -> null
+    lean = client.get(f"/arch/{g.hash}", params={"curves": "false"}).json()
+    assert "curve" not in lean["standalone"]["seeds"][0] and lean["standalone"] == {
+        **body["standalone"], "seeds": [{k: v for k, v in s.items() if k != "curve"} for s in body["standalone"]["seeds"]]}
+    assert client.get("/arch", params={"genotype": "tanh:0|relu:1"}).json() == body
+    assert client.get("/arch", params={"genotype": g.darts_repr()}).json() == body
+    three = parse("tanh:0|relu:1|sigmoid:2")
+    assert client.get(f"/arch/{three.hash}").json()["space"] == "3node"
+
+
+def test_errors_are_json_404_or_422_never_500(client):
+    r = client.get("/arch/0123456789abcdef")
+    assert r.status_code == 404 and "0123456789abcdef" in r.json()["detail"]
+    for path in ("/arch/xyz", "/arch/0123456789ABCDEF", "/arch/0123456789abcdef0"):
+        assert client.get(path).status_code == 422
+    for genotype in ("", "tanh:0|gelu:0", "garbage", "tanh:0|tanh:3", "x" * 3000):
+        r = client.get("/arch", params={"genotype": genotype})
+        assert r.status_code == 422, genotype
+    r = client.get("/arch", params={"genotype": "tanh:0|tanh:0|tanh:0|tanh:0"})
+    assert r.status_code == 404 and "4node" in r.json()["detail"]
+    assert client.get("/arch").status_code == 422
+    for params in ({"limit": 0}, {"limit": 5000}, {"offset": -1}, {"sort": "accuracy"}, {"order": "up"},
+                   {"space": "banana"}, {"limit": "ten"}):
+        assert client.get("/archs", params=params).status_code == 422, params
+    assert client.get("/archs", params={"space": "5node"}).status_code == 404
+    assert client.get("/nope").status_code == 404
+
+
+def test_leaderboard(client):
+    r = client.get("/archs").json()
+    assert r["space"] == "2node" and r["total"] == 32 and r["limit"] == 50
+    ids = [row["id"] for row in r["items"]]
+    assert ids[:3] == [0, 2, 4] and ids[-2:] == [1, 3] or set(ids[-2:]) == {1, 3}  # no value: last
+    desc = client.get("/archs", params={"order": "desc", "limit": 3}).json()["items"]
+    assert [row["id"] for row in desc] == [31, 30, 29]
+    page = client.get("/archs", params={"sort": "id", "limit": 5, "offset": 10}).json()
+    assert [row["id"] for row in page["items"]] == [10, 11, 12, 13, 14]
+    assert client.get("/archs", params={"space": "3node", "limit": 1}).json()["total"] == 384
+    assert client.get("/archs", params={"sort": "test_ppl", "limit": 1}).json()["items"][0]["test_ppl"] == 90.5
+
+
+def test_openapi_documents_every_endpoint(client):
+    spec = client.get("/openapi.json").json()
+    assert {"/arch/{arch_hash}", "/arch", "/archs", "/spaces", "/health"} <= set(spec["paths"])
+    ok = spec["paths"]["/arch/{arch_hash}"]["get"]["responses"]
+    assert "404" in ok and ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ArchModel")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_serve_process(tables):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--port", str(port), "--tables",
+                             *map(str, tables)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                    assert json.load(r)["tables"] == 2
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.time() < deadline, "server did not come up"
+                time.sleep(0.1)
+        g = parse("sigmoid:0|identity:1")
+        with urllib.request.urlopen(f"{url}/arch/{g.hash}") as r:
+            assert json.load(r)["genotype"] == g.canonical
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{url}/arch/ffffffffffffffff")
+        assert err.value.code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_serve_bad_tables_is_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--tables", str(tmp_path / "none.h5")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "none.h5" in res.stderr and len(res.stderr.strip().splitlines()) == 1
