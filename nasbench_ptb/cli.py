@@ -56,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, help="one standalone seed instead of the mean over seeds")
     q.add_argument("--json", action="store_true", help="the whole record as JSON (with curves)")
 
+    e = sub.add_parser("evaluate", help="run search policies against a table (the paper's protocol, Table 3)")
+    e.add_argument("--space", default="2node")
+    e.add_argument("--table", help="a table file (default: the default table of the space)")
+    e.add_argument("--policies", help="comma-separated (default: all): " + "random, random_search, evolution, "
+                   "local_search, enas_like, nao_like, ws_top1")
+    e.add_argument("--runs", type=int, default=10, help="search seeds per policy (default 10)")
+    e.add_argument("--budget-queries", type=int, default=10, help="standalone queries per run (default 10)")
+    e.add_argument("--budget-seconds", type=float, help="simulated seconds per run (table seconds)")
+    e.add_argument("--json", action="store_true")
+
     s = sub.add_parser("serve", help="serve the tables over HTTP (read-only)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
@@ -217,6 +227,37 @@ def cmd_query(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from . import api
+    from .evaluate import evaluate, format_table, real_best
+    from .policies import default_policies
+    from .simulator import Budget
+
+    known = default_policies()
+    names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UserError(f"unknown policy {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})")
+    if args.runs < 1 or args.budget_queries < 1 or (args.budget_seconds is not None and args.budget_seconds <= 0):
+        raise UserError("--runs and --budget-queries must be ≥ 1, --budget-seconds > 0")
+    try:
+        bench = api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
+        budget = Budget(args.budget_queries, args.budget_seconds)
+        results = evaluate(bench.table, [known[n] for n in names], args.runs, budget)
+        best = real_best(bench.table)
+    except (ValueError, api.TableError) as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        print(json.dumps({"table": str(bench.path), "space": bench.space.name, "runs": args.runs,
+                          "budget": {"queries": budget.queries, "seconds": budget.seconds},
+                          "results": [vars(r) for r in results], "real_best": best}, indent=2))
+        return 0
+    print(f"{bench.space.name} table {bench.path} ({bench.table.preset}); {args.runs} runs per policy; "
+          f"budget {budget.queries} standalone queries" + (f", {budget.seconds:.0f} s" if budget.seconds else ""))
+    print(format_table(results, best))
+    return 0
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -249,7 +290,8 @@ def cmd_serve(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"build": cmd_build, "info": cmd_info, "query": cmd_query, "serve": cmd_serve}
+        commands = {"build": cmd_build, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
+                    "evaluate": cmd_evaluate}
         return commands[args.command](args)
     except UserError as exc:
         print(f"nasbench_ptb {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,95 @@
+"""The paper's protocol: run each policy with N search seeds, read its choice's standalone result from the
+table, and summarise (the paper's Table 3, plus rank, hit rates, regret and simulated cost)."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .policies import Policy
+from .schema import Status, Table
+from .simulator import Budget, Simulator
+from .summary import final_valid, mean_over_ok
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    policy: str
+    runs: int
+    choices: tuple[int, ...]
+    valid_mean: float
+    valid_std: float
+    test_mean: float
+    test_std: float
+    valid_best: float
+    test_best: float
+    mean_rank: float  # standalone rank of the chosen architecture (1 = best)
+    p_best: float  # fraction of runs that found the best architecture
+    p_best_iso: float  # ... or a renumbering of it (same iso hash)
+    regret: float  # mean valid ppl of the choice minus the best valid ppl
+    cost_seconds: float  # mean simulated search cost
+
+
+def _stats(table: Table):
+    sa = table.standalone
+    valid = mean_over_ok(final_valid(table), sa.status)
+    test = mean_over_ok(sa.test_ppl, sa.status)
+    filled = np.where(np.isnan(valid), np.inf, valid)
+    ranks = np.searchsorted(np.sort(filled), filled, side="left") + 1
+    return valid, test, ranks
+
+
+DEFAULT_BUDGET = Budget(queries=10)
+
+
+def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10,
+             budget: Budget = DEFAULT_BUDGET) -> list[PolicyResult]:
+    """Every policy × ``runs`` search seeds; run ``r`` of a WS policy uses WS seed ``r mod S_ws``. The budget
+    bounds standalone queries (WS policies pay one super-net training instead)."""
+    valid, test, ranks = _stats(table)
+    if np.isnan(valid).all():
+        raise ValueError("the table has no ok standalone run to judge choices with")
+    best = int(np.nanargmin(valid))
+    genos = list(table.space)
+    best_iso = genos[best].iso_hash
+    ws_ok = [int(s) for s, st in zip(table.ws.seeds, table.ws.status) if st == Status.OK] if table.ws is not None else []
+    out = []
+    for policy in policies:
+        if policy.uses_ws and not ws_ok:
+            raise ValueError(f"policy {policy.name} needs a table with weight-sharing results")
+        choices, costs = [], []
+        for r in range(runs):
+            rng = np.random.default_rng([r, zlib.crc32(policy.name.encode())])
+            sim = Simulator(table, rng, budget, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None)
+            choices.append(int(policy.search(sim)))
+            costs.append(sim.seconds)
+        v = np.array([valid[c] for c in choices])
+        t = np.array([test[c] for c in choices])
+        out.append(PolicyResult(
+            policy.name, runs, tuple(choices), float(np.nanmean(v)), float(np.nanstd(v)), float(np.nanmean(t)),
+            float(np.nanstd(t)), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(ranks[choices])),
+            float(np.mean([c == best for c in choices])), float(np.mean([genos[c].iso_hash == best_iso for c in choices])),
+            float(np.nanmean(v) - valid[best]), float(np.mean(costs)),
+        ))
+    return out
+
+
+def real_best(table: Table) -> dict:
+    valid, test, _ = _stats(table)
+    best = int(np.nanargmin(valid))
+    return {"policy": "REAL-BEST", "arch": best, "genotype": table.space.from_id(best).canonical,
+            "valid": float(valid[best]), "test": float(test[best])}
+
+
+def format_table(results: Sequence[PolicyResult], best: dict) -> str:
+    """The paper's Table 3 form (Markdown), extended with rank, hit rates, regret and cost."""
+    head = ("| policy | valid ppl (mean ± std) | test ppl (mean ± std) | best valid | best test | mean rank | "
+            "P(best) | P(best iso) | regret | search cost (s) |\n|---|---|---|---|---|---|---|---|---|---|")
+    rows = [f"| {r.policy} | {r.valid_mean:.2f} ± {r.valid_std:.2f} | {r.test_mean:.2f} ± {r.test_std:.2f} | "
+            f"{r.valid_best:.2f} | {r.test_best:.2f} | {r.mean_rank:.1f} | {r.p_best:.2f} | {r.p_best_iso:.2f} | "
+            f"{r.regret:.2f} | {r.cost_seconds:.0f} |" for r in results]
+    rows.append(f"| REAL-BEST ({best['genotype']}) | {best['valid']:.2f} | {best['test']:.2f} | {best['valid']:.2f} | "
+                f"{best['test']:.2f} | 1.0 | 1.00 | 1.00 | 0.00 | – |")
+    return "\n".join([head, *rows])

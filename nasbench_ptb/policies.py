@@ -1,0 +1,216 @@
+"""Search policies behind one protocol: ``search(sim) -> architecture id``.
+
+A policy asks the :class:`~nasbench_ptb.simulator.Simulator` for standalone (``sim.query``) or weight-sharing
+(``sim.ws_query``) validation perplexities, within the run's budget, and returns the architecture it would hand
+to the user. Write your own by implementing ``name`` and ``search``; randomness only from ``sim.rng``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from .simulator import BudgetExhausted, Simulator
+from .space import OPS, Genotype, SearchSpace
+
+
+class Policy(Protocol):
+    name: str
+    uses_ws: bool  # needs a WS oracle (a WS seed per run)
+
+    def search(self, sim: Simulator) -> int: ...
+
+
+def neighbours(sp: SearchSpace, arch: int) -> list[int]:
+    """Architectures one edit away: one node's activation or predecessor changed."""
+    g = sp.from_id(arch)
+    out = []
+    for k, (op, pred) in enumerate(g.nodes):
+        for new in [(o, pred) for o in OPS if o != op] + [(op, p) for p in range(k + 1) if p != pred]:
+            nodes = list(g.nodes)
+            nodes[k] = new
+            out.append(Genotype(tuple(nodes)).id)
+    return out
+
+
+def encode(sp: SearchSpace, ids: np.ndarray) -> np.ndarray:
+    """One-hot encoding of (op, pred) per node, plus a bias column: the predictors' features."""
+    cols = [(k, o, p) for k in range(sp.n) for o in range(len(OPS)) for p in range(k + 1)]
+    index = {c: i for i, c in enumerate(cols)}
+    x = np.zeros((len(ids), len(cols) + 1))
+    x[:, -1] = 1.0
+    for row, a in enumerate(ids):
+        g = sp.from_id(int(a))
+        for k, (o, p) in enumerate(zip(g.ops, g.preds)):
+            x[row, index[(k, o, p)]] = 1.0
+    return x
+
+
+def _in(sim: Simulator, ids) -> list[int]:
+    allowed = set(sim.candidates.tolist())
+    return [i for i in ids if i in allowed]
+
+
+@dataclass
+class RandomChoice:
+    """The paper's random policy: one uniformly sampled architecture, no search."""
+
+    name: str = "random"
+    uses_ws: bool = False
+
+    def search(self, sim: Simulator) -> int:
+        return sim.random_arch()
+
+
+@dataclass
+class RandomSearch:
+    """Query distinct random architectures (standalone) until the budget ends, return the best."""
+
+    name: str = "random_search"
+    uses_ws: bool = False
+
+    def search(self, sim: Simulator) -> int:
+        order = sim.rng.permutation(sim.candidates)
+        try:
+            for a in order:
+                sim.query(a)
+        except BudgetExhausted:
+            pass
+        return sim.best_seen() if sim.history else int(order[0])
+
+
+@dataclass
+class RegularizedEvolution:
+    """Real et al.: a population of ``population``; tournament of ``sample``; mutate the winner; age out the oldest."""
+
+    population: int = 5
+    sample: int = 2
+    name: str = "evolution"
+    uses_ws: bool = False
+
+    def search(self, sim: Simulator) -> int:
+        pop: list[tuple[int, float]] = []
+        try:
+            for a in sim.rng.permutation(sim.candidates)[: self.population]:
+                pop.append((int(a), sim.query(a)))
+            for _ in range(20 * len(sim.candidates)):  # the budget ends it; this only bounds an unbudgeted run
+                picks = sim.rng.choice(len(pop), size=min(self.sample, len(pop)), replace=False)
+                parent = min((pop[i] for i in picks), key=lambda t: t[1])[0]
+                options = _in(sim, neighbours(sim.space, parent)) or [sim.random_arch()]
+                child = int(options[sim.rng.integers(len(options))])
+                pop.append((child, sim.query(child)))
+                pop.pop(0)
+        except BudgetExhausted:
+            pass
+        return sim.best_seen() if sim.history else sim.random_arch()
+
+
+@dataclass
+class LocalSearch:
+    """First-improvement hill climbing over one-edit neighbours, restarting at random local optima."""
+
+    name: str = "local_search"
+    uses_ws: bool = False
+
+    def search(self, sim: Simulator) -> int:
+        try:
+            while sim.queries < len(sim.candidates):  # the budget ends it; every architecture seen ends it too
+                cur = sim.random_arch()
+                cur_v = sim.query(cur)
+                improved = True
+                while improved:
+                    improved = False
+                    for nb in sim.rng.permutation(_in(sim, neighbours(sim.space, cur))):
+                        v = sim.query(int(nb))
+                        if v < cur_v:
+                            cur, cur_v, improved = int(nb), v, True
+                            break
+        except BudgetExhausted:
+            pass
+        return sim.best_seen() if sim.history else sim.random_arch()
+
+
+@dataclass
+class WSTop1:
+    """What weight-sharing methods hand back: the best architecture under one super-net's shared weights."""
+
+    name: str = "ws_top1"
+    uses_ws: bool = True
+
+    def search(self, sim: Simulator) -> int:
+        values = np.array([sim.ws_query(a) for a in sim.candidates])
+        return int(sim.candidates[int(np.argmin(values))])
+
+
+@dataclass
+class EnasLike:
+    """REINFORCE over independent (pred, op) choices per node; reward = −log of the WS validation ppl of the
+    sampled cell; moving-average baseline. Returns the controller's most probable architecture."""
+
+    steps: int = 200
+    batch: int = 4
+    lr: float = 0.5
+    baseline_decay: float = 0.9
+    name: str = "enas_like"
+    uses_ws: bool = True
+
+    def search(self, sim: Simulator) -> int:
+        sp = sim.space
+        logits = [np.zeros(4 * (k + 1)) for k in range(sp.n)]  # slot = 4·pred + op, as in the ids
+        allowed = set(sim.candidates.tolist())
+        baseline = None
+        for _ in range(self.steps):
+            grads = [np.zeros_like(l) for l in logits]
+            for _ in range(self.batch):
+                probs = [np.exp(l - l.max()) / np.exp(l - l.max()).sum() for l in logits]
+                slots = [int(sim.rng.choice(len(p), p=p)) for p in probs]
+                g = Genotype(tuple((OPS[s % 4], s // 4) for s in slots))
+                reward = -np.log(sim.ws_query(g.id)) if g.id in allowed else -np.inf
+                reward = reward if np.isfinite(reward) else -50.0
+                baseline = reward if baseline is None else self.baseline_decay * baseline + (1 - self.baseline_decay) * reward
+                for k, (p, s) in enumerate(zip(probs, slots)):
+                    onehot = np.zeros_like(p)
+                    onehot[s] = 1.0
+                    grads[k] += (reward - baseline) * (onehot - p)
+            for k in range(sp.n):
+                logits[k] += self.lr * grads[k] / self.batch
+        best = Genotype(tuple((OPS[int(np.argmax(l)) % 4], int(np.argmax(l)) // 4) for l in logits)).id
+        return best if best in allowed else int(sim.candidates[0])
+
+
+@dataclass
+class NaoLike:
+    """A random pool of ``pool`` (fraction of the space) evaluated with the WS oracle, a ridge predictor over the
+    genotype encoding, at most ``per_iter`` new candidates (the predicted best unseen) per iteration; final
+    choice: the top-1 of the evaluated candidates."""
+
+    pool: float = 0.2
+    per_iter: int = 3
+    iterations: int = 3
+    ridge: float = 1e-2
+    name: str = "nao_like"
+    uses_ws: bool = True
+
+    def search(self, sim: Simulator) -> int:
+        cands = sim.candidates
+        n0 = max(2, int(round(self.pool * len(cands))))
+        seen = {int(a): np.log(sim.ws_query(a)) for a in sim.rng.choice(cands, size=min(n0, len(cands)), replace=False)}
+        for _ in range(self.iterations):
+            ids = np.array(list(seen))
+            y = np.array([seen[a] for a in ids])
+            y = np.where(np.isfinite(y), y, np.nanmax(np.where(np.isfinite(y), y, np.nan)) + 1.0)
+            x = encode(sim.space, ids)
+            w = np.linalg.solve(x.T @ x + self.ridge * np.eye(x.shape[1]), x.T @ y)
+            unseen = np.array([a for a in cands if int(a) not in seen])
+            if unseen.size == 0:
+                break
+            pred = encode(sim.space, unseen) @ w
+            for a in unseen[np.argsort(pred, kind="stable")[: self.per_iter]]:
+                seen[int(a)] = np.log(sim.ws_query(a))
+        return min(seen, key=lambda a: (seen[a] if np.isfinite(seen[a]) else np.inf, a))
+
+
+def default_policies() -> dict[str, Policy]:
+    return {p.name: p for p in (RandomChoice(), RandomSearch(), RegularizedEvolution(), LocalSearch(), EnasLike(),
+                                NaoLike(), WSTop1())}

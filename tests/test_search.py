@@ -1,0 +1,116 @@
+"""Search policies and the paper's protocol on synthetic tables whose answers are known."""
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nasbench_ptb import schema
+from nasbench_ptb.evaluate import evaluate, format_table, real_best
+from nasbench_ptb.policies import (EnasLike, LocalSearch, NaoLike, RandomChoice, RandomSearch, RegularizedEvolution,
+                                   WSTop1, default_policies, encode, neighbours)
+from nasbench_ptb.simulator import Budget, BudgetExhausted, Simulator
+from nasbench_ptb.space import space
+
+from helpers import synthetic_table
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    # standalone valid ppl = 100 + id (+ seed): best is id 0; id 1 missing, id 3 diverged; WS reversed (best 31)
+    return synthetic_table(tmp_path_factory.mktemp("t") / "t.h5")
+
+
+def with_ws(table, values):
+    ws = dataclasses.replace(table.ws, valid_ppl=np.broadcast_to(values, table.ws.valid_ppl.shape).copy())
+    return dataclasses.replace(table, ws=ws)
+
+
+def test_simulator_charges_once_and_enforces_budgets(table):
+    sim = Simulator(table, np.random.default_rng(0), Budget(queries=2))
+    assert 1 not in sim.candidates  # never trained: not offered
+    assert sim.query(5) == pytest.approx(100 + 5 + 0.5) and sim.seconds == 10.0
+    sim.query(5)
+    assert sim.queries == 1 and sim.seconds == 10.0  # the same architecture is not charged twice
+    assert sim.query(3) == np.inf  # diverged on every seed: worst
+    with pytest.raises(BudgetExhausted):
+        sim.query(7)
+    assert not sim.can_query() and sim.best_seen() == 5
+    timed = Simulator(table, np.random.default_rng(0), Budget(seconds=15))
+    timed.query(4), timed.query(6)
+    with pytest.raises(BudgetExhausted):
+        timed.query(8)
+    one = Simulator(table, np.random.default_rng(0), seed=1)
+    assert one.query(2) == pytest.approx(100 + 2 + 1)
+
+
+@pytest.mark.parametrize("policy", [RandomSearch(), RegularizedEvolution(), LocalSearch()])
+def test_budget_of_the_whole_space_finds_the_best(table, policy):
+    res = evaluate(table, [policy], runs=5, budget=Budget(queries=32))[0]
+    assert res.choices == (0,) * 5 and res.p_best == 1.0 and res.regret == pytest.approx(0) and res.mean_rank == 1
+
+
+def test_small_budget_is_respected_and_reproducible(table):
+    a = evaluate(table, [RandomSearch(), RegularizedEvolution(), LocalSearch()], runs=6, budget=Budget(queries=4))
+    b = evaluate(table, [RandomSearch(), RegularizedEvolution(), LocalSearch()], runs=6, budget=Budget(queries=4))
+    assert a == b
+    for r in a:
+        assert r.cost_seconds <= 4 * 10.0 + 1e-9  # 4 queries at 10 s each at most
+        assert r.p_best < 1.0  # 4 of 31 cannot always find it
+
+
+def test_random_is_uniform_over_trained_architectures(table):
+    res = evaluate(table, [RandomChoice()], runs=620)[0]
+    counts = np.bincount(res.choices, minlength=32)
+    assert counts[1] == 0 and (counts[np.arange(32) != 1] > 5).all() and res.cost_seconds == 0
+
+
+def test_ws_top1_returns_the_ws_best(table):
+    res = evaluate(table, [WSTop1()], runs=4)[0]
+    assert res.choices == (31,) * 4 and res.mean_rank == 31 - 1  # id 1 is unranked, id 3 ranks last
+    assert res.cost_seconds == 30.0  # one super-net's training
+
+
+def test_enas_like_follows_its_ws_reward(table):
+    values = np.full(32, 1000.0)
+    values[21] = 50.0
+    res = evaluate(with_ws(table, values), [EnasLike(steps=150)], runs=3)[0]
+    assert res.choices == (21,) * 3
+
+
+def test_nao_like_predictor_finds_the_best_of_a_linear_landscape(table):
+    sp = space("2node")
+    x = encode(sp, np.arange(32))
+    w = np.random.default_rng(3).normal(size=x.shape[1])
+    logppl = 5 + x @ w * 0.3
+    logppl[1] = 50  # not a candidate anyway
+    best = int(np.argmin(np.where(np.arange(32) == 1, np.inf, logppl)))
+    res = evaluate(with_ws(table, np.exp(logppl)), [NaoLike()], runs=5)[0]
+    assert res.choices == (best,) * 5
+
+
+def test_neighbours_are_one_edit_away():
+    sp = space("3node")
+    for a in (0, 100, 383):
+        g = sp.from_id(a)
+        nbs = neighbours(sp, a)
+        assert len(nbs) == len(set(nbs)) == sum(3 + k for k in range(3))
+        for n in nbs:
+            assert sum(x != y for x, y in zip(g.nodes, sp.from_id(n).nodes)) == 1
+
+
+def test_table3_format_and_cli(table, tmp_path):
+    res = evaluate(table, list(default_policies().values()), runs=3)
+    text = format_table(res, real_best(table))
+    assert text.count("\n") == 2 + len(res) and "REAL-BEST (tanh:0|tanh:0)" in text
+    path = tmp_path / "t.h5"
+    schema.write(table, path)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "evaluate", "--table", str(path), *a],  # noqa: E731
+                                    capture_output=True, text=True)
+    out = run("--runs", "3", "--policies", "random,ws_top1")
+    assert out.returncode == 0 and "| ws_top1 |" in out.stdout and "REAL-BEST" in out.stdout
+    assert '"p_best"' in run("--runs", "2", "--json").stdout
+    for args, msg in ((("--policies", "magic"), "unknown policy magic"), (("--runs", "0"), "--runs")):
+        bad = run(*args)
+        assert bad.returncode == 1 and msg in bad.stderr and "Traceback" not in bad.stderr
