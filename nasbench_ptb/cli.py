@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--budget-seconds", type=float, help="simulated seconds per run (table seconds)")
     e.add_argument("--json", action="store_true")
 
+    r = sub.add_parser("report", help="figures and a Markdown report of the search-phase analyses")
+    r.add_argument("--space", default="2node")
+    r.add_argument("--table", help="a table file (default: the default table of the space)")
+    r.add_argument("--out", required=True, help="output folder (PNG per analysis + report.md)")
+    r.add_argument("--runs", type=int, default=10)
+
     s = sub.add_parser("serve", help="serve the tables over HTTP (read-only)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     s.add_argument("--port", type=int, default=8000)
@@ -258,6 +264,24 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from . import api
+
+    try:
+        from .report import write_report
+
+        bench = api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
+        path = write_report(bench.table, Path(args.out), args.runs)
+    except (ValueError, ImportError, api.TableError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {args.out}: {exc.strerror or exc}") from None
+    print(f"wrote {path} and its figures")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -291,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"build": cmd_build, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
-                    "evaluate": cmd_evaluate}
+                    "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)
     except UserError as exc:
         print(f"nasbench_ptb {args.command}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,152 @@
+"""Analyses of the search phase (Sciuto et al.): how weight sharing ranks architectures against standalone
+training, how stable rankings are over training and seeds. numpy + scipy; each returns plain numbers/arrays.
+
+Conventions: lower perplexity is better; NaN (diverged) ranks last, tied; architectures never trained
+standalone are left out of every comparison with the standalone ranking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+from .schema import Status, Table
+from .summary import final_valid, mean_over_ok
+
+
+def _worst_last(v: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(v), np.inf, v)
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks (ties share the best rank), NaN last."""
+    filled = _worst_last(values)
+    return np.searchsorted(np.sort(filled), filled, side="left") + 1
+
+
+def tau_b(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall tau-b over per-architecture values (ties handled by tau-b; NaN → last)."""
+    return float(kendalltau(_worst_last(a), _worst_last(b), variant="b").statistic)
+
+
+def legacy_id_sequence_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """For reproduction only: tau between the *id sequences* sorted by each ranking (as the paper's code did),
+    not between per-architecture values; it is not the standard rank correlation."""
+    return float(kendalltau(np.argsort(_worst_last(a), kind="stable"), np.argsort(_worst_last(b), kind="stable")).statistic)
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Fraction of the k best under ``a`` that are among the k best under ``b``."""
+    top_a = set(np.argsort(_worst_last(a), kind="stable")[:k].tolist())
+    top_b = set(np.argsort(_worst_last(b), kind="stable")[:k].tolist())
+    return len(top_a & top_b) / k
+
+
+def attempted(table: Table) -> np.ndarray:
+    return (table.standalone.status != Status.MISSING).any(axis=1)
+
+
+def standalone_final(table: Table) -> np.ndarray:
+    """Mean final validation ppl over ok seeds per architecture (NaN: none ok)."""
+    return mean_over_ok(final_valid(table), table.standalone.status)
+
+
+@dataclass(frozen=True)
+class TauOverTraining:
+    epochs: np.ndarray  # [Cw] WS checkpoints
+    tau: np.ndarray  # [Sw, Cw] tau-b of each WS seed against the final standalone ranking
+    spearman: np.ndarray  # [Sw, Cw]
+
+    @property
+    def best(self) -> np.ndarray:
+        return np.nanmax(self.tau, axis=0)
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.nanmean(self.tau, axis=0)
+
+    @property
+    def worst(self) -> np.ndarray:
+        return np.nanmin(self.tau, axis=0)
+
+
+def ws_tau_over_training(table: Table) -> TauOverTraining:
+    """Fig. 4b: tau-b (and Spearman) between each WS seed's ranking at each WS checkpoint and the standalone
+    ranking; best / mean / worst over seeds via the properties."""
+    ws, mask = table.ws, attempted(table)
+    ref = standalone_final(table)[mask]
+    S, C = ws.valid_ppl.shape[:2]
+    tau, rho = np.full((S, C), np.nan), np.full((S, C), np.nan)
+    for s in range(S):
+        if ws.status[s] != Status.OK:
+            continue
+        for c in range(C):
+            v = ws.valid_ppl[s, c][mask]
+            tau[s, c] = tau_b(v, ref)
+            rho[s, c] = float(spearmanr(_worst_last(v), _worst_last(ref)).statistic)
+    return TauOverTraining(ws.epochs, tau, rho)
+
+
+def rank_disorder(table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fig. 4a/4c: for every trained architecture its standalone rank and its rank under each WS seed's final
+    weights (among the trained architectures). Returns (ids, standalone ranks [n], WS ranks [Sw, n])."""
+    mask = attempted(table)
+    ids = np.flatnonzero(mask)
+    sa_rank = ranks(standalone_final(table)[mask])
+    ws_rank = np.stack([ranks(table.ws.valid_ppl[s, -1][mask]) for s in range(len(table.ws.seeds))])
+    return ids, sa_rank, ws_rank
+
+
+def standalone_rank_changes(table: Table) -> np.ndarray:
+    """Fig. 8: tau-b between the standalone ranking at each checkpoint and the final one, ``[C]``."""
+    sa, mask = table.standalone, attempted(table)
+    final = standalone_final(table)[mask]
+    out = []
+    for c in range(len(sa.epochs)):
+        at_c = mean_over_ok(sa.valid_ppl[:, :, c], sa.status)[mask]
+        out.append(tau_b(at_c, final))
+    return np.array(out)
+
+
+def seed_agreement(table: Table) -> dict:
+    """Seed variance per architecture and the tau-b between the rankings of each pair of standalone seeds."""
+    sa, mask = table.standalone, attempted(table)
+    fv = final_valid(table)[mask]
+    finite = np.isfinite(fv)
+    n = finite.sum(axis=1)
+    mean = np.where(finite, fv, 0.0).sum(axis=1) / np.maximum(n, 1)
+    var = np.where(finite, (fv - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n, 1)
+    std = np.where(n > 0, np.sqrt(var), np.nan)  # population std over the ok seeds
+    pairs = {}
+    for i in range(fv.shape[1]):
+        for j in range(i + 1, fv.shape[1]):
+            pairs[f"{int(sa.seeds[i])}-{int(sa.seeds[j])}"] = tau_b(fv[:, i], fv[:, j])
+    ws_pairs = {}
+    ws = table.ws
+    if ws is not None:
+        for i in range(len(ws.seeds)):
+            for j in range(i + 1, len(ws.seeds)):
+                ws_pairs[f"{int(ws.seeds[i])}-{int(ws.seeds[j])}"] = tau_b(ws.valid_ppl[i, -1], ws.valid_ppl[j, -1])
+    return {"ids": np.flatnonzero(mask), "std": std, "standalone_seed_tau": pairs, "ws_seed_tau": ws_pairs}
+
+
+def iso_twins(table: Table) -> list[tuple[int, int, float, float]]:
+    """Pairs of trained architectures that are the same cell up to renumbering, with their standalone values:
+    (id_a, id_b, ppl_a, ppl_b). Their difference measures noise, not architecture."""
+    mask = attempted(table)
+    values = standalone_final(table)
+    groups: dict[str, list[int]] = {}
+    for g in table.space:
+        if mask[g.id]:
+            groups.setdefault(g.iso_hash, []).append(g.id)
+    return [(a, b, float(values[a]), float(values[b]))
+            for members in groups.values() for i, a in enumerate(members) for b in members[i + 1:]]
+
+
+def sharing_subspace(table: Table, ids: np.ndarray) -> dict:
+    """Fig. 6 (the part these tables support): tau-b of each WS seed against standalone on a subspace (e.g. the
+    12 3-node cells that differ only in node 3), under weights shared with the whole space."""
+    ref = standalone_final(table)[ids]
+    return {int(s): tau_b(table.ws.valid_ppl[k, -1][ids], ref) for k, s in enumerate(table.ws.seeds)
+            if table.ws.status[k] == Status.OK}

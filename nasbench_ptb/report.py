@@ -1,0 +1,116 @@
+"""``nasbench_ptb report``: one PNG per analysis and a Markdown report with the tables (matplotlib: extra ``plot``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import analyses as an
+from .evaluate import evaluate, format_table, real_best
+from .policies import default_policies
+from .schema import Table
+from .space import OPS, parse
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("report needs matplotlib: pip install 'nasbench-ptb[plot]'") from None
+    return plt
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path.name
+
+
+def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Path:
+    """Write the figures and ``report.md`` into ``out``; returns the Markdown path."""
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# nasbench-ptb report: {table.space.name} / {table.preset}{title}", ""]
+    sa_final = an.standalone_final(table)
+    mask = an.attempted(table)
+
+    ev = evaluate(table, [p for p in default_policies().values() if table.ws is not None or not p.uses_ws], runs)
+    md += [f"## Search policies ({runs} runs each, budget 10 standalone queries)", "", format_table(ev, real_best(table)), ""]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.barh([r.policy for r in ev], [r.valid_mean for r in ev], xerr=[r.valid_std for r in ev], color="tab:blue")
+    ax.axvline(real_best(table)["valid"], color="k", ls="--", label="REAL-BEST")
+    ax.set_xlabel("validation ppl of the chosen architecture (standalone)")
+    ax.set_xlim(left=np.nanmin([r.valid_best for r in ev]) * 0.98)
+    ax.legend()
+    md += [f"![policies]({_save(fig, out / 'policies.png')})", ""]
+    plt.close(fig)
+
+    if table.ws is not None:
+        t = an.ws_tau_over_training(table)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(t.epochs, t.best, "g-o", label="best seed")
+        ax.plot(t.epochs, t.mean, "b-o", label="mean")
+        ax.plot(t.epochs, t.worst, "r-o", label="worst seed")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="super-net epoch", ylabel="Kendall tau-b vs standalone", ylim=(-1, 1))
+        ax.legend()
+        md += ["## Weight sharing vs standalone ranking (Fig. 4b)", "",
+               f"![tau over training]({_save(fig, out / 'ws_tau_over_training.png')})", "",
+               "| WS seed | tau-b (final) | Spearman | top-5 overlap | legacy id-sequence tau (paper's code) |",
+               "|---|---|---|---|---|"]
+        plt.close(fig)
+        for k, s in enumerate(table.ws.seeds):
+            v = table.ws.valid_ppl[k, -1][mask]
+            md.append(f"| {int(s)} | {t.tau[k, -1]:+.3f} | {t.spearman[k, -1]:+.3f} | "
+                      f"{an.top_k_overlap(v, sa_final[mask], 5):.2f} | {an.legacy_id_sequence_tau(v, sa_final[mask]):+.3f} |")
+        ids, sa_rank, ws_rank = an.rank_disorder(table)
+        fig, ax = plt.subplots(figsize=(4.2, 4))
+        for k in range(len(ws_rank)):
+            ax.scatter(sa_rank, ws_rank[k], s=14, alpha=0.7, label=f"WS seed {int(table.ws.seeds[k])}")
+        ax.plot([1, len(ids)], [1, len(ids)], "k--", lw=0.8)
+        ax.set(xlabel="standalone rank", ylabel="rank under shared weights")
+        ax.legend(fontsize=7)
+        md += ["", "## Rank disorder (Fig. 4a/4c)", "",
+               f"![rank disorder]({_save(fig, out / 'rank_disorder.png')})", "",
+               f"Mean absolute rank change standalone → WS: "
+               f"{np.mean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures.", ""]
+        plt.close(fig)
+        if table.space.n == 3:
+            sub = np.array([parse(f"sigmoid:0|relu:1|{o}:{p}").id for p in range(3) for o in OPS])
+            if mask[sub].all():
+                md += ["## Amount of sharing: the 12-cell subspace (Fig. 6, under full-space sharing)", "",
+                       "| WS seed | tau-b on the subspace |", "|---|---|"]
+                md += [f"| {s} | {v:+.3f} |" for s, v in an.sharing_subspace(table, sub).items()] + [""]
+
+    changes = an.standalone_rank_changes(table)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(table.standalone.epochs, changes, "k-o")
+    ax.set(xlabel="epoch", ylabel="tau-b vs final standalone ranking", ylim=(-1, 1.05))
+    md += ["## Standalone rank changes over training (Fig. 8)", "",
+           f"![rank changes]({_save(fig, out / 'standalone_rank_changes.png')})", ""]
+    plt.close(fig)
+
+    seeds = an.seed_agreement(table)
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    order = np.argsort(an._worst_last(sa_final[mask]))
+    ax.bar(np.arange(len(order)), seeds["std"][order], color="tab:gray")
+    ax.set(xlabel="architecture (by standalone rank)", ylabel="std of final valid ppl over seeds")
+    md += ["## Seed variance", "", f"![seed variance]({_save(fig, out / 'seed_variance.png')})", "",
+           "Kendall tau-b between the rankings of two seeds: standalone "
+           + ", ".join(f"{k}: {v:+.3f}" for k, v in seeds["standalone_seed_tau"].items())
+           + (("; WS " + ", ".join(f"{k}: {v:+.3f}" for k, v in seeds["ws_seed_tau"].items())) if seeds["ws_seed_tau"] else ""),
+           ""]
+    plt.close(fig)
+
+    twins = an.iso_twins(table)
+    if twins:
+        diffs = np.array([abs(a - b) for _, _, a, b in twins if np.isfinite(a) and np.isfinite(b)])
+        md += ["## Iso twins (the same cell up to node renumbering)", "",
+               f"{len(twins)} pairs; |Δ valid ppl| mean {diffs.mean():.2f}, max {diffs.max():.2f} "
+               f"(the noise floor of a single comparison).", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
