@@ -21,6 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from builder import data, presets  # noqa: E402
+from builder.build import device_name, resolve_device  # noqa: E402
 from builder.engine import MaskSampler, SlotGenotypes, init_params, train_loss  # noqa: E402
 from builder.optim import SlotSGD  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
@@ -132,14 +133,13 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", default=None)
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     p = presets.get(args.preset)
     corpus = data.load(args.data)
     sp = space(args.space)
     genos = [sp.from_id(i % sp.size) for i in range(args.slots)]
     seeds = [i // sp.size for i in range(args.slots)]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    name = device_name(device)
     print(f"device {name} | torch {torch.__version__} | preset {p.name} (hidden {p.hidden}, batch {p.batch_size}, "
           f"bptt {p.bptt}) | {args.space}, {args.slots} runs x {args.steps} steps")
     plain = run_plain(genos, seeds, corpus, p, args.steps, device)

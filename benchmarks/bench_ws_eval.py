@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from builder import data, presets  # noqa: E402
+from builder.build import device_name, resolve_device  # noqa: E402
 from builder.engine import SlotGenotypes, evaluate, init_params  # noqa: E402
 from builder.train import batchify  # noqa: E402
 from builder.ws import evaluate_all  # noqa: E402
@@ -34,8 +35,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", default=None)
     args = ap.parse_args()
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     p = presets.get(args.preset)
     corpus = data.load(args.data)
     sp = space(args.space)
@@ -58,7 +58,7 @@ def main() -> None:
     assert np.allclose(batched, single, rtol=1e-4), "batched and one-by-one evaluations disagree"
     tokens = (valid.shape[0] - 1) * valid.shape[1]
     full = len(corpus.valid) / tokens
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    name = device_name(device)
     print(f"device {name} | torch {torch.__version__} | {sp.name}: {sp.size} architectures | preset {p.name} "
           f"(hidden {p.hidden}, eval batch {p.eval_batch_size}) | {tokens} validation tokens")
     print(f"batched (shared weights over slots): {t_batched:8.2f} s  ({sp.size * tokens / t_batched:,.0f} arch-tokens/s)")

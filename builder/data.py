@@ -6,15 +6,15 @@ actual hash, so no table is ever built from corrupted text. Look-up order: an ex
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from nasbench_ptb.files import atomic_path, sha256_file
 
 SPLITS = ("train", "valid", "test")
 SHA256 = {
@@ -33,14 +33,6 @@ class DataError(RuntimeError):
 
 def filename(split: str) -> str:
     return f"ptb.{split}.txt"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(path: Path, split: str) -> None:
@@ -76,18 +68,15 @@ def download(dest: Path, url: str | None = None, timeout: float = 30.0) -> None:
         if target.exists():
             verify(target, split)
             continue
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{filename(split)}.")
+        url_ = f"{base}/{filename(split)}"
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(f"{base}/{filename(split)}", timeout=timeout) as r:
-                while block := r.read(1 << 20):
-                    out.write(block)
-            verify(Path(tmp), split)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                with open(tmp, "wb") as out, urllib.request.urlopen(url_, timeout=timeout) as r:
+                    while block := r.read(1 << 20):
+                        out.write(block)
+                verify(tmp, split)  # a bad file raises here and is never renamed into place
         except (urllib.error.URLError, OSError) as exc:
-            raise DataError(f"cannot download {base}/{filename(split)}: {exc}; pass --data DIR with the PTB files") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            raise DataError(f"cannot download {url_}: {exc}; pass --data DIR with the PTB files") from None
 
 
 def locate(data_dir: str | os.PathLike | None = None, allow_download: bool = True, url: str | None = None) -> Path:

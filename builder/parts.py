@@ -7,15 +7,14 @@ Standalone parts are ``unit-<key>.h5``; weight-sharing parts are ``ws-<key>.h5``
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from nasbench_ptb import schema
+from nasbench_ptb.files import atomic_path
 from nasbench_ptb.space import SearchSpace
 
 from .presets import Preset
@@ -38,17 +37,10 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
 
 
 def write(path: Path, arrays: dict, attrs: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(attrs)
-            for k, v in arrays.items():
-                f[k] = np.asarray(v)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(attrs)
+        for k, v in arrays.items():
+            f[k] = np.asarray(v)
 
 
 def read_all(parts: Path, kind: str, fp: str) -> list[dict]:

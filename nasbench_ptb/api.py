@@ -10,7 +10,6 @@ cached, so repeated queries cost a dictionary lookup.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from functools import lru_cache
@@ -20,6 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import schema, summary
+from .files import sha256_file
 from .records import ArchRecord, Curve, SeedResult, Standalone, WsSeedResult
 from .schema import Status, TableError
 from .space import Genotype, GenotypeLike, parse, space as get_space
@@ -205,14 +205,6 @@ class Benchmark:
         return pd.DataFrame(rows).set_index("id")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_manifest(folder: Path) -> dict[str, str]:
     """``MANIFEST`` in sha256sum format (``<sha256>  <file>``), in order; {} when absent."""
     path = folder / "MANIFEST"
@@ -234,8 +226,9 @@ def load(path: str | os.PathLike, verify: bool = True) -> Benchmark:
     path = Path(path)
     if verify and path.is_file():
         expected = read_manifest(path.parent).get(path.name)
-        if expected is not None and _sha256(path) != expected:
-            raise TableError(f"{path}: sha256 {_sha256(path)} does not match MANIFEST ({expected}); the file is "
+        actual = sha256_file(path) if expected is not None else None
+        if actual != expected:
+            raise TableError(f"{path}: sha256 {actual} does not match MANIFEST ({expected}); the file is "
                              "corrupted or was rebuilt without updating the MANIFEST")
     return Benchmark(schema.read(path), path)
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 import enum
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from .files import atomic_path
 from .space import SearchSpace, space as get_space
 
 FORMAT_VERSION = 1
@@ -120,31 +120,24 @@ def write(table: Table, path: str | os.PathLike) -> None:
     """Write atomically: a temporary file in the same directory, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["space"] = table.space.name
-            f.attrs["preset"] = table.preset
-            f.attrs["config"] = json.dumps(table.config, sort_keys=True)
-            for key, value in table.attrs.items():
-                f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-            archs = f.create_group("archs")
-            for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
-                dtype = h5py.string_dtype() if col.dtype == object else col.dtype
-                archs.create_dataset(key, data=col, dtype=dtype)
-            for name in PARTS:
-                part = getattr(table, name)
-                if part is None:
-                    continue
-                group = f.create_group(name)
-                for key, value in vars(part).items():
-                    group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["space"] = table.space.name
+        f.attrs["preset"] = table.preset
+        f.attrs["config"] = json.dumps(table.config, sort_keys=True)
+        for key, value in table.attrs.items():
+            f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        archs = f.create_group("archs")
+        for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
+            dtype = h5py.string_dtype() if col.dtype == object else col.dtype
+            archs.create_dataset(key, data=col, dtype=dtype)
+        for name in PARTS:
+            part = getattr(table, name)
+            if part is None:
+                continue
+            group = f.create_group(name)
+            for key, value in vars(part).items():
+                group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
 
 
 def read(path: str | os.PathLike) -> Table:
