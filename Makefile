@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= $(abspath ../shared/data/ptb)
 export NASBENCH_PTB_DATA := $(DATA)
 
-.PHONY: demo test install bench
+.PHONY: demo test install bench serve
 
 $(BIN)/nasbench_ptb: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,22 @@ $(BIN)/nasbench_ptb: pyproject.toml
 
 install: $(BIN)/nasbench_ptb
 
+# The shipped 2-node table: summary, one query, the search-policy protocol; then the main job at the smoke preset.
 demo: install
+	$(BIN)/nasbench_ptb info artifacts/2node-cpu.h5
+	$(BIN)/nasbench_ptb query "sigmoid:0|relu:1"
+	$(BIN)/nasbench_ptb evaluate --space 2node --runs 10
 	$(BIN)/nasbench_ptb build --space 2node --preset smoke --out runs/2node-smoke.h5
 	$(BIN)/nasbench_ptb info runs/2node-smoke.h5
-	@if [ -f artifacts/2node-cpu.h5 ]; then $(BIN)/nasbench_ptb info artifacts/2node-cpu.h5; fi
+
+serve: install
+	$(BIN)/nasbench_ptb serve --port 8000
 
 test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	$(BIN)/python benchmarks/bench_api.py --requests 20000 --connections 8
+	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_engine.py --preset cpu --space 2node --slots 16 --steps 8
 	$(BIN)/python benchmarks/bench_ws_eval.py --preset cpu --space 3node --valid-tokens 4000
