@@ -286,8 +286,8 @@ def cmd_serve(args) -> int:
     import os
 
     try:
-        import uvicorn  # noqa: F401
         import fastapi  # noqa: F401
+        import uvicorn
     except ImportError:
         raise UserError("serve needs FastAPI and uvicorn: pip install 'nasbench-ptb[serve]'") from None
     from . import api
@@ -302,8 +302,6 @@ def cmd_serve(args) -> int:
             api.load(path)  # fail here, in one line, rather than inside a worker
     except api.TableError as exc:
         raise UserError(str(exc)) from None
-    import uvicorn
-
     print(f"serving {', '.join(f'{s}: {p}' for s, p in tables.items())} on http://{args.host}:{args.port} "
           f"(docs at /docs)", file=sys.stderr)
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,

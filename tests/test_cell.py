@@ -22,7 +22,6 @@ def hand_step(geno, x, h, W0, Ws, mx, mh):
 
 
 def test_one_step_matches_hand_computation():
-    H = 2
     geno = parse("relu:0|sigmoid:1|identity:0")
     x = np.array([0.5, -1.0])
     h = np.array([0.25, 0.75])
