@@ -1,0 +1,68 @@
+"""Fast checks of the shipped tables: MANIFEST, coverage as documented in README, no number without an ok status,
+finite curves, and every standalone run learning (last checkpoint below the first)."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasbench_ptb import api
+from nasbench_ptb.schema import Status
+from nasbench_ptb.space import OPS, parse
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+SUBSPACE = [parse(f"sigmoid:0|relu:1|{op}:{p}").id for p in range(3) for op in OPS]  # README: 3-node subspace
+# Coverage as documented in README ("Shipped tables"): standalone architectures × seeds, WS seeds.
+EXPECTED = {
+    "2node-cpu.h5": {"space": "2node", "preset": "cpu", "standalone_archs": list(range(32)), "seeds": 2, "ws": 3},
+}
+MANIFEST = api.read_manifest(ARTIFACTS)
+
+
+def test_manifest_lists_exactly_the_documented_tables():
+    assert sorted(MANIFEST) == sorted(EXPECTED)
+    assert all((ARTIFACTS / name).is_file() for name in MANIFEST)
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def shipped(request):
+    return request.param, api.load(ARTIFACTS / request.param).table  # load() verifies the MANIFEST sha256
+
+
+def test_coverage_as_documented(shipped):
+    name, t = shipped
+    exp = EXPECTED[name]
+    assert (t.space.name, t.preset) == (exp["space"], exp["preset"])
+    sa = t.standalone
+    attempted = np.flatnonzero((sa.status != Status.MISSING).all(axis=1))
+    assert attempted.tolist() == exp["standalone_archs"] and len(sa.seeds) == exp["seeds"]
+    others = np.setdiff1d(np.arange(t.space.size), attempted)
+    assert (sa.status[others] == Status.MISSING).all()
+    assert len(t.ws.seeds) == exp["ws"] and (t.ws.status == Status.OK).all()
+    assert t.ws.valid_ppl.shape[2] == t.space.size and len(t.ws.epochs) >= 10 and len(sa.epochs) >= 10
+    assert t.ws.valid_tokens[-1] == (73_760 // 10 - 1) * 10  # the final WS checkpoint uses the whole split
+    for key in ("device", "software", "timings", "ptb_sha256"):
+        assert t.attrs[key]
+
+
+def test_no_number_where_status_is_not_ok(shipped):
+    _, t = shipped
+    sa = t.standalone
+    missing = sa.status == Status.MISSING
+    assert np.isnan(sa.valid_ppl[missing]).all() and np.isnan(sa.train_loss[missing]).all()
+    bad = sa.status != Status.OK
+    assert np.isnan(sa.test_ppl[bad]).all() and np.isnan(sa.valid_ppl[bad][:, -1]).all()
+    ok = sa.status == Status.OK
+    assert np.isfinite(sa.test_ppl[ok]).all()
+
+
+def test_curves_finite_and_learning(shipped):
+    _, t = shipped
+    sa = t.standalone
+    ok = sa.status == Status.OK
+    for arr in (sa.valid_ppl, sa.train_loss, sa.seconds):
+        assert np.isfinite(arr[ok]).all()
+    assert (sa.valid_ppl[ok][:, -1] < sa.valid_ppl[ok][:, 0]).all()
+    assert (np.diff(sa.seconds[ok], axis=-1) > 0).all()
+    ws_ok = t.ws.status == Status.OK
+    assert np.isfinite(t.ws.train_loss[ws_ok]).all() and (t.ws.samples[ws_ok].sum(axis=1) > 0).all()
+    assert np.isfinite(t.ws.valid_ppl[ws_ok]).mean() > 0.95  # single architectures may blow up under WS
