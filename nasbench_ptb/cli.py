@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--runs", type=int, default=10, help="search seeds per policy (default 10)")
     e.add_argument("--budget-queries", type=int, default=10, help="standalone queries per run (default 10)")
     e.add_argument("--budget-seconds", type=float, help="simulated seconds per run (table seconds)")
+    e.add_argument("--checkpoint", type=int, default=-1,
+                   help="standalone checkpoint the policies see (index, default -1: final)")
+    e.add_argument("--seed", type=int, help="policies see this standalone seed only (default: mean over seeds)")
     e.add_argument("--json", action="store_true")
 
     r = sub.add_parser("report", help="figures and a Markdown report of the search-phase analyses")
@@ -249,7 +252,12 @@ def cmd_evaluate(args) -> int:
     try:
         bench = api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
         budget = Budget(args.budget_queries, args.budget_seconds)
-        results = evaluate(bench.table, [known[n] for n in names], args.runs, budget)
+        sa = bench.table.standalone
+        if sa is not None and not -len(sa.epochs) <= args.checkpoint < len(sa.epochs):
+            raise UserError(f"--checkpoint {args.checkpoint}: the table has {len(sa.epochs)} checkpoints")
+        if sa is not None and args.seed is not None and args.seed not in sa.seeds:
+            raise UserError(f"--seed {args.seed}: the table's standalone seeds are {list(map(int, sa.seeds))}")
+        results = evaluate(bench.table, [known[n] for n in names], args.runs, budget, args.checkpoint, args.seed)
         best = real_best(bench.table)
     except (ValueError, api.TableError) as exc:
         raise UserError(str(exc)) from None

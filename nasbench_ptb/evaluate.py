@@ -44,10 +44,12 @@ def _stats(table: Table):
 DEFAULT_BUDGET = Budget(queries=10)
 
 
-def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10,
-             budget: Budget = DEFAULT_BUDGET) -> list[PolicyResult]:
+def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: Budget = DEFAULT_BUDGET,
+             checkpoint: int = -1, seed: int | None = None) -> list[PolicyResult]:
     """Every policy × ``runs`` search seeds; run ``r`` of a WS policy uses WS seed ``r mod S_ws``. The budget
-    bounds standalone queries (WS policies pay one super-net training instead)."""
+    bounds standalone queries (WS policies pay one super-net training instead). Policies see standalone values
+    at ``checkpoint`` (a cheaper, noisier fidelity; -1 = final) of every seed or of ``seed`` only; choices are
+    always judged by their final standalone result over all ok seeds."""
     valid, test, ranks = _stats(table)
     if np.isnan(valid).all():
         raise ValueError("the table has no ok standalone run to judge choices with")
@@ -62,7 +64,7 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10,
         choices, costs = [], []
         for r in range(runs):
             rng = np.random.default_rng([r, zlib.crc32(policy.name.encode())])
-            sim = Simulator(table, rng, budget, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None)
+            sim = Simulator(table, rng, budget, checkpoint, seed, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None)
             choices.append(int(policy.search(sim)))
             costs.append(sim.seconds)
         v = np.array([valid[c] for c in choices])

@@ -111,6 +111,9 @@ def test_table3_format_and_cli(table, tmp_path):
     out = run("--runs", "3", "--policies", "random,ws_top1")
     assert out.returncode == 0 and "| ws_top1 |" in out.stdout and "REAL-BEST" in out.stdout
     assert '"p_best"' in run("--runs", "2", "--json").stdout
-    for args, msg in ((("--policies", "magic"), "unknown policy magic"), (("--runs", "0"), "--runs")):
+    low = run("--runs", "2", "--checkpoint", "0", "--seed", "1", "--policies", "random_search", "--json")
+    assert low.returncode == 0 and '"random_search"' in low.stdout
+    for args, msg in ((("--policies", "magic"), "unknown policy magic"), (("--runs", "0"), "--runs"),
+                      (("--checkpoint", "9"), "5 checkpoints"), (("--seed", "4"), "standalone seeds are [0, 1]")):
         bad = run(*args)
         assert bad.returncode == 1 and msg in bad.stderr and "Traceback" not in bad.stderr
