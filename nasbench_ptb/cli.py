@@ -294,8 +294,7 @@ def cmd_serve(args) -> int:
     import os
 
     try:
-        import fastapi  # noqa: F401
-        import uvicorn
+        from api import serve
     except ImportError:
         raise UserError("serve needs FastAPI and uvicorn: pip install 'nasbench-ptb[serve]'") from None
     from . import api
@@ -312,8 +311,7 @@ def cmd_serve(args) -> int:
         raise UserError(str(exc)) from None
     print(f"serving {', '.join(f'{s}: {p}' for s, p in tables.items())} on http://{args.host}:{args.port} "
           f"(docs at /docs)", file=sys.stderr)
-    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="warning")
+    serve.run(args.host, args.port, args.workers)
     return 0
 
 

@@ -1,0 +1,8 @@
+"""Run the app with uvicorn: the tables come from ``$NASBENCH_PTB_TABLES`` (set by ``nasbench_ptb serve``)."""
+from __future__ import annotations
+
+import uvicorn
+
+
+def run(host: str, port: int, workers: int = 1) -> None:
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
