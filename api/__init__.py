@@ -1,1 +1,1 @@
-"""HTTP face of the query library (FastAPI); built in its own issue."""
+"""HTTP face of the query library: ``api.app.create_app`` (FastAPI), ``api.serve.run`` (uvicorn)."""
