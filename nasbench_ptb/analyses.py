@@ -12,34 +12,24 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from .schema import Status, Table
-from .summary import final_valid, mean_over_ok
-
-
-def _worst_last(v: np.ndarray) -> np.ndarray:
-    return np.where(np.isnan(v), np.inf, v)
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks (ties share the best rank), NaN last."""
-    filled = _worst_last(values)
-    return np.searchsorted(np.sort(filled), filled, side="left") + 1
+from .summary import final_valid, mean_over_ok, ranks, worst_last
 
 
 def tau_b(a: np.ndarray, b: np.ndarray) -> float:
     """Kendall tau-b over per-architecture values (ties handled by tau-b; NaN → last)."""
-    return float(kendalltau(_worst_last(a), _worst_last(b), variant="b").statistic)
+    return float(kendalltau(worst_last(a), worst_last(b), variant="b").statistic)
 
 
 def legacy_id_sequence_tau(a: np.ndarray, b: np.ndarray) -> float:
     """For reproduction only: tau between the *id sequences* sorted by each ranking (as the paper's code did),
     not between per-architecture values; it is not the standard rank correlation."""
-    return float(kendalltau(np.argsort(_worst_last(a), kind="stable"), np.argsort(_worst_last(b), kind="stable")).statistic)
+    return float(kendalltau(np.argsort(worst_last(a), kind="stable"), np.argsort(worst_last(b), kind="stable")).statistic)
 
 
 def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
     """Fraction of the k best under ``a`` that are among the k best under ``b``."""
-    top_a = set(np.argsort(_worst_last(a), kind="stable")[:k].tolist())
-    top_b = set(np.argsort(_worst_last(b), kind="stable")[:k].tolist())
+    top_a = set(np.argsort(worst_last(a), kind="stable")[:k].tolist())
+    top_b = set(np.argsort(worst_last(b), kind="stable")[:k].tolist())
     return len(top_a & top_b) / k
 
 
@@ -84,7 +74,7 @@ def ws_tau_over_training(table: Table) -> TauOverTraining:
         for c in range(C):
             v = ws.valid_ppl[s, c][mask]
             tau[s, c] = tau_b(v, ref)
-            rho[s, c] = float(spearmanr(_worst_last(v), _worst_last(ref)).statistic)
+            rho[s, c] = float(spearmanr(worst_last(v), worst_last(ref)).statistic)
     return TauOverTraining(ws.epochs, tau, rho)
 
 

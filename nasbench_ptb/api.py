@@ -42,10 +42,8 @@ class ArchNotFoundError(KeyError):
 
 
 def _ranks(values: np.ndarray, attempted: np.ndarray) -> list[int | None]:
-    """1-based ranks, lower is better, ties share the best rank; NaN (diverged) ties last; not attempted → None."""
-    filled = np.where(np.isnan(values), np.inf, values)
-    ranks = np.searchsorted(np.sort(filled), filled, side="left") + 1
-    return [int(r) if a else None for r, a in zip(ranks, attempted)]
+    """Ranks as in :func:`summary.ranks` (NaN/diverged ties last); not attempted → None."""
+    return [int(r) if a else None for r, a in zip(summary.ranks(values), attempted)]
 
 
 def _tuple(a: np.ndarray) -> tuple[float, ...]:

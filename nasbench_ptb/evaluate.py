@@ -11,7 +11,7 @@ import numpy as np
 from .policies import Policy
 from .schema import Status, Table
 from .simulator import Budget, Simulator
-from .summary import final_valid, mean_over_ok
+from .summary import final_valid, mean_over_ok, ranks
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,7 @@ def _stats(table: Table):
     sa = table.standalone
     valid = mean_over_ok(final_valid(table), sa.status)
     test = mean_over_ok(sa.test_ppl, sa.status)
-    filled = np.where(np.isnan(valid), np.inf, valid)
-    ranks = np.searchsorted(np.sort(filled), filled, side="left") + 1
-    return valid, test, ranks
+    return valid, test, ranks(valid)
 
 
 DEFAULT_BUDGET = Budget(queries=10)

@@ -95,7 +95,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Pa
 
     seeds = an.seed_agreement(table)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    order = np.argsort(an._worst_last(sa_final[mask]))
+    order = np.argsort(an.worst_last(sa_final[mask]))
     ax.bar(np.arange(len(order)), seeds["std"][order], color="tab:gray")
     ax.set(xlabel="architecture (by standalone rank)", ylabel="std of final valid ppl over seeds")
     md += ["## Seed variance", "", f"![seed variance]({_save(fig, out / 'seed_variance.png')})", "",

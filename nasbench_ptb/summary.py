@@ -8,9 +8,15 @@ import numpy as np
 from .schema import Status, Table
 
 
-def _worst_last(values: np.ndarray) -> np.ndarray:
+def worst_last(values: np.ndarray) -> np.ndarray:
     """NaN (diverged) becomes +inf: ranked last, tied with each other."""
     return np.where(np.isnan(values), np.inf, values)
+
+
+def ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, lower is better, ties share the best rank; NaN last."""
+    filled = worst_last(values)
+    return np.searchsorted(np.sort(filled), filled, side="left") + 1
 
 
 @dataclass(frozen=True)
@@ -91,13 +97,13 @@ def ws_vs_standalone_tau(table: Table) -> list[SeedTau]:
     if sa is None or ws is None:
         return []
     attempted = (sa.status != Status.MISSING).any(axis=1)
-    ref = _worst_last(mean_over_ok(final_valid(table), sa.status))[attempted]
+    ref = worst_last(mean_over_ok(final_valid(table), sa.status))[attempted]
     rows = []
     for k, seed in enumerate(ws.seeds):
         if ws.status[k] != Status.OK or attempted.sum() < 2:
             rows.append(SeedTau(int(seed), int(ws.status[k]), float("nan"), float("nan"), int(attempted.sum())))
             continue
-        res = kendalltau(_worst_last(ws.valid_ppl[k, -1])[attempted], ref, variant="b")
+        res = kendalltau(worst_last(ws.valid_ppl[k, -1])[attempted], ref, variant="b")
         rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue),
                             int(attempted.sum())))
     return rows
