@@ -236,6 +236,13 @@ def cmd_query(args) -> int:
     return 0
 
 
+def _bench(args):
+    """``--table`` if given, else the default table of ``--space``."""
+    from . import api
+
+    return api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
+
+
 def cmd_evaluate(args) -> int:
     from . import api
     from .evaluate import evaluate, format_table, real_best
@@ -250,7 +257,7 @@ def cmd_evaluate(args) -> int:
     if args.runs < 1 or args.budget_queries < 1 or (args.budget_seconds is not None and args.budget_seconds <= 0):
         raise UserError("--runs and --budget-queries must be ≥ 1, --budget-seconds > 0")
     try:
-        bench = api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
+        bench = _bench(args)
         budget = Budget(args.budget_queries, args.budget_seconds)
         sa = bench.table.standalone
         if sa is not None and not -len(sa.epochs) <= args.checkpoint < len(sa.epochs):
@@ -280,7 +287,7 @@ def cmd_report(args) -> int:
     try:
         from .report import write_report
 
-        bench = api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
+        bench = _bench(args)
         path = write_report(bench.table, Path(args.out), args.runs)
     except (ValueError, ImportError, api.TableError) as exc:
         raise UserError(str(exc)) from None
