@@ -23,6 +23,7 @@ class SlotSGD:
         self.switched = torch.zeros(A, dtype=torch.bool, device=device)
         self.avg_steps = torch.zeros(A, device=device)
         self.ax = {k: p.detach().clone() for k, p in params.items()}
+        self.any_switched = False  # host-side copy of switched.any(): step() never reads the device
 
     def grad_norms(self) -> torch.Tensor:
         """L2 norm of each slot's whole gradient, ``[A]``."""
@@ -42,7 +43,7 @@ class SlotSGD:
             # where(), not a zero learning rate: a dead slot's NaN gradient must not reach its weights.
             p.copy_(torch.where(_view(active, p), p - lr * step, p))
             p.grad = None
-        if bool(self.switched.any()):
+        if self.any_switched:
             self.avg_steps += (self.switched & active).float()
             mu = torch.where(self.avg_steps <= 2, torch.ones_like(self.avg_steps), 1.0 / (self.avg_steps - 1))
             mu = torch.where(self.switched & active, mu, torch.zeros_like(mu))
@@ -58,10 +59,11 @@ class SlotSGD:
                 self.ax[k][new] = p[new]
             self.avg_steps[new] = 0
             self.switched |= new
+            self.any_switched = True
 
     @torch.no_grad()
     def eval_params(self) -> dict:
         """Averaged weights for switched slots, current weights for the others."""
-        if not bool(self.switched.any()):
+        if not self.any_switched:
             return {k: p.detach() for k, p in self.params.items()}
         return {k: torch.where(_view(self.switched, p), self.ax[k], p.detach()) for k, p in self.params.items()}

@@ -41,24 +41,41 @@ class SupernetCurves:
 
 
 class ArchSampler:
-    """Uniform architecture ids per slot per mini-batch, each slot from its own seeded generator."""
+    """Uniform architecture ids per slot per mini-batch, each slot from its own seeded generator.
 
-    def __init__(self, sp: SearchSpace, seeds: Sequence[int], device: torch.device):
-        self.size = sp.size
+    Ids are drawn on the host ``block`` mini-batches ahead and copied to the device once per block, so the
+    training loop never waits on a host-to-device copy; the sequence is the same as drawing one at a time.
+    """
+
+    def __init__(self, sp: SearchSpace, seeds: Sequence[int], device: torch.device, block: int = 256):
+        self.size, self.block = sp.size, block
         genos = SlotGenotypes.of(list(sp), device)
         self.preds, self.ops = genos.preds, genos.ops
         self.rngs = [np.random.RandomState(int(s) + 7_919) for s in seeds]
         self.counts = np.zeros((len(seeds), sp.size), dtype=np.int64)
+        self._host = np.zeros((0, len(seeds)), dtype=np.int64)
+        self._next = 0
 
     def draw(self) -> np.ndarray:
-        ids = np.array([rng.randint(self.size) for rng in self.rngs])
+        """The next mini-batch's ids ``[S]`` (counted in ``counts``)."""
+        self._refill()
+        ids = self._host[self._next]
+        self._next += 1
         self.counts[np.arange(len(ids)), ids] += 1
         return ids
 
     def genotypes(self) -> SlotGenotypes:
         """The next mini-batch's genotypes, one sampled architecture per slot."""
-        idx = torch.as_tensor(self.draw(), device=self.preds.device)
+        self.draw()
+        idx = self._device[self._next - 1]
         return SlotGenotypes(self.preds[idx], self.ops[idx], uniform=None)
+
+    def _refill(self) -> None:
+        if self._next < len(self._host):
+            return
+        self._host = np.array([[rng.randint(self.size) for rng in self.rngs] for _ in range(self.block)])
+        self._device = torch.as_tensor(self._host, device=self.preds.device)
+        self._next = 0
 
 
 def evaluate_all(params: dict, slot: int, all_genos: SlotGenotypes, data: torch.Tensor, bptt: int,

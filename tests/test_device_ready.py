@@ -1,0 +1,73 @@
+"""What the CUDA path relies on, checked on CPU: the mini-batch loop never reads a tensor's value on the host
+(each such read is a device synchronisation on CUDA), for standalone runs and for super-nets."""
+import contextlib
+
+import pytest
+import torch
+
+from builder.engine import SlotGenotypes
+from builder.train import SlotTrainer
+from builder.ws import ArchSampler
+from nasbench_ptb.space import parse, space
+
+from helpers import tiny_corpus, tiny_preset
+
+HOST_READS = ("__bool__", "item", "tolist", "numpy", "cpu", "__int__", "__float__", "__index__")
+
+
+class HostRead(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def no_host_reads():
+    """Make every host read of a tensor's value raise :class:`HostRead` inside the block."""
+    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise HostRead(f"Tensor.{name} called inside the training loop")
+        return method
+
+    try:
+        for name in HOST_READS:
+            setattr(torch.Tensor, name, refuse(name))
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+def test_guard_catches_a_host_read():
+    with pytest.raises(HostRead), no_host_reads():
+        bool(torch.ones(2).sum() > 0)
+    assert bool(torch.ones(1))  # restored
+
+
+@pytest.mark.parametrize("asgd_switched", [False, True])
+def test_standalone_loop_never_reads_the_device(asgd_switched):
+    p = tiny_preset()
+    genos = SlotGenotypes.of([parse("tanh:0|relu:1|sigmoid:0"), parse("identity:0|tanh:0|relu:2")])
+    tr = SlotTrainer(tiny_corpus(), [1, 2], 3, p, torch.device("cpu"), "awd")
+    if asgd_switched:
+        tr.opt.switch(torch.tensor([True, False]))
+    tokens = []
+    with no_host_reads():
+        tr.train_until(0.5, lambda: genos, tokens.append)
+    assert len(tokens) > 5 and tr.stream.position >= 0.5
+    assert torch.isfinite(tr.loss_sum).all() and (tr.loss_sum > 0).all()
+
+
+def test_supernet_loop_never_reads_the_device():
+    sp = space("2node")
+    p = tiny_preset()
+    tr = SlotTrainer(tiny_corpus(), [0, 1], sp.n, p, torch.device("cpu"), "halving", hidden_clip=25.0)
+    sampler = ArchSampler(sp, [0, 1], torch.device("cpu"), block=4)  # several refills inside the loop
+    batches = []
+    with no_host_reads():
+        tr.train_until(0.5, sampler.genotypes, batches.append)
+    assert len(batches) > 8 and sampler.counts.sum(axis=1).tolist() == [len(batches)] * 2
+    one_by_one = ArchSampler(sp, [0, 1], torch.device("cpu"), block=1)
+    for _ in batches:
+        one_by_one.draw()
+    assert (one_by_one.counts == sampler.counts).all()  # drawing ahead does not change the sequence
