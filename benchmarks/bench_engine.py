@@ -1,11 +1,16 @@
 """Slot engine vs a plain per-model PyTorch loop: arch-tokens/s on the same runs and the same config.
 
-    python benchmarks/bench_engine.py --preset cpu --space 2node --slots 16 --steps 8 [--device auto]
+    python benchmarks/bench_engine.py --preset cpu --space 2node --slots 16 --steps 8 [--device auto] [--amp off]
 
 Both sides train the same ``slots`` (architecture, seed) runs for ``steps`` mini-batches of real PTB with the
-preset's hidden size, batch, bptt, dropouts, lr, clipping and TAR. The baseline is what one would write per
-model: an ``nn.Module`` cell, ``F.cross_entropy`` over the logits, ``clip_grad_norm_`` and ``torch.optim.SGD``,
-one model after another. The engine trains them as slots of one batched step. Runs unchanged on CUDA.
+preset's hidden size, batch, bptt, dropouts, lr, clipping and TAR, under the same precision (``--amp``, default
+the preset's). The baseline is what one would write per model: an ``nn.Module`` cell, ``F.cross_entropy`` over
+the logits, ``clip_grad_norm_`` and ``torch.optim.SGD``, one model after another. The engine trains them as slots
+of one batched step. Runs unchanged on CUDA.
+
+It also prints the engine's matmul rate against a matmul ceiling measured in the same run (a large square
+product in the training precision): the FLOPs counted are the tied decoder's (6·H·V per arch-token: forward,
+grad of input, grad of weight) and the cell's (6·2H·2H + 6·n·H·2H per arch-token).
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from builder import data, presets  # noqa: E402
 from builder.build import device_name, resolve_device  # noqa: E402
-from builder.engine import MaskSampler, SlotGenotypes, init_params, train_loss  # noqa: E402
+from builder.engine import AMP_MODES, MaskSampler, SlotGenotypes, autocast, init_params, train_loss  # noqa: E402
 from builder.optim import SlotSGD  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 
@@ -93,8 +98,9 @@ def run_plain(genos, seeds, corpus, p, steps, device) -> float:
             if s == 1:  # the first step warms up
                 sync(device)
                 t0 = time.perf_counter()
-            logits, raw, h = model(x, h.detach())
-            loss = F.cross_entropy(logits, y.reshape(-1)) + p.beta * (raw[1:] - raw[:-1]).pow(2).mean()
+            with autocast(device, p.amp):
+                logits, raw, h = model(x, h.detach())
+                loss = F.cross_entropy(logits, y.reshape(-1)) + p.beta * (raw[1:] - raw[:-1]).pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), p.clip)
@@ -117,11 +123,32 @@ def run_engine(genos, seeds, corpus, p, steps, device) -> float:
             sync(device)
             t0 = time.perf_counter()
         m = masks.draw(p.batch_size, corpus.ntokens, p.hidden, p.dropouts)
-        obj, _, h = train_loss(params, geno, x, y, h.detach(), m, p.beta, p.alpha)
+        with autocast(device, p.amp):
+            obj, _, h = train_loss(params, geno, x, y, h.detach(), m, p.beta, p.alpha)
         obj.sum().backward()
         opt.step(p.lr, active)
     sync(device)
     return len(genos) * steps * p.bptt * p.batch_size / (time.perf_counter() - t0)
+
+
+def matmul_ceiling(device, amp: str, n: int) -> float:
+    """FLOP/s of an ``n``-cube matrix product in the training precision (median of 5 after 2 warm-ups)."""
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float32
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    times = []
+    for i in range(7):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return 2 * n**3 / sorted(times)[len(times) // 2]
+
+
+def flops_per_arch_token(hidden: int, ntokens: int, nodes: int) -> tuple[float, float]:
+    """(decoder, cell) training FLOPs per arch-token: forward + both backward products of each matmul."""
+    return 6.0 * hidden * ntokens, 6.0 * (2 * hidden) * (2 * hidden) + 6.0 * nodes * hidden * 2 * hidden
 
 
 def main() -> None:
@@ -132,23 +159,35 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data", default=None)
+    ap.add_argument("--amp", choices=AMP_MODES, default=None, help="precision (default: the preset's)")
+    ap.add_argument("--skip-plain", action="store_true", help="engine only (the plain loop is slow on big presets)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     p = presets.get(args.preset)
+    if args.amp is not None:
+        p = presets.override(p, {"amp": args.amp})
     corpus = data.load(args.data)
     sp = space(args.space)
     genos = [sp.from_id(i % sp.size) for i in range(args.slots)]
     seeds = [i // sp.size for i in range(args.slots)]
     name = device_name(device)
     print(f"device {name} | torch {torch.__version__} | preset {p.name} (hidden {p.hidden}, batch {p.batch_size}, "
-          f"bptt {p.bptt}) | {args.space}, {args.slots} runs x {args.steps} steps")
-    plain = run_plain(genos, seeds, corpus, p, args.steps, device)
+          f"bptt {p.bptt}, amp {p.amp}) | {args.space}, {args.slots} runs x {args.steps} steps", flush=True)
+    plain = None if args.skip_plain else run_plain(genos, seeds, corpus, p, args.steps, device)
     engine = run_engine(genos, seeds, corpus, p, args.steps, device)
     single = run_engine(genos[:1], seeds[:1], corpus, p, args.steps, device)
-    print(f"plain per-model loop : {plain:10.0f} arch-tokens/s")
-    print(f"slot engine, 1 slot  : {single:10.0f} arch-tokens/s")
-    print(f"slot engine, {args.slots:2d} slots: {engine:10.0f} arch-tokens/s")
-    print(f"ratio engine / plain : {engine / plain:10.2f}x")
+    ceiling = matmul_ceiling(device, p.amp, 8192 if device.type == "cuda" else 1024)
+    dec, cell = flops_per_arch_token(p.hidden, corpus.ntokens, sp.n)
+    if plain is not None:
+        print(f"plain per-model loop : {plain:12.0f} arch-tokens/s")
+    print(f"slot engine, 1 slot  : {single:12.0f} arch-tokens/s")
+    print(f"slot engine, {args.slots:3d} slots: {engine:12.0f} arch-tokens/s")
+    if plain is not None:
+        print(f"ratio engine / plain : {engine / plain:12.2f}x")
+    print(f"matmul ceiling (measured, {'bf16' if p.amp == 'bf16' else 'fp32'}): {ceiling / 1e12:.2f} TFLOP/s; "
+          f"FLOPs per arch-token: decoder {dec:.3g} + cell {cell:.3g}")
+    print(f"engine matmul rate   : decoder {engine * dec / 1e12:.3f} TFLOP/s = {engine * dec / ceiling:.1%} of the "
+          f"ceiling; decoder + cell {engine * (dec + cell) / ceiling:.1%}")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from nasbench_ptb.space import Genotype
 from .cell import cell_step, uniform_choices
 from .decoder import tied_cross_entropy, token_nll
 
+AMP_MODES = ("off", "bf16")
 INIT_RANGE = 0.04  # cell weights, as in DARTS
 EMB_INIT_RANGE = 0.1  # tied embedding/decoder, as in AWD-LSTM/DARTS
 
@@ -47,6 +48,12 @@ class SlotGenotypes:
         preds = torch.tensor([g.preds for g in genotypes], dtype=torch.long, device=device)
         ops = torch.tensor([g.ops for g in genotypes], dtype=torch.long, device=device)
         return cls(preds, ops, uniform_choices(preds, ops))
+
+
+def autocast(device: torch.device, amp: str):
+    """The mixed-precision context of a preset's ``amp``: bf16 matmuls, everything else as autocast decides
+    (the cell's state update and the cross-entropy stay fp32 since they mix with fp32 tensors)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
 
 
 def init_params(seeds: Sequence[int], ntokens: int, hidden: int, nodes: int, device: torch.device | str) -> dict:
@@ -120,11 +127,12 @@ def run_rnn(params: dict, geno: SlotGenotypes, tokens: torch.Tensor, hidden: tor
 def decode_loss(params: dict, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per slot of the tied decoder over ``out [A, T, B, H]``; returns ``[A]``.
 
-    On CPU the fused chunked form (memory-bound otherwise); on CUDA one batched matmul and softmax.
+    On CPU the fused chunked form (memory-bound otherwise); on CUDA, or under autocast, one batched matmul and
+    softmax (cross-entropy runs in fp32 under autocast).
     """
     A, T, B, H = out.shape
     out, targets = out.reshape(A, T * B, H), targets.reshape(-1)
-    if out.device.type == "cpu":
+    if out.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
         return tied_cross_entropy(out, params["encoder"], params["bias"], targets)
     logits = torch.baddbmm(params["bias"].unsqueeze(1), out, params["encoder"].transpose(1, 2))
     ce = F.cross_entropy(logits.reshape(A * T * B, -1), targets.repeat(A), reduction="none")
@@ -145,10 +153,11 @@ def train_loss(params, geno, tokens, targets, hidden, masks, beta: float = 0.0, 
 
 
 @torch.no_grad()
-def evaluate(params: dict, geno: SlotGenotypes, data: torch.Tensor, bptt: int) -> torch.Tensor:
+def evaluate(params: dict, geno: SlotGenotypes, data: torch.Tensor, bptt: int, amp: str = "off") -> torch.Tensor:
     """Mean cross-entropy per slot over a batchified split ``data [L, B]`` (no dropout, hidden carried).
 
     With one-slot ``params`` and ``A`` genotypes, evaluates ``A`` architectures under the same shared weights.
+    Under ``amp`` the cell runs in bf16; the decoder and log-likelihoods stay fp32.
     """
     A = geno.preds.shape[0]
     hidden = torch.zeros(A, data.shape[1], params["W0"].shape[2] // 2, device=data.device)
@@ -156,8 +165,9 @@ def evaluate(params: dict, geno: SlotGenotypes, data: torch.Tensor, bptt: int) -
     count = 0
     for i in range(0, data.shape[0] - 1, bptt):
         seq = min(bptt, data.shape[0] - 1 - i)
-        raw, hidden = run_rnn(params, geno, data[i : i + seq], hidden, None)
-        nll = token_nll(raw.reshape(A, -1, raw.shape[-1]), params["encoder"], params["bias"],
+        with autocast(data.device, amp):
+            raw, hidden = run_rnn(params, geno, data[i : i + seq], hidden, None)
+        nll = token_nll(raw.float().reshape(A, -1, raw.shape[-1]), params["encoder"], params["bias"],
                         data[i + 1 : i + 1 + seq].reshape(-1))
         total += nll.double().sum(dim=1)
         count += nll.shape[1]

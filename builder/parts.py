@@ -21,6 +21,8 @@ from .presets import Preset
 
 KINDS = {"standalone": "unit-", "ws": "ws-"}
 _WS_FIELDS = ("ws_", "hidden_clip")
+# Fields added after tables were first built: left out of the fingerprint at their default, so those builds resume.
+_LATER_FIELDS = {"amp": "off"}
 
 
 class BuildError(RuntimeError):
@@ -30,7 +32,7 @@ class BuildError(RuntimeError):
 def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
     """What must match for results to share a table: the space and every value that shapes that kind of run
     (weight-sharing values do not touch standalone runs; weight sharing depends on every value)."""
-    values = p.to_dict()
+    values = {k: v for k, v in p.to_dict().items() if _LATER_FIELDS.get(k, object()) != v}
     if kind == "standalone":
         values = {k: v for k, v in values.items() if not k.startswith(_WS_FIELDS)}
     return json.dumps({"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}, sort_keys=True)

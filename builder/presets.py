@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 
-from .engine import Dropouts
+from .engine import AMP_MODES, Dropouts
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Preset:
     ws_asgd: bool = True  # switch on the mean validation loss over architectures
     ws_slots_per_unit: int = 3  # super-nets trained together in one persisted unit
     stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
+    amp: str = "off"  # "bf16": bf16 autocast for the matmuls (fp32 master weights, fp32 loss and recurrent state)
 
     @property
     def dropouts(self) -> Dropouts:
@@ -72,7 +73,7 @@ PRESETS: dict[str, Preset] = {
     # One H100-class GPU: the 3-node space with several seeds; AWD regularisation kept, fewer epochs.
     "gpu": dataclasses.replace(
         _PAPER, name="gpu", hidden=256, epochs=10, checkpoints=20, asgd=False, seeds=3, slots_per_unit=128,
-        ws_epochs=10, ws_checkpoints=10, ws_valid_tokens=20_000, ws_asgd=False,
+        ws_epochs=10, ws_checkpoints=10, ws_valid_tokens=20_000, ws_asgd=False, amp="bf16",
     ),
     # The whole 2-node space with 2 seeds in about 90 minutes on 2 CPU cores (sized by measurement).
     "cpu": dataclasses.replace(
@@ -136,6 +137,8 @@ def validate(p: Preset) -> None:
         raise ValueError("epochs and ws_epochs must be > 0, checkpoints and ws_checkpoints ≥ 1")
     if p.ws_seeds < 1 or p.ws_slots_per_unit < 1 or p.hidden_clip < 0:
         raise ValueError("ws_seeds and ws_slots_per_unit must be ≥ 1, hidden_clip ≥ 0")
+    if p.amp not in AMP_MODES:
+        raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, got {p.amp!r}")
     if p.ws_bptt not in ("awd", "halving", "fixed"):
         raise ValueError(f"ws_bptt must be awd, halving or fixed, got {p.ws_bptt!r}")
     for name in ("dropout_output", "dropout_hidden", "dropout_x", "dropout_input", "dropout_embedding"):

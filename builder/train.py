@@ -17,7 +17,7 @@ import torch
 from nasbench_ptb.schema import Status
 from nasbench_ptb.space import Genotype
 
-from .engine import MaskSampler, SlotGenotypes, evaluate, init_params, train_loss
+from .engine import MaskSampler, SlotGenotypes, autocast, evaluate, init_params, train_loss
 from .optim import SlotSGD
 from .presets import Preset
 
@@ -117,10 +117,11 @@ class SlotTrainer:
             if self.hidden_clip > 0:  # per-sample L2 norm of the carried state (the paper's WS training)
                 h = h * (self.hidden_clip / (h.norm(dim=-1, keepdim=True) + 1e-12)).clamp(max=1.0)
             m = self.masks.draw(p.batch_size, self.V, p.hidden, p.dropouts)
-            objective, ce, self.hidden = train_loss(
-                self.params, genotypes(), self.train[start : start + seq], self.train[start + 1 : start + 1 + seq],
-                h, m, p.beta, p.alpha,
-            )
+            with autocast(self.device, p.amp):
+                objective, ce, self.hidden = train_loss(
+                    self.params, genotypes(), self.train[start : start + seq],
+                    self.train[start + 1 : start + 1 + seq], h, m, p.beta, p.alpha,
+                )
             torch.where(self.alive, objective, torch.zeros_like(objective)).sum().backward()
             self.opt.step(p.lr * seq / p.bptt, self.alive)
             self.loss_sum += ce.detach().double() * seq
@@ -191,7 +192,7 @@ def train_runs(
         epochs[c] = tr.stream.position
         out["train_loss"][:, c], live = tr.end_interval()
         eval_params = tr.opt.eval_params()
-        val_ppl = to_ppl(evaluate(eval_params, geno, valid, p.bptt).cpu().numpy(), live)
+        val_ppl = to_ppl(evaluate(eval_params, geno, valid, p.bptt, p.amp).cpu().numpy(), live)
         tr.kill(~np.isfinite(val_ppl))
         live = tr.alive.cpu().numpy()
         elapsed += time.perf_counter() - t0
@@ -211,7 +212,7 @@ def train_runs(
             tr.nonmono_switch(np.log(val_ppl), live)
 
     live = tr.alive.cpu().numpy()
-    test_ppl = to_ppl(evaluate(best, geno, test, p.bptt).cpu().numpy(), live & np.isfinite(best_val))
+    test_ppl = to_ppl(evaluate(best, geno, test, p.bptt, p.amp).cpu().numpy(), live & np.isfinite(best_val))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
     return RunCurves(epochs, out["train_loss"], out["valid_ppl"], out["seconds"], test_ppl,
                      np.where(live, best_epoch, np.nan), status)

@@ -79,14 +79,14 @@ class ArchSampler:
 
 
 def evaluate_all(params: dict, slot: int, all_genos: SlotGenotypes, data: torch.Tensor, bptt: int,
-                 chunk: int = ARCH_CHUNK) -> np.ndarray:
+                 chunk: int = ARCH_CHUNK, amp: str = "off") -> np.ndarray:
     """Mean validation loss of every architecture under super-net ``slot``'s weights, ``[N]``."""
     shared = {k: v[slot : slot + 1] for k, v in params.items()}
     n = all_genos.preds.shape[0]
     out = []
     for s in range(0, n, chunk):
         part = SlotGenotypes(all_genos.preds[s : s + chunk], all_genos.ops[s : s + chunk], uniform=None)
-        out.append(evaluate(shared, part, data, bptt).cpu().numpy())
+        out.append(evaluate(shared, part, data, bptt, amp).cpu().numpy())
     return np.concatenate(out).astype(np.float64)
 
 
@@ -121,7 +121,8 @@ def train_supernets(
         valid_tokens[c] = (data.shape[0] - 1) * data.shape[1]
         eval_params = tr.opt.eval_params()
         for s in np.flatnonzero(live):
-            valid_ppl[s, c] = to_ppl(evaluate_all(eval_params, s, all_genos, data, p.bptt), np.ones(N, bool))
+            losses = evaluate_all(eval_params, s, all_genos, data, p.bptt, amp=p.amp)
+            valid_ppl[s, c] = to_ppl(losses, np.ones(N, bool))
         # a super-net is diverged when no architecture gets a finite validation loss under its weights
         tr.kill(~np.isfinite(valid_ppl[:, c]).any(axis=1))
         live = tr.alive.cpu().numpy()
@@ -137,6 +138,6 @@ def train_supernets(
     test_ppl = np.full((S, N), np.nan)
     eval_params = tr.opt.eval_params()
     for s in np.flatnonzero(live):
-        test_ppl[s] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt), np.ones(N, bool))
+        test_ppl[s] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt, amp=p.amp), np.ones(N, bool))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
     return SupernetCurves(epochs, valid_tokens, valid_ppl, test_ppl, train_loss, seconds, sampler.counts, status)

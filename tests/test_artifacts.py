@@ -68,3 +68,18 @@ def test_curves_finite_and_learning(shipped):
     ws_ok = t.ws.status == Status.OK
     assert np.isfinite(t.ws.train_loss[ws_ok]).all() and (t.ws.samples[ws_ok].sum(axis=1) > 0).all()
     assert np.isfinite(t.ws.valid_ppl[ws_ok]).mean() > 0.95  # single architectures may blow up under WS
+
+
+def test_shipped_parts_resume_with_the_current_code():
+    """Finished units kept beside a table must still match the code's fingerprint, or a resumed build refuses them."""
+    import h5py
+
+    from builder import parts, presets
+    from nasbench_ptb.space import space
+
+    kept = sorted(ARTIFACTS.glob("*.h5.parts/*.h5"))
+    for path in kept:
+        exp = EXPECTED[path.parent.name[: -len(".parts")]]
+        kind = "ws" if path.name.startswith(parts.KINDS["ws"]) else "standalone"
+        with h5py.File(path, "r") as f:
+            assert f.attrs["fingerprint"] == parts.fingerprint(space(exp["space"]), presets.get(exp["preset"]), kind)

@@ -2,6 +2,8 @@
 (each such read is a device synchronisation on CUDA), for standalone runs and for super-nets."""
 import contextlib
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -71,3 +73,31 @@ def test_supernet_loop_never_reads_the_device():
     for _ in batches:
         one_by_one.draw()
     assert (one_by_one.counts == sampler.counts).all()  # drawing ahead does not change the sequence
+
+
+def test_bf16_autocast_trains_close_to_fp32_with_fp32_master_weights():
+    from builder.train import train_runs
+
+    corpus, genos = tiny_corpus(), [parse("tanh:0|relu:1|sigmoid:0"), parse("identity:0|tanh:0|relu:2")]
+    fp32 = train_runs(corpus, genos, [1, 2], tiny_preset(epochs=2.0))
+    bf16 = train_runs(corpus, genos, [1, 2], tiny_preset(epochs=2.0, amp="bf16"))
+    assert np.isfinite(bf16.valid_ppl).all() and np.isfinite(bf16.test_ppl).all()
+    assert not np.array_equal(fp32.valid_ppl, bf16.valid_ppl)  # autocast really changed the arithmetic
+    np.testing.assert_allclose(bf16.valid_ppl, fp32.valid_ppl, rtol=0.03)
+    np.testing.assert_allclose(bf16.test_ppl, fp32.test_ppl, rtol=0.03)
+    tr = SlotTrainer(corpus, [1], 3, tiny_preset(amp="bf16"), torch.device("cpu"), "awd")
+    tr.train_until(0.1, lambda: SlotGenotypes.of(genos[:1]))
+    assert all(v.dtype == torch.float32 for v in tr.params.values()) and tr.hidden.dtype == torch.float32
+
+
+def test_amp_is_validated_and_fingerprinted():
+    from builder import parts, presets
+
+    sp, cpu = space("3node"), presets.get("cpu")
+    with pytest.raises(ValueError, match="amp must be one of off, bf16"):
+        presets.override(cpu, {"amp": "fp8"})
+    assert presets.get("gpu").amp == "bf16" and cpu.amp == "off"
+    # amp off leaves the fingerprint as it was before the field existed (shipped builds resume)
+    assert '"amp"' not in parts.fingerprint(sp, cpu, "standalone")
+    for kind in ("standalone", "ws"):
+        assert parts.fingerprint(sp, cpu, kind) != parts.fingerprint(sp, presets.override(cpu, {"amp": "bf16"}), kind)
