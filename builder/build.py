@@ -108,9 +108,14 @@ def build(
     quiet: bool = False,
     mode: str = "both",
     ws_seeds: int | None = None,
+    time_limit: float | None = None,
 ) -> schema.Table:
     """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
-    write the table to ``out``."""
+    write the table to ``out``.
+
+    ``time_limit`` (seconds): start no unit that would not finish by then (judged from the units trained so
+    far), and write the table of what is done; rerunning the same command continues. ``0`` only assembles.
+    """
     if mode not in MODES:
         raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     out = Path(out)
@@ -130,8 +135,15 @@ def build(
     planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
     progress = Progress(len(units), len(units) - len(todo), quiet=quiet, label=f"{sp.name}/{p.name}",
                         planned_tokens=planned)
-    for unit in todo:
+    started, trained = time.perf_counter(), 0
+    for i, unit in enumerate(todo):
         t0 = time.perf_counter()
+        if time_limit is not None:
+            per_unit = (t0 - started) / trained if trained else 0.0
+            if t0 - started + per_unit >= time_limit:
+                progress.note(f"time limit: {len(todo) - i} of {len(units)} units left for a later run of the "
+                              "same command")
+                break
         if unit.kind == "standalone":
             genos = [sp.from_id(a) for a in unit.arch_ids]
             res = train_runs(corpus, genos, unit.seeds, p, dev, on_batch=progress.tokens)
@@ -142,6 +154,7 @@ def build(
         attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
         parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
         progress.unit_done()
+        trained += 1
     progress.close()
     table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode)
     schema.write(table, out)

@@ -29,6 +29,11 @@ class Progress:
         self.done += 1
         self._draw(force=True)
 
+    def note(self, text: str) -> None:
+        """A message on its own line (shown even when quiet: it says why the build stopped)."""
+        sys.stderr.write(("\n" if self.tty and not self.quiet else "") + text + "\n")
+        sys.stderr.flush()
+
     def _line(self) -> str:
         elapsed = time.perf_counter() - self.t0
         rate = self.arch_tokens / elapsed if elapsed > 0 else 0.0

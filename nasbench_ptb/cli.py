@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--hidden", help="override the preset's hidden size")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any preset value")
     b.add_argument("--quiet", action="store_true", help="no progress line")
+    b.add_argument("--time-limit", type=float, metavar="MIN",
+                   help="start no unit that would end after MIN minutes; write what is done (rerun to continue)")
 
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
@@ -110,6 +112,8 @@ def cmd_build(args) -> int:
         for flag in ("seeds", "ws_seeds"):
             if getattr(args, flag) is not None and getattr(args, flag) < 1:
                 raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+        if args.time_limit is not None and not args.time_limit >= 0:
+            raise ValueError(f"--time-limit must be a number of minutes ≥ 0, got {args.time_limit}")
         archs = _parse_archs(sp, args.archs)
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -133,8 +137,9 @@ def cmd_build(args) -> int:
         raise UserError(str(exc)) from None
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
+        limit = args.time_limit * 60 if args.time_limit is not None else None
         table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds)
+                                args.ws_seeds, limit)
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
