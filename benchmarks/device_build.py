@@ -1,0 +1,272 @@
+"""One prepared GPU lease: check the CUDA path, benchmark the engine, size the ``gpu`` preset, build 2node then
+as much of 3node as the time allows. Every step is bounded by ``--budget`` seconds; what is done is kept.
+
+On the device (one call; PTB travels as a carried, git-ignored copy)::
+
+    cp -r ../shared/data/ptb .ptb                                         # here, once
+    PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/device_build.py --data .ptb --budget 480   # carry [".ptb"]
+
+Everything comes back in ``$OUT`` (at most 8 files): ``device_build.log``, ``bench.json``, the tables
+``<space>-gpu.h5`` and ``gpu-parts.tar`` (the finished units, so a later lease continues). Back here::
+
+    python benchmarks/device_build.py --unpack <folder the files came back to>
+
+puts the tables and units under ``artifacts/`` and rewrites ``artifacts/MANIFEST`` (a complete GPU table becomes
+its space's default). Rehearsal on CPU at a tiny size (``tests/test_device_build.py`` runs it)::
+
+    python benchmarks/device_build.py --data ../shared/data/ptb --tiny --artifacts /tmp/a --out /tmp/o --budget 60
+
+Sizing: the engine's arch-tokens/s at the 2node unit size (all archs × seeds in one unit) sets the epochs so
+that the 2node standalone runs take about ``--target-2node`` seconds of training (weight sharing gets the same
+epochs). A later lease reuses the epochs found in the units already built, so their fingerprints match.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import h5py
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nasbench_ptb.api import read_manifest  # noqa: E402
+from nasbench_ptb.files import sha256_file  # noqa: E402
+
+TARBALL = "gpu-parts.tar"
+TINY = {"hidden": 8, "batch_size": 4, "bptt": 10, "train_tokens": 1000, "valid_tokens": 200, "test_tokens": 200,
+        "eval_batch_size": 4, "checkpoints": 3, "ws_checkpoints": 2, "ws_valid_tokens": 200,
+        "ws_final_valid_tokens": 400, "seeds": 2, "slots_per_unit": 16}
+
+
+class Log:
+    def __init__(self, path: Path):
+        self.fh = open(path, "a")
+
+    def __call__(self, *text) -> None:
+        line = " ".join(str(t) for t in text)
+        print(line, flush=True)
+        self.fh.write(line + "\n")
+        self.fh.flush()
+
+
+REUSED = ("epochs", "ws_epochs", "slots_per_unit")
+
+
+def reused_values(artifacts: Path) -> dict:
+    """The sized values of gpu units already built (any space), so that a later lease extends the same tables."""
+    for path in sorted(artifacts.glob("*-gpu.h5.parts/*.h5")):
+        with h5py.File(path, "r") as f:
+            preset = json.loads(f.attrs["fingerprint"])["preset"]
+        return {k: preset.get(k, preset["epochs"]) for k in REUSED}  # standalone units carry no ws_ values
+    return {}
+
+
+def check_cuda_path(args, device, log: Log, tiny_p) -> bool:
+    """Runs trained together equal each alone on this device; bf16 stays close to fp32."""
+    import numpy as np
+
+    from builder import data
+    from builder.presets import override
+    from builder.train import train_runs
+    from nasbench_ptb.space import parse
+
+    corpus = data.load(args.data)
+    p = override(tiny_p, {"amp": "off", "epochs": 1, "checkpoints": 2})
+    genos = [parse("tanh:0|relu:1|sigmoid:0"), parse("identity:0|tanh:0|relu:2")]
+    both = train_runs(corpus, genos, [1, 2], p, device)
+    alone = train_runs(corpus, genos[1:], [2], p, device)
+    bf16 = train_runs(corpus, genos, [1, 2], override(p, {"amp": "bf16"}), device)
+    same = np.allclose(both.valid_ppl[1], alone.valid_ppl[0], rtol=1e-4)
+    close = np.allclose(bf16.test_ppl, both.test_ppl, rtol=0.05)  # early checkpoints of lr 20 runs differ more
+    log(f"check: together = alone {same} ({both.valid_ppl[1, -1]:.3f} vs {alone.valid_ppl[0, -1]:.3f}); "
+        f"bf16 test ppl within 5% of fp32 {close} ({bf16.test_ppl.round(2)} vs {both.test_ppl.round(2)})")
+    return bool(same and close)
+
+
+def bench(args, device, p, log: Log) -> dict:
+    """Engine vs the per-model loop at the 2node unit size, the 3node unit size, and the matmul ceiling."""
+    import torch
+    from bench_engine import flops_per_arch_token, matmul_ceiling, run_engine, run_plain
+
+    from builder import data
+    from nasbench_ptb.space import space
+
+    corpus = data.load(args.data)
+    out = {}
+    for name in ("2node", "3node"):
+        sp = space(name)
+        runs = min(sp.size * p.seeds, out.get("slots_per_unit", p.slots_per_unit))
+        while True:  # halve the unit until a training step fits in the device's memory
+            genos = [sp.from_id(i % sp.size) for i in range(runs)]
+            seeds = [i // sp.size for i in range(runs)]
+            t0 = time.perf_counter()
+            try:
+                engine = run_engine(genos, seeds, corpus, p, args.bench_steps, device)
+                break
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                log(f"bench {name}: {runs} slots do not fit in memory; trying {runs // 2}")
+                runs //= 2
+                out["slots_per_unit"] = runs
+        dec, cell = flops_per_arch_token(p.hidden, corpus.ntokens, sp.n)
+        out[name] = {"slots": runs, "engine_arch_tokens_s": engine, "decoder_flops_per_arch_token": dec,
+                     "cell_flops_per_arch_token": cell}
+        if name == "2node":
+            plain = run_plain(genos[:4], seeds[:4], corpus, p, args.bench_steps, device)
+            out[name].update(plain_arch_tokens_s=plain, ratio=engine / plain)
+        log(f"bench {name}: {runs} slots {engine:,.0f} arch-tokens/s" +
+            (f"; per-model loop {out[name]['plain_arch_tokens_s']:,.0f} → {out[name]['ratio']:.1f}x"
+             if "ratio" in out[name] else "") + f" ({time.perf_counter() - t0:.0f} s)")
+    ceiling = matmul_ceiling(device, p.amp, 8192 if device.type == "cuda" else 512)
+    out["matmul_ceiling_flops"] = ceiling
+    for name in ("2node", "3node"):
+        r = out[name]
+        r["decoder_fraction_of_ceiling"] = r["engine_arch_tokens_s"] * r["decoder_flops_per_arch_token"] / ceiling
+        log(f"roofline {name}: decoder at {r['decoder_fraction_of_ceiling']:.1%} of the measured "
+            f"{'bf16' if p.amp == 'bf16' else 'fp32'} matmul ceiling {ceiling / 1e12:.1f} TFLOP/s")
+    return out
+
+
+def size_epochs(rate: float, runs: int, train_tokens: int, target_s: float) -> float:
+    """Epochs (a multiple of 1/4, 0.25 to 10) whose standalone training takes about ``target_s`` at ``rate``,
+    leaving 40% of the target for validation, test and weight sharing."""
+    epochs = 0.6 * target_s * rate / (runs * train_tokens)
+    return min(10.0, max(0.25, math.floor(epochs * 4) / 4))
+
+
+def build(args, space_name: str, overrides: dict, artifacts: Path, seconds: float, log: Log) -> None:
+    """One ``nasbench_ptb build`` with a time limit (and a hard stop a minute later, then assemble only)."""
+    out = artifacts / f"{space_name}-gpu.h5"
+    cmd = [sys.executable, "-m", "nasbench_ptb.cli", "build", "--space", space_name, "--preset", "gpu",
+           "--out", str(out), "--data", args.data, "--device", args.device]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={value}"]
+    log(f"build {space_name}: {seconds:.0f} s left for it: {' '.join(cmd[2:])}")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}
+    try:
+        res = subprocess.run(cmd + ["--time-limit", str(max(seconds, 0) / 60)], env=env, capture_output=True,
+                             text=True, timeout=max(seconds, 0) + 60)
+        log(res.stdout.strip(), res.stderr.strip()[-2000:])
+    except subprocess.TimeoutExpired:
+        log(f"build {space_name}: hard stop; assembling the finished units")
+        res = subprocess.run(cmd + ["--time-limit", "0"], env=env, capture_output=True, text=True)
+        log(res.stdout.strip(), res.stderr.strip()[-2000:])
+
+
+def pack(artifacts: Path, out: Path, log: Log) -> None:
+    with tarfile.open(out / TARBALL, "w") as tar:
+        for folder in sorted(artifacts.glob("*-gpu.h5.parts")):
+            tar.add(folder, arcname=folder.name)
+    for table in sorted(artifacts.glob("*-gpu.h5")):
+        shutil.copy2(table, out / table.name)
+    log("packed:", ", ".join(f"{p.name} {p.stat().st_size / 1e6:.2f} MB" for p in sorted(out.iterdir())))
+
+
+def run(args) -> int:
+    import torch
+
+    from builder.build import device_name, resolve_device
+    from builder.presets import get, override
+
+    start = time.perf_counter()
+    left = lambda: args.budget - (time.perf_counter() - start)  # noqa: E731
+    out, artifacts = Path(args.out), Path(args.artifacts)
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log = Log(out / "device_build.log")
+    device = resolve_device(args.device)
+    base = override(get("gpu"), TINY if args.tiny else {})
+    facts = {"device": device_name(device), "torch": torch.__version__,
+             "cuda": torch.version.cuda if device.type == "cuda" else None}
+    log(f"device_build: {facts}, budget {args.budget:.0f} s")
+    report = {"facts": facts}
+    try:
+        report["check_ok"] = check_cuda_path(args, device, log, base)
+        if not report["check_ok"]:
+            log("the CUDA path disagrees with itself: no tables built")
+            return 1
+        report["bench"] = bench(args, device, base, log)
+        sized = reused_values(artifacts)
+        if sized:
+            log(f"sizing: reusing {sized} from the units already built")
+        else:
+            runs = 32 * base.seeds
+            train_tokens = 929_589 if base.train_tokens is None else base.train_tokens
+            epochs = size_epochs(report["bench"]["2node"]["engine_arch_tokens_s"], runs, train_tokens,
+                                 args.target_2node)
+            sized = {"epochs": epochs, "ws_epochs": epochs}
+            if "slots_per_unit" in report["bench"]:
+                sized["slots_per_unit"] = report["bench"]["slots_per_unit"]
+            log(f"sizing: {sized} (2node standalone training ≈ {0.6 * args.target_2node:.0f} s)")
+        report["sized"] = sized
+        overrides = {**(TINY if args.tiny else {}), **sized}
+        for name in args.spaces.split(","):
+            if left() < 30:
+                log(f"build {name}: skipped, {left():.0f} s left")
+                continue
+            build(args, name, overrides, artifacts, left() - 45, log)
+    finally:
+        report["seconds"] = time.perf_counter() - start
+        (out / "bench.json").write_text(json.dumps(report, indent=1, default=float))
+        pack(artifacts, out, log)
+    return 0
+
+
+def unpack(folder: Path, artifacts: Path) -> None:
+    """Tables and finished units from a lease into ``artifacts/``; MANIFEST lists complete GPU tables first."""
+    from nasbench_ptb import schema, summary
+
+    with tarfile.open(folder / TARBALL) as tar:
+        for member in tar.getmembers():
+            if member.name.startswith(("/", "..")) or ".." in Path(member.name).parts or not (
+                    member.isfile() or member.isdir()):
+                raise SystemExit(f"{TARBALL}: refusing member {member.name!r}")
+        tar.extractall(artifacts)
+    for table in sorted(folder.glob("*-gpu.h5")):
+        shutil.copyfile(table, artifacts / table.name)
+    names = list(read_manifest(artifacts)) + [t.name for t in sorted(folder.glob("*-gpu.h5"))]
+    names = list(dict.fromkeys(names))
+
+    def complete(name: str) -> bool:
+        t = schema.read(artifacts / name)
+        return t.ws is not None and t.standalone is not None and summary.coverage(t).missing == 0
+
+    order = [n for n in names if n.endswith("-gpu.h5") and complete(n)] + \
+            [n for n in names if not (n.endswith("-gpu.h5") and complete(n))]
+    for name in order:
+        os.chmod(artifacts / name, 0o644)
+    (artifacts / "MANIFEST").write_text("".join(f"{sha256_file(artifacts / n)}  {n}\n" for n in order))
+    print("MANIFEST:", ", ".join(order))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="PTB folder (on the device: the carried .ptb)")
+    ap.add_argument("--budget", type=float, default=480, help="seconds for everything, packing included")
+    ap.add_argument("--target-2node", type=float, default=300, help="seconds of 2node standalone work to size for")
+    ap.add_argument("--spaces", default="2node,3node")
+    ap.add_argument("--bench-steps", type=int, default=10)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default=os.environ.get("OUT", "device_out"))
+    ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
+    ap.add_argument("--tiny", action="store_true", help="rehearsal: tiny model and data slices (CPU)")
+    ap.add_argument("--unpack", metavar="FOLDER", help="here, after the lease: bring its files into --artifacts")
+    args = ap.parse_args()
+    if args.unpack:
+        unpack(Path(args.unpack), Path(args.artifacts))
+        return 0
+    if not args.data:
+        ap.error("--data is required to build")
+    return run(args)
+
+if __name__ == "__main__":
+    sys.exit(main())

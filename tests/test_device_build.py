@@ -1,0 +1,51 @@
+"""The GPU lease script, rehearsed on CPU at a tiny size: check, bench, sizing, a time-boxed build, packing; then
+unpacking into artifacts (a complete GPU table becomes the default) and a second lease reusing the sizing."""
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from nasbench_ptb import schema, summary
+from nasbench_ptb.api import read_manifest
+from nasbench_ptb.files import sha256_file
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "device_build.py"
+
+
+def lease(ptb_path, artifacts, out, *extra):
+    cmd = [sys.executable, str(SCRIPT), "--data", str(ptb_path), "--tiny", "--artifacts", str(artifacts),
+           "--out", str(out), "--spaces", "2node", "--bench-steps", "1", "--target-2node", "2", *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+def test_lease_rehearsal_then_unpack(tmp_path, ptb_path):
+    device_side, out = tmp_path / "device", tmp_path / "out"
+    log = lease(ptb_path, device_side, out, "--budget", "300")
+    report = json.loads((out / "bench.json").read_text())
+    assert report["check_ok"] and report["sized"] == {"epochs": 0.25, "ws_epochs": 0.25}
+    assert report["bench"]["2node"]["ratio"] > 0 and report["bench"]["matmul_ceiling_flops"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["2node-gpu.h5", "bench.json", "device_build.log",
+                                                     "gpu-parts.tar"]
+    table = schema.read(out / "2node-gpu.h5")
+    assert summary.coverage(table).missing == 0 and table.config["amp"] == "bf16" and table.config["epochs"] == 0.25
+    with tarfile.open(out / "gpu-parts.tar") as tar:
+        assert all(n.startswith("2node-gpu.h5.parts") for n in tar.getnames()) and len(tar.getnames()) > 3
+    assert "2node standalone" in log
+
+    here = tmp_path / "artifacts"
+    here.mkdir()
+    (here / "2node-cpu.h5").write_bytes((out / "2node-gpu.h5").read_bytes())  # stands in for a shipped table
+    (here / "MANIFEST").write_text(f"{sha256_file(here / '2node-cpu.h5')}  2node-cpu.h5\n")
+    subprocess.run([sys.executable, str(SCRIPT), "--unpack", str(out), "--artifacts", str(here)], check=True,
+                   capture_output=True)
+    assert list(read_manifest(here)) == ["2node-gpu.h5", "2node-cpu.h5"]  # complete: the new default
+    assert read_manifest(here)["2node-gpu.h5"] == sha256_file(here / "2node-gpu.h5")
+    assert len(list((here / "2node-gpu.h5.parts").glob("*.h5"))) > 3
+
+    # a second lease starts from what came back: same sizing, nothing retrained
+    log = lease(ptb_path, here, tmp_path / "out2", "--budget", "300", "--target-2node", "50")
+    assert "reusing {'epochs': 0.25, 'ws_epochs': 0.25, 'slots_per_unit': 16}" in log
+    assert "units 5/5" in log and "units 0/5" not in log
