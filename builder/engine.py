@@ -79,16 +79,32 @@ def count_params(ntokens: int, hidden: int, nodes: int) -> int:
 
 
 class MaskSampler:
-    """Per-slot dropout masks, each slot drawing from its own generator (so grouping never changes them)."""
+    """Per-slot dropout masks, each slot's drawn from its own seed only (so grouping never changes them).
 
-    def __init__(self, seeds: Sequence[int], device: torch.device | str):
+    ``generator``: one torch generator per slot (one launch per slot and mask; the CPU default, and what the
+    shipped CPU tables used). ``counter``: a counter-based hash of (slot seed, draw, element) for all slots in
+    one batched computation (the CUDA default: no per-slot launches). ``auto`` picks by device.
+    """
+
+    def __init__(self, seeds: Sequence[int], device: torch.device | str, kind: str = "auto"):
         self.device = torch.device(device)
-        self.gens = [torch.Generator(device=self.device).manual_seed(int(s) + 1_000_003) for s in seeds]
+        if kind == "auto":
+            kind = "counter" if self.device.type == "cuda" else "generator"
+        if kind not in ("generator", "counter"):
+            raise ValueError(f"unknown mask sampler {kind!r} (auto, generator, counter)")
+        self.kind, self.calls = kind, 0
+        if kind == "generator":
+            self.gens = [torch.Generator(device=self.device).manual_seed(int(s) + 1_000_003) for s in seeds]
+        else:
+            self.keys = _mix32(torch.tensor([int(s) & _M32 for s in seeds], dtype=torch.int64, device=self.device))
 
     def _draw(self, shape: tuple, rate: float) -> torch.Tensor | None:
+        self.calls += 1  # counts every mask, drawn or not, so a zero rate never shifts the others
         if rate <= 0:
             return None
         keep = 1.0 - rate
+        if self.kind == "counter":
+            return (_counter_uniform(self.keys, self.calls, shape) < keep).float() / keep
         full = torch.full(shape, keep, device=self.device)
         return torch.stack([torch.bernoulli(full, generator=g) for g in self.gens]) / keep
 
@@ -100,6 +116,36 @@ class MaskSampler:
             "hidden": self._draw((batch, hidden), d.hidden),
             "output": self._draw((1, batch, hidden), d.output),
         }
+
+
+_M32 = 0xFFFFFFFF
+_GOLDEN = 0x9E3779B9
+
+
+def _mulmod32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x · c mod 2³²`` for ``0 ≤ x < 2³²`` in int64 without overflow (``c`` split into 16-bit halves)."""
+    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & _M32
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer finaliser (Wellons' lowbias32): a bijection that scatters nearby inputs."""
+    x = x ^ (x >> 16)
+    x = _mulmod32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mulmod32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _counter_uniform(keys: torch.Tensor, call: int, shape: tuple) -> torch.Tensor:
+    """``[A, *shape]`` uniforms in [0, 1) from (slot key, call, element index) alone."""
+    n = 1
+    for d in shape:
+        n *= d
+    call_keys = _mix32((keys + call * _GOLDEN) & _M32)  # [A]
+    idx = torch.arange(n, dtype=torch.int64, device=keys.device)
+    h = _mix32((call_keys[:, None] + _mulmod32(idx, _GOLDEN)[None, :]) & _M32)
+    h = _mix32(h ^ call_keys[:, None])
+    return ((h >> 8).float() * (1.0 / (1 << 24))).view(len(keys), *shape)
 
 
 def run_rnn(params: dict, geno: SlotGenotypes, tokens: torch.Tensor, hidden: torch.Tensor, masks: dict | None):

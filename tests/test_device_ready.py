@@ -101,3 +101,33 @@ def test_amp_is_validated_and_fingerprinted():
     assert '"amp"' not in parts.fingerprint(sp, cpu, "standalone")
     for kind in ("standalone", "ws"):
         assert parts.fingerprint(sp, cpu, kind) != parts.fingerprint(sp, presets.override(cpu, {"amp": "bf16"}), kind)
+
+
+def test_counter_masks_depend_on_the_slot_seed_only():
+    from builder.engine import Dropouts, MaskSampler
+
+    d = Dropouts(output=0.5, hidden=0.25, x=0.25, input=0.2, embedding=0.1)
+    group, alone = MaskSampler([5, 7, 9], "cpu", kind="counter"), MaskSampler([7], "cpu", kind="counter")
+    for _ in range(3):
+        g, a = group.draw(4, 50, 6, d), alone.draw(4, 50, 6, d)
+        for key in g:
+            assert torch.equal(g[key][1], a[key][0]), key
+    assert MaskSampler([1], "cpu").kind == "generator"
+    with pytest.raises(ValueError, match="unknown mask sampler"):
+        MaskSampler([1], "cpu", kind="philox")
+
+
+def test_counter_masks_have_the_rate_and_no_correlation():
+    from builder.engine import Dropouts, MaskSampler
+
+    sampler = MaskSampler(list(range(8)), "cpu", kind="counter")
+    first = sampler.draw(64, 10, 256, Dropouts(x=0.25))["x"]
+    second = sampler.draw(64, 10, 256, Dropouts(x=0.25))["x"]
+    kept = first > 0
+    assert torch.unique(first).tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert abs(kept.float().mean().item() - 0.75) < 0.005  # 131k draws: sd 0.0012
+    flat = kept.float().view(8, -1)
+    corr = torch.corrcoef(torch.cat([flat, (second > 0).float().view(8, -1)]))
+    off_diagonal = corr[~torch.eye(16, dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 0.03  # slots and successive draws independent (sd of r ≈ 0.006)
+    assert abs(kept[:, :, :-1].float().mean() - (kept[:, :, :-1] & kept[:, :, 1:]).float().mean() / 0.75) < 0.01
