@@ -49,3 +49,12 @@ def test_lease_rehearsal_then_unpack(tmp_path, ptb_path):
     log = lease(ptb_path, here, tmp_path / "out2", "--budget", "300", "--target-2node", "50")
     assert "reusing {'epochs': 0.25, 'ws_epochs': 0.25, 'slots_per_unit': 16}" in log
     assert "units 5/5" in log and "units 0/5" not in log
+
+
+def test_sizing_rounds_down_to_quarter_epochs_within_bounds():
+    sys.path.insert(0, str(SCRIPT.parent))
+    from device_build import size_epochs
+
+    assert size_epochs(9e6, 160, 929_589, 300) == 10.0  # capped at the preset's 10
+    assert size_epochs(1e6, 160, 929_589, 300) == 1.0  # 1.21 -> 1.0
+    assert size_epochs(2e5, 160, 929_589, 300) == 0.25  # never below a quarter epoch
