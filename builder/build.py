@@ -135,11 +135,11 @@ def build(
     planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
     progress = Progress(len(units), len(units) - len(todo), quiet=quiet, label=f"{sp.name}/{p.name}",
                         planned_tokens=planned)
-    started, trained = time.perf_counter(), 0
-    for i, unit in enumerate(todo):
+    started = time.perf_counter()
+    for i, unit in enumerate(todo):  # i units trained so far in this run
         t0 = time.perf_counter()
         if time_limit is not None:
-            per_unit = (t0 - started) / trained if trained else 0.0
+            per_unit = (t0 - started) / i if i else 0.0
             if t0 - started + per_unit >= time_limit:
                 progress.note(f"time limit: {len(todo) - i} of {len(units)} units left for a later run of the "
                               "same command")
@@ -154,7 +154,6 @@ def build(
         attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
         parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
         progress.unit_done()
-        trained += 1
     progress.close()
     table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode)
     schema.write(table, out)

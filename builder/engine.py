@@ -6,6 +6,7 @@ gives the same numbers as training each alone. All slots read the same token str
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -138,11 +139,8 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 
 def _counter_uniform(keys: torch.Tensor, call: int, shape: tuple) -> torch.Tensor:
     """``[A, *shape]`` uniforms in [0, 1) from (slot key, call, element index) alone."""
-    n = 1
-    for d in shape:
-        n *= d
     call_keys = _mix32((keys + call * _GOLDEN) & _M32)  # [A]
-    idx = torch.arange(n, dtype=torch.int64, device=keys.device)
+    idx = torch.arange(math.prod(shape), dtype=torch.int64, device=keys.device)
     h = _mix32((call_keys[:, None] + _mulmod32(idx, _GOLDEN)[None, :]) & _M32)
     h = _mix32(h ^ call_keys[:, None])
     return ((h >> 8).float() * (1.0 / (1 << 24))).view(len(keys), *shape)

@@ -53,29 +53,30 @@ class ArchSampler:
         self.preds, self.ops = genos.preds, genos.ops
         self.rngs = [np.random.RandomState(int(s) + 7_919) for s in seeds]
         self.counts = np.zeros((len(seeds), sp.size), dtype=np.int64)
-        self._host = np.zeros((0, len(seeds)), dtype=np.int64)
+        self._host = np.zeros((0, len(seeds)), dtype=np.int64)  # [block, S] ids drawn ahead, and their
+        self._device = torch.as_tensor(self._host, device=self.preds.device)  # copy on the device
         self._next = 0
 
     def draw(self) -> np.ndarray:
         """The next mini-batch's ids ``[S]`` (counted in ``counts``)."""
-        self._refill()
-        ids = self._host[self._next]
-        self._next += 1
-        self.counts[np.arange(len(ids)), ids] += 1
-        return ids
+        row = self._advance()
+        return self._host[row]
 
     def genotypes(self) -> SlotGenotypes:
         """The next mini-batch's genotypes, one sampled architecture per slot."""
-        self.draw()
-        idx = self._device[self._next - 1]
+        row = self._advance()  # first: it may replace the block
+        idx = self._device[row]
         return SlotGenotypes(self.preds[idx], self.ops[idx], uniform=None)
 
-    def _refill(self) -> None:
-        if self._next < len(self._host):
-            return
-        self._host = np.array([[rng.randint(self.size) for rng in self.rngs] for _ in range(self.block)])
-        self._device = torch.as_tensor(self._host, device=self.preds.device)
-        self._next = 0
+    def _advance(self) -> int:
+        """Row of the block holding the next mini-batch's ids (drawing a new block when one is used up)."""
+        if self._next == len(self._host):
+            self._host = np.array([[rng.randint(self.size) for rng in self.rngs] for _ in range(self.block)])
+            self._device = torch.as_tensor(self._host, device=self.preds.device)
+            self._next = 0
+        row, self._next = self._next, self._next + 1
+        self.counts[np.arange(self._host.shape[1]), self._host[row]] += 1
+        return row
 
 
 def evaluate_all(params: dict, slot: int, all_genos: SlotGenotypes, data: torch.Tensor, bptt: int,
