@@ -131,8 +131,15 @@ def run_engine(genos, seeds, corpus, p, steps, device) -> float:
     return len(genos) * steps * p.bptt * p.batch_size / (time.perf_counter() - t0)
 
 
-def matmul_ceiling(device, amp: str, n: int) -> float:
-    """FLOP/s of an ``n``-cube matrix product in the training precision (median of 5 after 2 warm-ups)."""
+def runs_of(sp, n: int) -> tuple[list, list[int]]:
+    """The first ``n`` runs of a space in unit order: every architecture with seed 0, then seed 1, ..."""
+    return [sp.from_id(i % sp.size) for i in range(n)], [i // sp.size for i in range(n)]
+
+
+def matmul_ceiling(device, amp: str, n: int | None = None) -> float:
+    """FLOP/s of an ``n``-cube matrix product in the training precision (median of 5 after 2 warm-ups);
+    ``n`` defaults to 8192 on CUDA, 1024 on CPU."""
+    n = n or (8192 if device.type == "cuda" else 1024)
     dtype = torch.bfloat16 if amp == "bf16" else torch.float32
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     times = []
@@ -168,15 +175,14 @@ def main() -> None:
         p = presets.override(p, {"amp": args.amp})
     corpus = data.load(args.data)
     sp = space(args.space)
-    genos = [sp.from_id(i % sp.size) for i in range(args.slots)]
-    seeds = [i // sp.size for i in range(args.slots)]
+    genos, seeds = runs_of(sp, args.slots)
     name = device_name(device)
     print(f"device {name} | torch {torch.__version__} | preset {p.name} (hidden {p.hidden}, batch {p.batch_size}, "
           f"bptt {p.bptt}, amp {p.amp}) | {args.space}, {args.slots} runs x {args.steps} steps", flush=True)
     plain = None if args.skip_plain else run_plain(genos, seeds, corpus, p, args.steps, device)
     engine = run_engine(genos, seeds, corpus, p, args.steps, device)
     single = run_engine(genos[:1], seeds[:1], corpus, p, args.steps, device)
-    ceiling = matmul_ceiling(device, p.amp, 8192 if device.type == "cuda" else 1024)
+    ceiling = matmul_ceiling(device, p.amp)
     dec, cell = flops_per_arch_token(p.hidden, corpus.ntokens, sp.n)
     if plain is not None:
         print(f"plain per-model loop : {plain:12.0f} arch-tokens/s")

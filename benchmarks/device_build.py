@@ -70,16 +70,14 @@ def reused_values(artifacts: Path) -> dict:
     return {}
 
 
-def check_cuda_path(args, device, log: Log) -> bool:
+def check_cuda_path(corpus, device, log: Log) -> bool:
     """Runs trained together equal each alone on this device; bf16 stays close to fp32 (tiny sizes: seconds)."""
     import numpy as np
 
-    from builder import data
     from builder.presets import get, override
     from builder.train import train_runs
     from nasbench_ptb.space import parse
 
-    corpus = data.load(args.data)
     p = override(get("gpu"), {**TINY, "amp": "off", "epochs": 1, "checkpoints": 2})
     genos = [parse("tanh:0|relu:1|sigmoid:0"), parse("identity:0|tanh:0|relu:2")]
     both = train_runs(corpus, genos, [1, 2], p, device)
@@ -108,22 +106,19 @@ def fits(device, p, log: Log, name: str, runs: int) -> bool:
     return peak * longest < 0.85 * total
 
 
-def bench(args, device, p, log: Log) -> dict:
+def bench(args, corpus, device, p, log: Log) -> dict:
     """Engine vs the per-model loop at the 2node unit size, the 3node unit size, and the matmul ceiling."""
     import torch
-    from bench_engine import flops_per_arch_token, matmul_ceiling, run_engine, run_plain
+    from bench_engine import flops_per_arch_token, matmul_ceiling, run_engine, run_plain, runs_of
 
-    from builder import data
     from nasbench_ptb.space import space
 
-    corpus = data.load(args.data)
     out = {}
     for name in ("2node", "3node"):
         sp = space(name)
         runs = min(sp.size * p.seeds, out.get("slots_per_unit", p.slots_per_unit))
         while True:  # halve the unit until a training step fits in the device's memory
-            genos = [sp.from_id(i % sp.size) for i in range(runs)]
-            seeds = [i // sp.size for i in range(runs)]
+            genos, seeds = runs_of(sp, runs)
             t0 = time.perf_counter()
             try:
                 if device.type == "cuda":
@@ -147,7 +142,7 @@ def bench(args, device, p, log: Log) -> dict:
         log(f"bench {name}: {runs} slots {engine:,.0f} arch-tokens/s" +
             (f"; per-model loop {out[name]['plain_arch_tokens_s']:,.0f} → {out[name]['ratio']:.1f}x"
              if "ratio" in out[name] else "") + f" ({time.perf_counter() - t0:.0f} s)")
-    ceiling = matmul_ceiling(device, p.amp, 8192 if device.type == "cuda" else 512)
+    ceiling = matmul_ceiling(device, p.amp)
     out["matmul_ceiling_flops"] = ceiling
     for name in ("2node", "3node"):
         r = out[name]
@@ -195,8 +190,10 @@ def pack(artifacts: Path, out: Path, log: Log) -> None:
 def run(args) -> int:
     import torch
 
+    from builder import data
     from builder.build import device_name, resolve_device
     from builder.presets import get, override
+    from nasbench_ptb.space import space
 
     start = time.perf_counter()
     left = lambda: args.budget - (time.perf_counter() - start)  # noqa: E731
@@ -211,19 +208,19 @@ def run(args) -> int:
     log(f"device_build: {facts}, budget {args.budget:.0f} s")
     report = {"facts": facts}
     try:
-        report["check_ok"] = check_cuda_path(args, device, log)
+        corpus = data.load(args.data)
+        report["check_ok"] = check_cuda_path(corpus, device, log)
         if not report["check_ok"]:
             log("the CUDA path disagrees with itself: no tables built")
             return 1
-        report["bench"] = bench(args, device, base, log)
+        report["bench"] = bench(args, corpus, device, base, log)
         sized = reused_values(artifacts)
         if sized:
             log(f"sizing: reusing {sized} from the units already built")
         else:
-            runs = 32 * base.seeds
-            train_tokens = 929_589 if base.train_tokens is None else base.train_tokens
-            epochs = size_epochs(report["bench"]["2node"]["engine_arch_tokens_s"], runs, train_tokens,
-                                 args.target_2node)
+            runs = space("2node").size * base.seeds
+            epochs = size_epochs(report["bench"]["2node"]["engine_arch_tokens_s"], runs,
+                                 len(corpus.train[: base.train_tokens]), args.target_2node)
             sized = {"epochs": epochs, "ws_epochs": epochs}
             if "slots_per_unit" in report["bench"]:
                 sized["slots_per_unit"] = report["bench"]["slots_per_unit"]
