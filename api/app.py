@@ -117,17 +117,14 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         bench = st.benches.get(name)
         if bench is None:
             return _error(404, f"no table for space {name} (loaded: {', '.join(st.benches)})")
-        rows = [r for r in (bench.query(i, curves=False) for i in range(len(bench)))]
+        rows = [bench.query(i, curves=False) for i in range(len(bench))]
         if sort == "id":
             rows.sort(key=lambda r: r.id, reverse=order == "desc")
         else:
-            def value(r):
-                v = getattr(r.standalone, sort) if r.standalone is not None else float("nan")
-                return v if np.isfinite(v) else None
-            present = [r for r in rows if value(r) is not None]
-            absent = [r for r in rows if value(r) is None]
-            present.sort(key=lambda r: (value(r), r.id), reverse=order == "desc")
-            rows = present + absent  # architectures without a value always last
+            value = {r.id: _finite(getattr(r.standalone, sort)) if r.standalone else None for r in rows}
+            present = sorted((r for r in rows if value[r.id] is not None), key=lambda r: (value[r.id], r.id),
+                             reverse=order == "desc")
+            rows = present + [r for r in rows if value[r.id] is None]  # architectures without a value always last
         items = [
             LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
                            hash=r.hash, status=r.standalone.status if r.standalone else "missing",
