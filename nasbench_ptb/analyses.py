@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from .schema import Status, Table
-from .summary import final_valid, mean_over_ok, ranks, worst_last
+from .summary import attempted, final_valid, mean_over_ok, ranks, standalone_final, worst_last
 
 
 def tau_b(a: np.ndarray, b: np.ndarray) -> float:
@@ -31,15 +31,6 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
     top_a = set(np.argsort(worst_last(a), kind="stable")[:k].tolist())
     top_b = set(np.argsort(worst_last(b), kind="stable")[:k].tolist())
     return len(top_a & top_b) / k
-
-
-def attempted(table: Table) -> np.ndarray:
-    return (table.standalone.status != Status.MISSING).any(axis=1)
-
-
-def standalone_final(table: Table) -> np.ndarray:
-    """Mean final validation ppl over ok seeds per architecture (NaN: none ok)."""
-    return mean_over_ok(final_valid(table), table.standalone.status)
 
 
 @dataclass(frozen=True)

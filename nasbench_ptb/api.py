@@ -64,8 +64,8 @@ class Benchmark:
         self._cache: dict[tuple, ArchRecord] = {}
         sa, ws = table.standalone, table.ws
         if sa is not None:
-            self._sa_mean = summary.mean_over_ok(summary.final_valid(table), sa.status)
-            self._sa_rank = _ranks(self._sa_mean, (sa.status != Status.MISSING).any(axis=1))
+            self._sa_mean = summary.standalone_final(table)
+            self._sa_rank = _ranks(self._sa_mean, summary.attempted(table))
         if ws is not None:
             self._ws_rank = [
                 _ranks(ws.valid_ppl[k, -1], np.full(self.space.size, ws.status[k] == Status.OK))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .schema import Status, Table
-from .summary import mean_over_ok
+from .summary import mean_over_ok, worst_last
 
 
 class BudgetExhausted(Exception):
@@ -37,7 +37,7 @@ class Simulator:
         cols = slice(None) if seed is None else [int(np.flatnonzero(sa.seeds == seed)[0])]
         status = sa.status[:, cols]
         valid = mean_over_ok(sa.valid_ppl[:, cols, checkpoint], status)
-        self._valid = np.where(np.isnan(valid), np.inf, valid)  # diverged everywhere: worst
+        self._valid = worst_last(valid)  # diverged everywhere: worst
         secs = sa.seconds[:, cols, checkpoint]
         has = np.isfinite(secs)
         self._cost = np.where(has, secs, 0.0).sum(axis=1) / np.maximum(has.sum(axis=1), 1)

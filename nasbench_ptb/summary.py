@@ -57,6 +57,16 @@ def mean_over_ok(values: np.ndarray, status: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
+def attempted(table: Table) -> np.ndarray:
+    """``[N]`` architectures with at least one standalone run that is not ``missing``."""
+    return (table.standalone.status != Status.MISSING).any(axis=1)
+
+
+def standalone_final(table: Table) -> np.ndarray:
+    """Mean final validation ppl over ok seeds per architecture (NaN: none ok)."""
+    return mean_over_ok(final_valid(table), table.standalone.status)
+
+
 def ranking(table: Table) -> np.ndarray:
     """Architecture ids, best first, by mean final validation ppl; those without an ok run come last."""
     mean = mean_over_ok(final_valid(table), table.standalone.status)
@@ -96,14 +106,13 @@ def ws_vs_standalone_tau(table: Table) -> list[SeedTau]:
     sa, ws = table.standalone, table.ws
     if sa is None or ws is None:
         return []
-    attempted = (sa.status != Status.MISSING).any(axis=1)
-    ref = worst_last(mean_over_ok(final_valid(table), sa.status))[attempted]
+    mask = attempted(table)
+    ref = worst_last(standalone_final(table))[mask]
     rows = []
     for k, seed in enumerate(ws.seeds):
-        if ws.status[k] != Status.OK or attempted.sum() < 2:
-            rows.append(SeedTau(int(seed), int(ws.status[k]), float("nan"), float("nan"), int(attempted.sum())))
+        if ws.status[k] != Status.OK or mask.sum() < 2:
+            rows.append(SeedTau(int(seed), int(ws.status[k]), float("nan"), float("nan"), int(mask.sum())))
             continue
-        res = kendalltau(worst_last(ws.valid_ppl[k, -1])[attempted], ref, variant="b")
-        rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue),
-                            int(attempted.sum())))
+        res = kendalltau(worst_last(ws.valid_ppl[k, -1])[mask], ref, variant="b")
+        rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue), int(mask.sum())))
     return rows
