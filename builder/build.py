@@ -49,9 +49,15 @@ class Unit:
         return parts.KINDS[self.kind] + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def plan_units(arch_ids: Sequence[int], seeds: Sequence[int], per_unit: int) -> list[Unit]:
-    """Standalone runs ordered by seed then id, cut into units of ``per_unit`` slots."""
-    runs = [(a, s) for s in seeds for a in arch_ids]
+def plan_units(arch_ids: Sequence[int], seeds: Sequence[int], per_unit: int,
+               done: frozenset[tuple[int, int]] = frozenset()) -> list[Unit]:
+    """Standalone runs not in ``done``, ordered by seed then id, cut into units of ``per_unit`` slots.
+
+    Planning per run, not per unit, lets a later request that overlaps earlier ones (more architectures, more
+    seeds, a sample) train each (architecture, seed) run once. A killed build replans the same remaining units:
+    the finished ones were a prefix of its plan.
+    """
+    runs = [(a, s) for s in seeds for a in arch_ids if (a, s) not in done]
     return [
         Unit("standalone", tuple(a for a, _ in runs[i : i + per_unit]), tuple(s for _, s in runs[i : i + per_unit]))
         for i in range(0, len(runs), per_unit)
@@ -123,17 +129,26 @@ def build(
     dev = resolve_device(device)
     corpus = data.load(data_dir)
     fps = {kind: parts.fingerprint(sp, p, kind) for kind in parts.KINDS}
-    units: list[Unit] = []
+    found = {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
+    todo: list[Unit] = []
+    n_done = 0  # units (or their equivalent in runs) of this request already trained
     if mode in ("standalone", "both"):
         arch_ids = sorted({g.id for g in archs}) if archs else list(range(sp.size))
-        units += plan_units(arch_ids, list(range(seeds if seeds is not None else p.seeds)), p.slots_per_unit)
+        seed_list = list(range(seeds if seeds is not None else p.seeds))
+        done_runs = frozenset((int(a), int(s)) for part in found["standalone"]
+                              for a, s in zip(part["arch_ids"], part["seeds"]))
+        todo += plan_units(arch_ids, seed_list, p.slots_per_unit, done_runs)
+        requested_done = sum((a, s) in done_runs for s in seed_list for a in arch_ids)
+        n_done += -(-requested_done // p.slots_per_unit)
     if mode in ("ws", "both"):
-        units += plan_ws_units(list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)), p.ws_slots_per_unit)
-    done = {part["path"].stem for kind in parts.KINDS for part in parts.read_all(folder, kind, fps[kind])}
-    todo = [u for u in units if u.key not in done]
+        ws_units = plan_ws_units(list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)), p.ws_slots_per_unit)
+        done_ws = {part["path"].stem for part in found["ws"]}
+        todo += [u for u in ws_units if u.key not in done_ws]
+        n_done += sum(u.key in done_ws for u in ws_units)
+    n_units = n_done + len(todo)
     train_len = len(corpus.train[: p.train_tokens])
     planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
-    progress = Progress(len(units), len(units) - len(todo), quiet=quiet, label=f"{sp.name}/{p.name}",
+    progress = Progress(n_units, n_done, quiet=quiet, label=f"{sp.name}/{p.name}",
                         planned_tokens=planned)
     started = time.perf_counter()
     for i, unit in enumerate(todo):  # i units trained so far in this run
@@ -141,7 +156,7 @@ def build(
         if time_limit is not None:
             per_unit = (t0 - started) / i if i else 0.0
             if t0 - started + per_unit >= time_limit:
-                progress.note(f"time limit: {len(todo) - i} of {len(units)} units left for a later run of the "
+                progress.note(f"time limit: {len(todo) - i} of {n_units} units left for a later run of the "
                               "same command")
                 break
         if unit.kind == "standalone":

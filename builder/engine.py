@@ -171,13 +171,15 @@ def run_rnn(params: dict, geno: SlotGenotypes, tokens: torch.Tensor, hidden: tor
 def decode_loss(params: dict, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per slot of the tied decoder over ``out [A, T, B, H]``; returns ``[A]``.
 
-    On CPU the fused chunked form (memory-bound otherwise); on CUDA, or under autocast, one batched matmul and
-    softmax (cross-entropy runs in fp32 under autocast).
+    On CPU the fused chunked form (memory-bound otherwise), its GEMMs in bf16 under autocast; on CUDA one
+    batched matmul and softmax (cross-entropy runs in fp32 under autocast).
     """
     A, T, B, H = out.shape
     out, targets = out.reshape(A, T * B, H), targets.reshape(-1)
-    if out.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
-        return tied_cross_entropy(out, params["encoder"], params["bias"], targets)
+    if out.device.type == "cpu":
+        dtype = torch.bfloat16 if torch.is_autocast_enabled("cpu") else torch.float32
+        with torch.autocast("cpu", enabled=False):
+            return tied_cross_entropy(out.float(), params["encoder"], params["bias"], targets, dtype=dtype)
     logits = torch.baddbmm(params["bias"].unsqueeze(1), out, params["encoder"].transpose(1, 2))
     ce = F.cross_entropy(logits.reshape(A * T * B, -1), targets.repeat(A), reduction="none")
     return ce.view(A, T * B).mean(dim=1)

@@ -179,3 +179,15 @@ def test_both_parts_end_to_end_and_ws_added_later(tmp_path, ptb_path, capsys):
     for seed in range(3):
         assert f"ws seed {seed}: Kendall tau-b vs standalone = " in out
     assert "3/3 super-nets ok" in out
+
+
+def test_units_are_planned_per_run_so_overlapping_requests_train_each_run_once():
+    from builder.build import plan_units
+    done = frozenset({(1, 0), (2, 0), (5, 1)})
+    units = plan_units(range(6), [0, 1], 4, done)
+    runs = [(a, s) for u in units for a, s in zip(u.arch_ids, u.seeds)]
+    assert runs == [(0, 0), (3, 0), (4, 0), (5, 0), (0, 1), (1, 1), (2, 1), (3, 1), (4, 1)]  # seed, then id
+    assert [len(u.seeds) for u in units] == [4, 4, 1]
+    # a rerun after the first unit finished plans the same remaining units
+    first = frozenset(zip(units[0].arch_ids, units[0].seeds))
+    assert [u.key for u in plan_units(range(6), [0, 1], 4, done | first)] == [u.key for u in units[1:]]
