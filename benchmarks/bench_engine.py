@@ -11,6 +11,11 @@ of one batched step. Runs unchanged on CUDA.
 It also prints the engine's matmul rate against a matmul ceiling measured in the same run (a large square
 product in the training precision): the FLOPs counted are the tied decoder's (6·H·V per arch-token: forward,
 grad of input, grad of weight) and the cell's (6·2H·2H + 6·n·H·2H per arch-token).
+
+On CPU, where the fused decoder runs, it also measures in the same run: the engine with the reference decoder
+the first CPU tables were built with (``reference_decoder.py``: the "before" column of a decoder change), the
+fused decoder alone, and the limit that the decoder's shape allows: its three skinny GEMMs per chunk
+(``[c, H+1]·[H+1, V]``, ``[c, V]·[V, H+1]``, ``[H+1, c]·[c, V]``) timed alone, which a 1024³ ceiling overstates.
 """
 from __future__ import annotations
 
@@ -26,10 +31,13 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from builder import data, presets  # noqa: E402
+from builder import engine as engine_module  # noqa: E402
 from builder.build import device_name, resolve_device  # noqa: E402
+from builder.decoder import CHUNK, tied_cross_entropy  # noqa: E402
 from builder.engine import AMP_MODES, MaskSampler, SlotGenotypes, autocast, init_params, train_loss  # noqa: E402
 from builder.optim import SlotSGD  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
+from reference_decoder import reference_cross_entropy  # noqa: E402
 
 ACTS = (torch.tanh, torch.relu, torch.sigmoid, lambda t: t)
 
@@ -131,6 +139,45 @@ def run_engine(genos, seeds, corpus, p, steps, device) -> float:
     return len(genos) * steps * p.bptt * p.batch_size / (time.perf_counter() - t0)
 
 
+def run_engine_reference(genos, seeds, corpus, p, steps, device) -> float:
+    """The engine with the reference (first-build) fused decoder swapped in."""
+    saved = engine_module.tied_cross_entropy
+    engine_module.tied_cross_entropy = reference_cross_entropy
+    try:
+        return run_engine(genos, seeds, corpus, p, steps, device)
+    finally:
+        engine_module.tied_cross_entropy = saved
+
+
+def _median_seconds(fn, reps: int = 7) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[reps // 2]
+
+
+def decoder_rates(slots: int, tokens: int, hidden: int, ntokens: int, amp: str) -> tuple[float, float]:
+    """(fused decoder forward + backward alone, its three skinny GEMMs alone) in tokens/s on CPU, at the
+    training shapes (``tokens`` per slot per mini-batch) and in the training precision."""
+    g = torch.Generator().manual_seed(0)
+    out = (torch.randn(slots, tokens, hidden, generator=g) * 0.5).requires_grad_()
+    weight = (torch.randn(slots, ntokens, hidden, generator=g) * 0.1).requires_grad_()
+    bias = torch.zeros(slots, ntokens, requires_grad=True)
+    targets = torch.randint(0, ntokens, (tokens,), generator=g)
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float32
+    decoder = slots * tokens / _median_seconds(
+        lambda: tied_cross_entropy(out, weight, bias, targets, dtype=dtype).sum().backward(), reps=3)
+    c, k = min(CHUNK, tokens), hidden + 1
+    x1, wt = torch.randn(c, k, dtype=dtype), torch.randn(k, ntokens, dtype=dtype)
+    e, w1 = torch.randn(c, ntokens, dtype=dtype), torch.randn(ntokens, k, dtype=dtype)
+    logits = torch.empty(c, ntokens, dtype=dtype)
+    gemms = c / _median_seconds(lambda: (torch.mm(x1, wt, out=logits), torch.mm(e, w1), torch.mm(x1.t(), e)), 15)
+    return decoder, gemms
+
+
 def runs_of(sp, n: int) -> tuple[list, list[int]]:
     """The first ``n`` runs of a space in unit order: every architecture with seed 0, then seed 1, ..."""
     return [sp.from_id(i % sp.size) for i in range(n)], [i // sp.size for i in range(n)]
@@ -180,6 +227,9 @@ def main() -> None:
     print(f"device {name} | torch {torch.__version__} | preset {p.name} (hidden {p.hidden}, batch {p.batch_size}, "
           f"bptt {p.bptt}, amp {p.amp}) | {args.space}, {args.slots} runs x {args.steps} steps", flush=True)
     plain = None if args.skip_plain else run_plain(genos, seeds, corpus, p, args.steps, device)
+    on_cpu = device.type == "cpu"
+    reference = run_engine_reference(genos, seeds, corpus, p, args.steps, device) if on_cpu and p.amp == "off" \
+        else None
     engine = run_engine(genos, seeds, corpus, p, args.steps, device)
     single = run_engine(genos[:1], seeds[:1], corpus, p, args.steps, device)
     ceiling = matmul_ceiling(device, p.amp)
@@ -187,9 +237,17 @@ def main() -> None:
     if plain is not None:
         print(f"plain per-model loop : {plain:12.0f} arch-tokens/s")
     print(f"slot engine, 1 slot  : {single:12.0f} arch-tokens/s")
+    if reference is not None:
+        print(f"slot engine, {args.slots:3d} slots, reference decoder: {reference:12.0f} arch-tokens/s")
     print(f"slot engine, {args.slots:3d} slots: {engine:12.0f} arch-tokens/s")
     if plain is not None:
         print(f"ratio engine / plain : {engine / plain:12.2f}x")
+    if reference is not None:
+        print(f"ratio engine / engine with the reference decoder: {engine / reference:.2f}x")
+    if on_cpu:
+        dec_rate, gemm_rate = decoder_rates(args.slots, p.batch_size * p.bptt, p.hidden, corpus.ntokens, p.amp)
+        print(f"fused decoder alone  : {dec_rate:12.0f} tokens/s; its skinny GEMMs alone (the shape's limit): "
+              f"{gemm_rate:.0f} tokens/s; decoder at {dec_rate / gemm_rate:.0%} of that limit")
     print(f"matmul ceiling (measured, {'bf16' if p.amp == 'bf16' else 'fp32'}): {ceiling / 1e12:.2f} TFLOP/s; "
           f"FLOPs per arch-token: decoder {dec:.3g} + cell {cell:.3g}")
     print(f"engine matmul rate   : decoder {engine * dec / 1e12:.3f} TFLOP/s = {engine * dec / ceiling:.1%} of the "

@@ -8,6 +8,7 @@ runs without a part stay ``missing``, as do WS seeds.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import tempfile
@@ -115,12 +116,15 @@ def build(
     mode: str = "both",
     ws_seeds: int | None = None,
     time_limit: float | None = None,
+    sample: dict | None = None,
 ) -> schema.Table:
     """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
     write the table to ``out``.
 
     ``time_limit`` (seconds): start no unit that would not finish by then (judged from the units trained so
     far), and write the table of what is done; rerunning the same command continues. ``0`` only assembles.
+    ``sample``: the recorded description (:meth:`nasbench_ptb.sampling.Sample.to_dict`) of the sample that
+    ``archs`` is; its units carry it, and the table lists it under ``samples`` with the seeds asked for it.
     """
     if mode not in MODES:
         raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
@@ -167,6 +171,8 @@ def build(
             res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=progress.tokens)
             arrays = vars(res)
         attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
+        if sample is not None and unit.kind == "standalone":
+            attrs["sample"] = json.dumps({**sample, "seeds": seed_list}, sort_keys=True)
         parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
         progress.unit_done()
     progress.close()
@@ -223,4 +229,7 @@ def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, 
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    samples = sorted({str(part["sample"]) for part in found["standalone"] if "sample" in part})
+    if samples:
+        attrs["samples"] = [json.loads(text) for text in samples]
     return schema.Table(sp, p.name, config, sa, ws, attrs)

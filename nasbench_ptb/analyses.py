@@ -90,8 +90,25 @@ def standalone_rank_changes(table: Table) -> np.ndarray:
     return np.array(out)
 
 
+def seed_pair_taus(table: Table, ids: np.ndarray | None = None) -> dict[str, tuple[float, int]]:
+    """For each pair of standalone seeds ``"i-j"``: (tau-b between their rankings, architectures compared), over
+    the architectures (of ``ids``, default all) where both seeds were attempted — a seed trained on a sample only
+    is compared on that sample, never against "missing" ranked last."""
+    sa = table.standalone
+    ids = np.arange(table.space.size) if ids is None else np.asarray(ids)
+    fv, tried = final_valid(table)[ids], (sa.status != Status.MISSING)[ids]
+    out = {}
+    for i in range(fv.shape[1]):
+        for j in range(i + 1, fv.shape[1]):
+            both = tried[:, i] & tried[:, j]
+            tau = tau_b(fv[both, i], fv[both, j]) if both.sum() >= 2 else float("nan")
+            out[f"{int(sa.seeds[i])}-{int(sa.seeds[j])}"] = (tau, int(both.sum()))
+    return out
+
+
 def seed_agreement(table: Table) -> dict:
-    """Seed variance per architecture and the tau-b between the rankings of each pair of standalone seeds."""
+    """Seed variance per architecture and the tau-b between the rankings of each pair of standalone seeds (over
+    the architectures both seeds were attempted on)."""
     sa, mask = table.standalone, attempted(table)
     fv = final_valid(table)[mask]
     finite = np.isfinite(fv)
@@ -99,10 +116,7 @@ def seed_agreement(table: Table) -> dict:
     mean = np.where(finite, fv, 0.0).sum(axis=1) / np.maximum(n, 1)
     var = np.where(finite, (fv - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n, 1)
     std = np.where(n > 0, np.sqrt(var), np.nan)  # population std over the ok seeds
-    pairs = {}
-    for i in range(fv.shape[1]):
-        for j in range(i + 1, fv.shape[1]):
-            pairs[f"{int(sa.seeds[i])}-{int(sa.seeds[j])}"] = tau_b(fv[:, i], fv[:, j])
+    pairs = {key: tau for key, (tau, _) in seed_pair_taus(table).items()}
     ws_pairs = {}
     ws = table.ws
     if ws is not None:

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from . import schema, summary
+from .sampling import stratified_sample
 from .space import space as get_space
 
 
@@ -37,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--ws-seeds", type=int, help="weight-sharing super-nets (default: the preset's ws_seeds)")
     b.add_argument("--archs", action="append",
                    help="ids, id ranges (0-15) or canonical genotypes, comma-separated (repeatable); default: all")
+    b.add_argument("--sample", type=int, metavar="N",
+                   help="instead of --archs: N architectures drawn at random, stratified by op mix with distinct "
+                        "iso classes first (recorded in the table)")
+    b.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)")
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     b.add_argument("--out", help="table path (default: ./<space>-<preset>.h5); <out>.parts/ keeps finished units")
     b.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
@@ -115,6 +120,15 @@ def cmd_build(args) -> int:
         if args.time_limit is not None and not args.time_limit >= 0:
             raise ValueError(f"--time-limit must be a number of minutes ≥ 0, got {args.time_limit}")
         archs = _parse_archs(sp, args.archs)
+        sample = None
+        if args.sample is not None:
+            if args.archs:
+                raise ValueError("--sample and --archs both choose the architectures; give one of them")
+            try:
+                sample = stratified_sample(sp, args.sample, args.sample_seed)
+            except ValueError as exc:
+                raise ValueError(f"--sample {args.sample}: {exc}") from None
+            archs = [sp.from_id(i) for i in sample.ids]
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:
@@ -139,7 +153,7 @@ def cmd_build(args) -> int:
     try:
         limit = args.time_limit * 60 if args.time_limit is not None else None
         table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds, limit)
+                                args.ws_seeds, limit, sample.to_dict() if sample else None)
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
@@ -157,6 +171,22 @@ def _fmt_range(values: np.ndarray) -> str:
     return f"{v.min():.1f} .. {v.max():.1f} (median {np.median(v):.1f})" if v.size else "n/a"
 
 
+def _seed_taus(table: schema.Table) -> list[dict]:
+    """Seed-to-seed tau-b of the standalone rankings: over every architecture with both seeds, and over each
+    sample the table records."""
+    if table.standalone is None:
+        return []
+    from .analyses import seed_pair_taus
+
+    rows = []
+    for smp in [None, *table.attrs.get("samples", [])]:
+        ids = None if smp is None else smp["ids"]
+        for pair, (tau, n) in seed_pair_taus(table, ids).items():
+            rows.append({"pair": pair, "sample": smp and {k: smp[k] for k in ("n", "seed", "method")},
+                         "tau": tau, "archs": n})
+    return rows
+
+
 def cmd_info(args) -> int:
     try:
         table = schema.read(args.table)
@@ -165,10 +195,11 @@ def cmd_info(args) -> int:
     cov = summary.coverage(table)
     top = summary.best(table, args.top) if table.standalone is not None else []
     taus = summary.ws_vs_standalone_tau(table)
+    seed_taus = _seed_taus(table)
     if args.json:
         print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
-                          "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus], **table.attrs},
-                         indent=2, default=str))
+                          "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus],
+                          "standalone_seed_tau_b": seed_taus, **table.attrs}, indent=2, default=str))
         return 0
     cfg = table.config
     print(f"table      {args.table}")
@@ -183,6 +214,10 @@ def cmd_info(args) -> int:
         print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(summary.final_valid(table))}")
         ok_test = np.where(sa.status == schema.Status.OK, sa.test_ppl, np.nan)
         print(f"test ppl   at best checkpoint: {_fmt_range(ok_test)}")
+        for row in seed_taus:
+            where = f"the sample of {row['sample']['n']} (seed {row['sample']['seed']})" if row["sample"] else "all"
+            print(f"seeds      {row['pair']} on {where}: Kendall tau-b = {row['tau']:+.3f} over {row['archs']} "
+                  "architectures trained with both")
     else:
         print("standalone (not in this table)")
     ws = table.ws

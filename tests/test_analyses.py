@@ -4,6 +4,7 @@ from scipy.stats import kendalltau
 
 from nasbench_ptb import analyses as an
 from nasbench_ptb.cli import main
+from nasbench_ptb.schema import Status
 
 from helpers import synthetic_table
 
@@ -60,3 +61,19 @@ def test_report_writes_figures_and_markdown(tmp_path):
     assert "REAL-BEST" in md and "legacy id-sequence tau" in md and "Iso twins" in md
     for png in names - {"report.md"}:
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seed_pair_tau_compares_only_architectures_both_seeds_were_trained_on(tmp_path):
+    t = synthetic_table(tmp_path / "t.h5")
+    sa = t.standalone
+    sa.status[:, 1] = Status.MISSING  # seed 1 trained on a sample (ids 10..19) only, in seed 0's reverse order
+    sa.status[10:20, 1] = Status.OK
+    sa.valid_ppl[10:20, 1, -1] = 500.0 - np.arange(10, 20)
+    tau, n = an.seed_pair_taus(t)["0-1"]
+    assert n == 10 and tau == pytest.approx(-1.0)  # "missing" ranked last would pull this towards +1
+    tau, n = an.seed_pair_taus(t, [10, 12, 15, 3])["0-1"]
+    assert n == 3 and tau == pytest.approx(-1.0)
+    assert an.seed_agreement(t)["standalone_seed_tau"]["0-1"] == pytest.approx(-1.0)
+    sa.status[11:20, 1] = Status.MISSING  # one architecture in common: no ranking to compare
+    tau, n = an.seed_pair_taus(t)["0-1"]
+    assert n == 1 and np.isnan(tau)

@@ -191,3 +191,32 @@ def test_units_are_planned_per_run_so_overlapping_requests_train_each_run_once()
     # a rerun after the first unit finished plans the same remaining units
     first = frozenset(zip(units[0].arch_ids, units[0].seeds))
     assert [u.key for u in plan_units(range(6), [0, 1], 4, done | first)] == [u.key for u in units[1:]]
+
+
+def test_sample_gets_extra_seeds_recorded_in_the_table_and_compared_seed_to_seed(tmp_path, ptb_path, capsys):
+    from nasbench_ptb.sampling import stratified_sample
+    from nasbench_ptb.space import space
+    assert build(tmp_path, ptb_path, "--archs", "0-9", "--seeds", "1") == 0
+    assert build(tmp_path, ptb_path, "--sample", "6", "--sample-seed", "2", "--seeds", "2") == 0
+    capsys.readouterr()
+    table = schema.read(tmp_path / "t.h5")
+    ids = stratified_sample(space("2node"), 6, 2).ids
+    sa = table.standalone
+    assert (sa.status[list(ids), 1] == Status.OK).all()  # seed 1 on the sample, and only there
+    assert (sa.status[np.setdiff1d(np.arange(32), ids), 1] == Status.MISSING).all()
+    assert set(np.flatnonzero(sa.status[:, 0] == Status.OK)) == set(range(10)) | set(ids)
+    [recorded] = table.attrs["samples"]
+    assert recorded["ids"] == list(ids) and recorded["seed"] == 2 and recorded["n"] == 6 and recorded["seeds"] == [0, 1]
+    assert main(["info", str(tmp_path / "t.h5")]) == 0
+    out = capsys.readouterr().out
+    # compared over the 6 cells with both seeds, not over all cells with "missing" ranked last
+    assert "0-1 on all: Kendall tau-b" in out and "over 6 architectures" in out
+    assert "0-1 on the sample of 6 (seed 2)" in out
+
+
+def test_sample_errors_name_the_problem(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--sample", "40") == 1
+    assert "--sample 40: sample size 40 is out of range: the 2node space has 32" in capsys.readouterr().err
+    assert build(tmp_path, ptb_path, "--sample", "4", "--archs", "1") == 1
+    assert "--sample and --archs" in capsys.readouterr().err
+    assert not (tmp_path / "t.h5").exists()
