@@ -55,6 +55,7 @@ class ArchModel(BaseModel):
     params: int
     standalone: Optional[StandaloneModel]
     ws: list[WsSeedModel]
+    ws_subspace: list[WsSeedModel] = []  # super-nets that shared weights among a subspace only (if a member)
 
 
 class LeaderboardRow(BaseModel):

@@ -40,13 +40,18 @@ __all__ = ["BuildError", "MODES", "build"]
 
 @dataclass(frozen=True)
 class Unit:
-    kind: str  # "standalone" or "ws"
-    arch_ids: tuple[int, ...]  # standalone: one per run; ws: empty (every architecture)
+    kind: str  # "standalone", "ws" or "ws_subspace"
+    arch_ids: tuple[int, ...]  # standalone: one per run; ws: empty (every architecture); ws_subspace: the subspace
     seeds: tuple[int, ...]
 
     @property
     def key(self) -> str:
-        text = ",".join(f"{a}:{s}" for a, s in zip(self.arch_ids, self.seeds)) or ",".join(map(str, self.seeds))
+        if self.kind == "standalone":
+            text = ",".join(f"{a}:{s}" for a, s in zip(self.arch_ids, self.seeds))
+        else:
+            text = ",".join(map(str, self.seeds))
+            if self.kind == "ws_subspace":
+                text = ",".join(map(str, self.arch_ids)) + "|" + text
         return parts.KINDS[self.kind] + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -65,8 +70,24 @@ def plan_units(arch_ids: Sequence[int], seeds: Sequence[int], per_unit: int,
     ]
 
 
-def plan_ws_units(seeds: Sequence[int], per_unit: int) -> list[Unit]:
-    return [Unit("ws", (), tuple(seeds[i : i + per_unit])) for i in range(0, len(seeds), per_unit)]
+def plan_ws_units(seeds: Sequence[int], per_unit: int, subspace: Sequence[int] = ()) -> list[Unit]:
+    kind = "ws_subspace" if subspace else "ws"
+    return [Unit(kind, tuple(subspace), tuple(seeds[i : i + per_unit])) for i in range(0, len(seeds), per_unit)]
+
+
+def _one_subspace(found: list[dict], requested: Sequence[int]) -> tuple[int, ...]:
+    """The subspace of the ``ws_subspace`` parts in a folder (one per table), checked against the request."""
+    held = {tuple(int(i) for i in part["arch_ids"]) for part in found}
+    if len(held) > 1:
+        raise BuildError(f"the parts folder holds super-nets over {len(held)} different subspaces; a table holds one")
+    if held and requested and tuple(requested) not in held:
+        raise BuildError(f"this output already holds super-nets over another subspace (ids {_ids(next(iter(held)))}); "
+                         "use another --out for this --ws-archs")
+    return tuple(requested) or (next(iter(held)) if held else ())
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ",".join(map(str, ids))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,6 +138,7 @@ def build(
     ws_seeds: int | None = None,
     time_limit: float | None = None,
     sample: dict | None = None,
+    ws_archs: Sequence[Genotype] | None = None,
 ) -> schema.Table:
     """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
     write the table to ``out``.
@@ -125,6 +147,7 @@ def build(
     far), and write the table of what is done; rerunning the same command continues. ``0`` only assembles.
     ``sample``: the recorded description (:meth:`nasbench_ptb.sampling.Sample.to_dict`) of the sample that
     ``archs`` is; its units carry it, and the table lists it under ``samples`` with the seeds asked for it.
+    ``ws_archs``: the super-nets share their weights among these architectures only (``/ws_subspace``).
     """
     if mode not in MODES:
         raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
@@ -144,9 +167,12 @@ def build(
         todo += plan_units(arch_ids, seed_list, p.slots_per_unit, done_runs)
         requested_done = sum((a, s) in done_runs for s in seed_list for a in arch_ids)
         n_done += -(-requested_done // p.slots_per_unit)
+    subspace = _one_subspace(found["ws_subspace"], sorted({g.id for g in ws_archs}) if ws_archs else ())
     if mode in ("ws", "both"):
-        ws_units = plan_ws_units(list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)), p.ws_slots_per_unit)
-        done_ws = {part["path"].stem for part in found["ws"]}
+        ws_kind = "ws_subspace" if ws_archs else "ws"
+        ws_units = plan_ws_units(list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)), p.ws_slots_per_unit,
+                                 subspace if ws_archs else ())
+        done_ws = {part["path"].stem for part in found[ws_kind]}
         todo += [u for u in ws_units if u.key not in done_ws]
         n_done += sum(u.key in done_ws for u in ws_units)
     n_units = n_done + len(todo)
@@ -168,15 +194,16 @@ def build(
             res = train_runs(corpus, genos, unit.seeds, p, dev, on_batch=progress.tokens)
             arrays = {"arch_ids": unit.arch_ids, **vars(res)}
         else:
-            res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=progress.tokens)
-            arrays = vars(res)
+            res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=progress.tokens,
+                                  arch_ids=unit.arch_ids or None)
+            arrays = {**vars(res), **({"arch_ids": unit.arch_ids} if unit.arch_ids else {})}
         attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
         if sample is not None and unit.kind == "standalone":
             attrs["sample"] = json.dumps({**sample, "seeds": seed_list}, sort_keys=True)
         parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
         progress.unit_done()
     progress.close()
-    table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode)
+    table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode, subspace)
     schema.write(table, out)
     return table
 
@@ -193,13 +220,13 @@ def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standal
     return sa
 
 
-def _ws(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.WeightSharing:
+def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] | None = None) -> schema.WeightSharing:
     seeds = sorted({int(s) for part in found for s in part["seeds"]}) or [0]
     if found:
         epochs, tokens = found[0]["epochs"], found[0]["valid_tokens"]
     else:
         epochs, tokens = np.full(p.ws_checkpoints, np.nan), np.zeros(p.ws_checkpoints)
-    ws = schema.WeightSharing.empty(sp.size, seeds, epochs, tokens)
+    ws = schema.WeightSharing.empty(sp.size, seeds, epochs, tokens, subspace)
     for part in found:
         for j, s in enumerate(part["seeds"]):
             k = seeds.index(int(s))
@@ -209,13 +236,15 @@ def _ws(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.WeightSharing:
 
 
 def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, dev: torch.device,
-             mode: str = "both") -> schema.Table:
+             mode: str = "both", subspace: Sequence[int] = ()) -> schema.Table:
     """Combine every part of this configuration into one table (a part is included when it was requested
     now or trained before into the same ``--out``)."""
     found = {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
+    subspace = _one_subspace(found["ws_subspace"], subspace)
     sa = _standalone(sp, p, found["standalone"]) if found["standalone"] or mode != "ws" else None
-    ws = _ws(sp, p, found["ws"]) if found["ws"] or mode != "standalone" else None
-    every = found["standalone"] + found["ws"]
+    ws = _ws(sp, p, found["ws"]) if found["ws"] or (mode != "standalone" and not subspace) else None
+    ws_sub = _ws(sp, p, found["ws_subspace"], subspace) if subspace else None
+    every = found["standalone"] + found["ws"] + found["ws_subspace"]
     config = {**p.to_dict(), "params": count_params(ntokens, p.hidden, sp.n), "ntokens": ntokens,
               "seed_meaning": "initialisation, dropout masks (and WS architecture draws); data order is shared"}
     attrs = {
@@ -225,6 +254,7 @@ def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, 
         "timings": {
             "standalone_unit_seconds": float(sum(part["unit_seconds"] for part in found["standalone"])),
             "ws_unit_seconds": float(sum(part["unit_seconds"] for part in found["ws"])),
+            "ws_subspace_unit_seconds": float(sum(part["unit_seconds"] for part in found["ws_subspace"])),
             "units": len(every),
         },
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -232,4 +262,4 @@ def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, 
     samples = sorted({str(part["sample"]) for part in found["standalone"] if "sample" in part})
     if samples:
         attrs["samples"] = [json.loads(text) for text in samples]
-    return schema.Table(sp, p.name, config, sa, ws, attrs)
+    return schema.Table(sp, p.name, config, sa, ws, attrs, ws_sub)

@@ -2,7 +2,8 @@
 
 A part is written to a temporary name and renamed, so it is either whole or absent. Each carries the
 fingerprint of the configuration it was trained with; parts of another configuration are refused, never mixed.
-Standalone parts are ``unit-<key>.h5``; weight-sharing parts are ``ws-<key>.h5``.
+Standalone parts are ``unit-<key>.h5``; weight-sharing parts are ``ws-<key>.h5``, and ``wssub-<key>.h5`` for
+super-nets over a subspace (which also store its ``arch_ids``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from nasbench_ptb.space import SearchSpace
 
 from .presets import Preset
 
-KINDS = {"standalone": "unit-", "ws": "ws-"}
+KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part kind per table group
 _WS_FIELDS = ("ws_", "hidden_clip")
 # Fields added after tables were first built: left out of the fingerprint at their default, so those builds resume.
 _LATER_FIELDS = {"amp": "off"}

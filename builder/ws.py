@@ -1,7 +1,7 @@
 """Weight-sharing super-nets (the paper's central measurement), trained as slots of the engine.
 
-Slot = super-net seed. Every mini-batch each slot draws its own architecture uniformly from the whole space
-(from a generator seeded by its seed only); W0, each node position's W_k, the embedding and the decoder are
+Slot = super-net seed. Every mini-batch each slot draws its own architecture uniformly from the whole space,
+or from a subspace (from a generator seeded by its seed only); W0, each node position's W_k, the embedding and the decoder are
 shared by all architectures of that super-net. At each checkpoint every architecture is evaluated with the
 shared weights — batched: one super-net's weights broadcast over ``N`` architecture slots — on a prefix of the
 validation split (the whole split, or ``ws_final_valid_tokens``, at the last checkpoint); at the end every
@@ -47,8 +47,11 @@ class ArchSampler:
     training loop never waits on a host-to-device copy; the sequence is the same as drawing one at a time.
     """
 
-    def __init__(self, sp: SearchSpace, seeds: Sequence[int], device: torch.device, block: int = 256):
-        self.size, self.block = sp.size, block
+    def __init__(self, sp: SearchSpace, seeds: Sequence[int], device: torch.device, block: int = 256,
+                 arch_ids: Sequence[int] | None = None):
+        self.block = block
+        # draws index into ``ids``; over the whole space ids[k] = k, the same sequence as before subspaces existed
+        self.ids = np.arange(sp.size) if arch_ids is None else np.asarray(arch_ids, dtype=np.int64)
         genos = SlotGenotypes.of(list(sp), device)
         self.preds, self.ops = genos.preds, genos.ops
         self.rngs = [np.random.RandomState(int(s) + 7_919) for s in seeds]
@@ -71,7 +74,8 @@ class ArchSampler:
     def _advance(self) -> int:
         """Row of the block holding the next mini-batch's ids (drawing a new block when one is used up)."""
         if self._next == len(self._host):
-            self._host = np.array([[rng.randint(self.size) for rng in self.rngs] for _ in range(self.block)])
+            self._host = self.ids[np.array([[rng.randint(len(self.ids)) for rng in self.rngs]
+                                            for _ in range(self.block)])]
             self._device = torch.as_tensor(self._host, device=self.preds.device)
             self._next = 0
         row, self._next = self._next, self._next + 1
@@ -98,16 +102,22 @@ def train_supernets(
     p: Preset,
     device: torch.device | str = "cpu",
     on_batch: Callable[[int], None] | None = None,
+    arch_ids: Sequence[int] | None = None,
 ) -> SupernetCurves:
-    """Train one super-net per seed (together, as slots) and evaluate every architecture at each checkpoint."""
+    """Train one super-net per seed (together, as slots) and evaluate every architecture at each checkpoint.
+
+    ``arch_ids``: share the weights among this subspace only — draw and evaluate only its architectures (the
+    others stay NaN, sampled 0 times). Default: the whole space.
+    """
     device = torch.device(device)
     S, C, N = len(seeds), p.ws_checkpoints, sp.size
+    ids = np.arange(N) if arch_ids is None else np.asarray(sorted(arch_ids), dtype=np.int64)
     valid_mid = batchify(corpus.valid[: p.ws_valid_tokens], p.eval_batch_size, device)
     valid_final = batchify(corpus.valid[: p.ws_final_valid_tokens], p.eval_batch_size, device)
     test = batchify(corpus.test[: p.test_tokens], p.eval_batch_size, device)
-    all_genos = SlotGenotypes.of(list(sp), device)
+    all_genos = SlotGenotypes.of([sp.from_id(int(i)) for i in ids], device)
     tr = SlotTrainer(corpus, seeds, sp.n, p, device, p.ws_bptt, p.hidden_clip)
-    sampler = ArchSampler(sp, seeds, device)
+    sampler = ArchSampler(sp, seeds, device, arch_ids=ids)
 
     valid_ppl = np.full((S, C, N), np.nan)
     train_loss = np.full((S, C), np.nan)
@@ -123,9 +133,9 @@ def train_supernets(
         eval_params = tr.opt.eval_params()
         for s in np.flatnonzero(live):
             losses = evaluate_all(eval_params, s, all_genos, data, p.bptt, amp=p.amp)
-            valid_ppl[s, c] = to_ppl(losses, np.ones(N, bool))
+            valid_ppl[s, c, ids] = to_ppl(losses, np.ones(len(ids), bool))
         # a super-net is diverged when no architecture gets a finite validation loss under its weights
-        tr.kill(~np.isfinite(valid_ppl[:, c]).any(axis=1))
+        tr.kill(~np.isfinite(valid_ppl[:, c, ids]).any(axis=1))
         live = tr.alive.cpu().numpy()
         valid_ppl[~live, c] = np.nan
         train_loss[~live, c] = np.nan
@@ -133,12 +143,13 @@ def train_supernets(
         t0 = time.perf_counter()
         seconds[:, c] = np.where(live, elapsed / S, np.nan)
         if p.ws_asgd:  # on the mean validation loss over architectures
-            tr.nonmono_switch(np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c], 1.0), axis=1)), live)
+            tr.nonmono_switch(np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1)), live)
 
     live = tr.alive.cpu().numpy()
     test_ppl = np.full((S, N), np.nan)
     eval_params = tr.opt.eval_params()
     for s in np.flatnonzero(live):
-        test_ppl[s] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt, amp=p.amp), np.ones(N, bool))
+        test_ppl[s, ids] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt, amp=p.amp),
+                                  np.ones(len(ids), bool))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
     return SupernetCurves(epochs, valid_tokens, valid_ppl, test_ppl, train_loss, seconds, sampler.counts, status)

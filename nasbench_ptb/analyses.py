@@ -139,9 +139,41 @@ def iso_twins(table: Table) -> list[tuple[int, int, float, float]]:
             for members in groups.values() for i, a in enumerate(members) for b in members[i + 1:]]
 
 
-def sharing_subspace(table: Table, ids: np.ndarray) -> dict:
-    """Fig. 6 (the part these tables support): tau-b of each WS seed against standalone on a subspace (e.g. the
-    12 3-node cells that differ only in node 3), under weights shared with the whole space."""
+@dataclass(frozen=True)
+class SharingAmount:
+    """Fig. 6: the tau-b of WS against standalone on a subspace, per WS seed, with the weights shared among the
+    whole space and with them shared among the subspace only (NaN where that super-net is absent or not ok)."""
+
+    ids: np.ndarray  # the subspace
+    seeds: np.ndarray  # WS seeds, the union of both experiments
+    whole: np.ndarray  # [len(seeds)] tau-b on the subspace under whole-space sharing
+    subspace: np.ndarray  # [len(seeds)] tau-b on the subspace under subspace-only sharing
+    subspace_over_training: np.ndarray  # [len(seeds), Cw] the latter at each checkpoint
+
+
+def _subspace_taus(ws, ids: np.ndarray, ref: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    final, over = np.full(len(seeds), np.nan), np.full((len(seeds), 0 if ws is None else len(ws.epochs)), np.nan)
+    if ws is None:
+        return final, over
+    for k, seed in enumerate(ws.seeds):
+        if ws.status[k] == Status.OK and seed in seeds:
+            row = int(np.flatnonzero(seeds == seed)[0])
+            over[row] = [tau_b(ws.valid_ppl[k, c][ids], ref) for c in range(len(ws.epochs))]
+            final[row] = over[row, -1]
+    return final, over
+
+
+def sharing_amount(table: Table, ids: np.ndarray | None = None) -> SharingAmount:
+    """Fig. 6 on ``ids`` (default: the subspace of the table's ``/ws_subspace``) against the mean standalone
+    final validation ppl there."""
+    sub = table.ws_subspace
+    if ids is None:
+        if sub is None:
+            raise ValueError("this table has no super-nets over a subspace (build --ws-archs)")
+        ids = sub.archs
+    ids = np.asarray(ids)
     ref = standalone_final(table)[ids]
-    return {int(s): tau_b(table.ws.valid_ppl[k, -1][ids], ref) for k, s in enumerate(table.ws.seeds)
-            if table.ws.status[k] == Status.OK}
+    seeds = np.unique(np.concatenate([w.seeds for w in (table.ws, sub) if w is not None] or [np.zeros(0, int)]))
+    whole, _ = _subspace_taus(table.ws, ids, ref, seeds)
+    in_sub, over = _subspace_taus(sub if sub is not None and np.isin(ids, sub.archs).all() else None, ids, ref, seeds)
+    return SharingAmount(ids, seeds, whole, in_sub, over)

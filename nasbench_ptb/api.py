@@ -66,11 +66,13 @@ class Benchmark:
         if sa is not None:
             self._sa_mean = summary.standalone_final(table)
             self._sa_rank = _ranks(self._sa_mean, summary.attempted(table))
-        if ws is not None:
-            self._ws_rank = [
-                _ranks(ws.valid_ppl[k, -1], np.full(self.space.size, ws.status[k] == Status.OK))
-                for k in range(len(ws.seeds))
-            ]
+        self._ws_ranks = {}  # per WS group, per super-net: ranks among the architectures it shared weights with
+        for name, group in (("ws", ws), ("ws_subspace", table.ws_subspace)):
+            if group is not None:
+                members = np.zeros(self.space.size, bool)
+                members[np.arange(self.space.size) if group.archs is None else group.archs] = True
+                self._ws_ranks[name] = [_ranks(group.valid_ppl[k, -1], members & (group.status[k] == Status.OK))
+                                        for k in range(len(group.seeds))]
 
     def __len__(self) -> int:
         return self.space.size
@@ -117,7 +119,7 @@ class Benchmark:
     def _record(self, a: int, seed: int | None, curves: bool) -> ArchRecord:
         g = self._genos[a]
         return ArchRecord(g.canonical, a, g.hash, g.iso_hash, self.space.name, int(self.table.config.get("params", 0)),
-                          self._standalone(a, seed, curves), self._ws(a))
+                          self._standalone(a, seed, curves), self._ws(a, "ws"), self._ws(a, "ws_subspace"))
 
     def _standalone(self, a: int, seed: int | None, curves: bool) -> Standalone | None:
         sa = self.table.standalone
@@ -149,13 +151,14 @@ class Benchmark:
             tuple(runs),
         )
 
-    def _ws(self, a: int) -> tuple[WsSeedResult, ...]:
-        ws = self.table.ws
-        if ws is None:
+    def _ws(self, a: int, name: str) -> tuple[WsSeedResult, ...]:
+        """Architecture ``a`` under each super-net of group ``name`` (none where ``a`` is outside its subspace)."""
+        ws = getattr(self.table, name)
+        if ws is None or (ws.archs is not None and a not in ws.archs):
             return ()
         return tuple(
             WsSeedResult(int(s), _STATUS[int(ws.status[k])], _tuple(ws.epochs), _tuple(ws.valid_ppl[k, :, a]),
-                         float(ws.valid_ppl[k, -1, a]), float(ws.test_ppl[k, a]), self._ws_rank[k][a],
+                         float(ws.valid_ppl[k, -1, a]), float(ws.test_ppl[k, a]), self._ws_ranks[name][k][a],
                          int(ws.samples[k, a]))
             for k, s in enumerate(ws.seeds)
         )
@@ -170,7 +173,7 @@ class Benchmark:
         ws = self.table.ws
         if ws is None or ws_seed not in ws.seeds:
             raise KeyError(f"no WS seed {ws_seed} in this table")
-        return self._ws_rank[int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
+        return self._ws_ranks["ws"][int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
 
     def best(self, metric: str = "valid_ppl", k: int = 10) -> list[ArchRecord]:
         """The ``k`` best architectures by mean standalone ``valid_ppl`` or ``test_ppl`` (ok seeds only)."""

@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--ws-seeds", type=int, help="weight-sharing super-nets (default: the preset's ws_seeds)")
     b.add_argument("--archs", action="append",
                    help="ids, id ranges (0-15) or canonical genotypes, comma-separated (repeatable); default: all")
+    b.add_argument("--ws-archs", action="append", metavar="IDS|GENOTYPES",
+                   help="weight sharing among these architectures only (at least 2; same syntax as --archs): the "
+                        "super-nets of the 'amount of sharing' experiment, stored as /ws_subspace")
     b.add_argument("--sample", type=int, metavar="N",
                    help="instead of --archs: N architectures drawn at random, stratified by op mix with distinct "
                         "iso classes first (recorded in the table)")
@@ -90,8 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_archs(sp, items: list[str] | None):
-    if not items:
+def _parse_archs(sp, items: list[str] | None, flag: str = "--archs"):
+    """Architectures named by ids, id ranges or genotypes; None when the flag is absent (all of them)."""
+    if items is None:
         return None
     genos = []
     for item in items:
@@ -107,7 +111,9 @@ def _parse_archs(sp, items: list[str] | None):
                 else:
                     genos.append(sp.parse(token))
             except ValueError as exc:
-                raise UserError(f"--archs {token!r}: {exc}") from None
+                raise UserError(f"{flag} {token!r}: {exc}") from None
+    if not genos:
+        raise UserError(f"{flag}: no architectures given")
     return genos
 
 
@@ -120,6 +126,11 @@ def cmd_build(args) -> int:
         if args.time_limit is not None and not args.time_limit >= 0:
             raise ValueError(f"--time-limit must be a number of minutes ≥ 0, got {args.time_limit}")
         archs = _parse_archs(sp, args.archs)
+        ws_archs = _parse_archs(sp, args.ws_archs, "--ws-archs")
+        if ws_archs is not None and len({g.id for g in ws_archs}) < 2:
+            raise ValueError("--ws-archs: a weight-sharing subspace needs at least 2 architectures")
+        if ws_archs is not None and args.mode == "standalone":
+            raise ValueError("--ws-archs chooses the super-nets' subspace; it needs --mode ws or both")
         sample = None
         if args.sample is not None:
             if args.archs:
@@ -153,7 +164,7 @@ def cmd_build(args) -> int:
     try:
         limit = args.time_limit * 60 if args.time_limit is not None else None
         table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds, limit, sample.to_dict() if sample else None)
+                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs)
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
@@ -187,6 +198,26 @@ def _seed_taus(table: schema.Table) -> list[dict]:
     return rows
 
 
+def _signed(value: float) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:+.3f}"
+
+
+def _sharing(table: schema.Table) -> dict | None:
+    """The amount-of-sharing comparison of a table with ``/ws_subspace`` (taus only where standalone exists)."""
+    sub = table.ws_subspace
+    if sub is None:
+        return None
+    from .analyses import sharing_amount
+
+    out = {"ids": [int(i) for i in sub.archs], "seeds": [int(s) for s in sub.seeds],
+           "ok": int((sub.status == schema.Status.OK).sum()), "taus": []}
+    if table.standalone is not None and summary.attempted(table)[sub.archs].all():
+        amount = sharing_amount(table)
+        out["taus"] = [{"seed": int(s), "subspace_only": float(v), "whole_space": float(w)}
+                       for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
+    return out
+
+
 def cmd_info(args) -> int:
     try:
         table = schema.read(args.table)
@@ -196,10 +227,12 @@ def cmd_info(args) -> int:
     top = summary.best(table, args.top) if table.standalone is not None else []
     taus = summary.ws_vs_standalone_tau(table)
     seed_taus = _seed_taus(table)
+    sharing = _sharing(table)
     if args.json:
         print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
                           "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus],
-                          "standalone_seed_tau_b": seed_taus, **table.attrs}, indent=2, default=str))
+                          "standalone_seed_tau_b": seed_taus, "amount_of_sharing": sharing, **table.attrs},
+                         indent=2, default=str))
         return 0
     cfg = table.config
     print(f"table      {args.table}")
@@ -229,6 +262,13 @@ def cmd_info(args) -> int:
             state = schema.Status(t.status).name.lower()
             print(f"  ws seed {t.seed}: Kendall tau-b vs standalone = {t.tau:+.3f} (p = {t.pvalue:.3g}, "
                   f"{t.archs} architectures, {state})")
+    if sharing is not None:
+        print(f"ws subspace {len(sharing['ids'])} architectures (ids {','.join(map(str, sharing['ids']))}), "
+              f"{sharing['ok']}/{len(sharing['seeds'])} super-nets ok sharing weights among them only")
+        for row in sharing["taus"]:
+            print(f"  ws seed {row['seed']}: Kendall tau-b vs standalone on the subspace = "
+                  f"{_signed(row['subspace_only'])} (subspace-only sharing), {_signed(row['whole_space'])} "
+                  "(whole-space sharing)")
     for key in ("device", "timings", "software", "created"):
         if key in table.attrs:
             value = table.attrs[key]
@@ -270,9 +310,10 @@ def cmd_query(args) -> int:
         for r in sa.seeds:
             print(f"  seed {r.seed}: {r.status}, final valid {r.final_valid_ppl:.2f}, test {r.test_ppl:.2f}, "
                   f"best epoch {r.best_epoch:.2f}")
-    for w in rec.ws:
-        print(f"ws seed {w.seed} ({w.status}): final valid ppl {w.final_valid_ppl:.2f}, test {w.test_ppl:.2f}, "
-              f"rank {w.rank}, sampled {w.samples}x")
+    for label, group in (("ws seed", rec.ws), ("ws subspace seed", rec.ws_subspace)):
+        for w in group:
+            print(f"{label} {w.seed} ({w.status}): final valid ppl {w.final_valid_ppl:.2f}, test {w.test_ppl:.2f}, "
+                  f"rank {w.rank}, sampled {w.samples}x")
     return 0
 
 

@@ -96,4 +96,5 @@ class ArchRecord(_Record):
     space: str
     params: int
     standalone: Standalone | None
-    ws: tuple[WsSeedResult, ...]
+    ws: tuple[WsSeedResult, ...]  # under each super-net that shared weights among the whole space
+    ws_subspace: tuple[WsSeedResult, ...] = ()  # under each super-net of the table's subspace, if a member

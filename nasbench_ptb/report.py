@@ -78,13 +78,10 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Pa
                f"Mean absolute rank change standalone → WS: "
                f"{np.mean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures.", ""]
         plt.close(fig)
-        if table.space.n == 3:
-            sub = np.array([parse(f"sigmoid:0|relu:1|{o}:{p}").id for p in range(3) for o in OPS])
-            if mask[sub].all():
-                md += ["## Amount of sharing: the 12-cell subspace (Fig. 6, under full-space sharing)", "",
-                       "| WS seed | tau-b on the subspace |", "|---|---|"]
-                md += [f"| {s} | {v:+.3f} |" for s, v in an.sharing_subspace(table, sub).items()] + [""]
+    md += _sharing_amount(table, mask)
 
+    if table.ws is None:
+        md += _sharing_amount(table, mask)
     changes = an.standalone_rank_changes(table)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(table.standalone.epochs, changes, "k-o")
@@ -114,3 +111,24 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Pa
     path = out / "report.md"
     path.write_text("\n".join(md) + "\n")
     return path
+
+
+def _sharing_amount(table, mask: np.ndarray) -> list[str]:
+    """Fig. 6: the subspace of ``/ws_subspace`` (else, in a 3-node table, DARTS's first two nodes with node 3
+    free) ranked by super-nets that shared weights among the whole space and among the subspace only."""
+    if table.ws_subspace is not None:
+        ids = table.ws_subspace.archs
+    elif table.space.n == 3 and table.ws is not None:
+        ids = np.array([parse(f"sigmoid:0|relu:1|{o}:{p}").id for p in range(3) for o in OPS])
+    else:
+        return []
+    if not mask[ids].all():
+        return []
+    amount = an.sharing_amount(table, ids)
+    fmt = lambda v: "–" if np.isnan(v) else f"{v:+.3f}"  # noqa: E731
+    return ([f"## Amount of sharing (Fig. 6): {len(ids)} architectures (ids {', '.join(map(str, ids))})", "",
+             "Kendall tau-b of each super-net's ranking of the subspace against standalone training, with the "
+             "weights shared among the whole space and among the subspace only.", "",
+             "| WS seed | whole-space sharing | subspace-only sharing |", "|---|---|---|"]
+            + [f"| {int(s)} | {fmt(w)} | {fmt(v)} |" for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
+            + [""])

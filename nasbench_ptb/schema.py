@@ -9,8 +9,12 @@ Layout (dense arrays; NaN plus a status code where a run is missing or diverged,
                  test_ppl, best_epoch [N, S]; status [N, S]
     /ws          seeds [Sw], epochs [Cw], valid_tokens [Cw]; valid_ppl [Sw, Cw, N]; test_ppl [Sw, N];
                  train_loss, seconds [Sw, Cw]; samples [Sw, N]; status [Sw]
+    /ws_subspace the /ws layout, plus archs [n]: super-nets that shared their weights only among the ``n``
+                 architectures of a subspace (the paper's "amount of sharing", Fig. 6); NaN and 0 samples
+                 outside it
 
-Either part may be absent (a build with ``--mode ws`` or ``--mode standalone``).
+Any part may be absent (a build with ``--mode ws`` or ``--mode standalone``; ``/ws_subspace`` only where a
+build used ``--ws-archs``). ``/ws_subspace`` was added within format version 1: readers that predate it ignore it.
 """
 from __future__ import annotations
 
@@ -74,19 +78,20 @@ class WeightSharing:
     seconds: np.ndarray  # [Sw, Cw]
     samples: np.ndarray  # [Sw, N] mini-batches each architecture was sampled for
     status: np.ndarray  # [Sw] Status codes
+    archs: np.ndarray | None = None  # [n] the subspace that shared the weights; None: the whole space
 
     @classmethod
-    def empty(cls, n_archs: int, seeds, epochs, valid_tokens) -> "WeightSharing":
+    def empty(cls, n_archs: int, seeds, epochs, valid_tokens, archs=None) -> "WeightSharing":
         S, C = len(seeds), len(epochs)
         return cls(
             np.asarray(seeds, dtype=np.int64), np.asarray(epochs, dtype=np.float64),
             np.asarray(valid_tokens, dtype=np.int64), np.full((S, C, n_archs), np.nan), np.full((S, n_archs), np.nan),
             np.full((S, C), np.nan), np.full((S, C), np.nan), np.zeros((S, n_archs), dtype=np.int64),
-            np.full(S, Status.MISSING, dtype=np.int8),
+            np.full(S, Status.MISSING, dtype=np.int8), None if archs is None else np.asarray(archs, dtype=np.int64),
         )
 
 
-PARTS = {"standalone": Standalone, "ws": WeightSharing}
+PARTS = {"standalone": Standalone, "ws": WeightSharing, "ws_subspace": WeightSharing}
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class Table:
     standalone: Standalone | None
     ws: WeightSharing | None = None
     attrs: dict = field(default_factory=dict)  # ptb_sha256, software, device, timings, created
+    ws_subspace: WeightSharing | None = None  # super-nets over a subspace only (``archs``)
 
     @property
     def genotypes(self):
@@ -137,7 +143,8 @@ def write(table: Table, path: str | os.PathLike) -> None:
                 continue
             group = f.create_group(name)
             for key, value in vars(part).items():
-                group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
+                if value is not None:
+                    group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
 
 
 def read(path: str | os.PathLike) -> Table:
@@ -157,9 +164,12 @@ def read(path: str | os.PathLike) -> Table:
             if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
                 raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
             parts = {
-                name: cls(**{k: f[name][k][()] for k in cls.__dataclass_fields__}) if name in f else None
+                name: cls(**{k: f[name][k][()] for k in cls.__dataclass_fields__ if k in f[name]}) if name in f
+                else None
                 for name, cls in PARTS.items()
             }
+            if parts["ws_subspace"] is not None and parts["ws_subspace"].archs is None:
+                raise TableError(f"{path}: /ws_subspace lacks its archs dataset")
             attrs = {}
             for key, value in f.attrs.items():
                 if key in ("format_version", "space", "preset", "config"):
@@ -169,7 +179,7 @@ def read(path: str | os.PathLike) -> Table:
                 except (TypeError, ValueError):
                     attrs[key] = value
             return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), parts["standalone"], parts["ws"],
-                         attrs)
+                         attrs, parts["ws_subspace"])
     except TableError:
         raise
     except (OSError, KeyError, ValueError) as exc:

@@ -77,3 +77,24 @@ def test_seed_pair_tau_compares_only_architectures_both_seeds_were_trained_on(tm
     sa.status[11:20, 1] = Status.MISSING  # one architecture in common: no ranking to compare
     tau, n = an.seed_pair_taus(t)["0-1"]
     assert n == 1 and np.isnan(tau)
+
+
+def test_amount_of_sharing_on_a_known_table(tmp_path):
+    from nasbench_ptb import schema
+    t = synthetic_table(tmp_path / "t.h5")  # standalone: ppl grows with id; whole-space WS reverses it
+    ids = np.array([4, 6, 9, 12, 20])
+    sub = schema.WeightSharing.empty(32, [0, 1], np.array([0.5, 1.0]), [100, 1000], ids)
+    sub.valid_ppl[0, 0, ids] = [14.0, 13, 12, 11, 10]  # first checkpoint: reversed
+    sub.valid_ppl[0, 1, ids] = [10.0, 11, 12, 13, 14]  # final: the standalone order
+    sub.valid_ppl[1, :, ids] = np.nan
+    sub.status[:] = [Status.OK, Status.DIVERGED]
+    t = schema.Table(t.space, t.preset, t.config, t.standalone, t.ws, t.attrs, sub)
+    schema.write(t, tmp_path / "s.h5")
+    t = schema.read(tmp_path / "s.h5")
+    amount = an.sharing_amount(t)
+    assert list(amount.ids) == list(ids) and list(amount.seeds) == [0, 1, 2]
+    assert amount.subspace[0] == pytest.approx(1.0) and np.isnan(amount.subspace[1:]).all()
+    np.testing.assert_allclose(amount.subspace_over_training[0], [-1.0, 1.0])
+    assert amount.whole[:2] == pytest.approx([-1.0, -1.0]) and np.isnan(amount.whole[2])  # WS seed 2 diverged
+    with pytest.raises(ValueError, match="no super-nets over a subspace"):
+        an.sharing_amount(synthetic_table(tmp_path / "u.h5"))

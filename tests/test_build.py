@@ -220,3 +220,58 @@ def test_sample_errors_name_the_problem(tmp_path, ptb_path, capsys):
     assert build(tmp_path, ptb_path, "--sample", "4", "--archs", "1") == 1
     assert "--sample and --archs" in capsys.readouterr().err
     assert not (tmp_path / "t.h5").exists()
+
+
+def test_ws_archs_builds_supernets_over_a_subspace_beside_the_whole_space_ones(tmp_path, ptb_path, capsys):
+    ws_only = FAST[:FAST.index("--mode")]  # FAST without "--mode standalone"
+    args = (*WS, "--set", "ws_seeds=2")
+    assert main(["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *ws_only,
+                 "--mode", "both", "--archs", "0-5", "--seeds", "1", "--ws-archs", "0-2,tanh:0|relu:1", *args]) == 0
+    t = schema.read(tmp_path / "t.h5")
+    sub = t.ws_subspace
+    assert t.ws is None and list(sub.archs) == [0, 1, 2, 5]
+    assert np.isfinite(sub.valid_ppl[:, -1][:, [0, 1, 2, 5]]).all() and np.isnan(sub.valid_ppl[:, -1][:, 6:]).all()
+    assert (sub.samples[:, 6:] == 0).all() and list(sub.seeds) == [0, 1]
+    # the whole-space super-nets can join the same table later; the subspace stays
+    assert main(["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *ws_only,
+                 "--mode", "ws", *args]) == 0
+    t = schema.read(tmp_path / "t.h5")
+    assert t.ws is not None and t.ws.archs is None and np.isfinite(t.ws.valid_ppl[:, -1]).all()
+    assert list(t.ws_subspace.archs) == [0, 1, 2, 5]
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "t.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "ws subspace 4 architectures (ids 0,1,2,5), 2/2 super-nets ok" in out
+    assert "(subspace-only sharing)" in out and "(whole-space sharing)" in out
+    from nasbench_ptb import api
+    bench = api.load(tmp_path / "t.h5")
+    inside, outside = bench.query("tanh:0|relu:1"), bench.query(7)
+    assert len(inside.ws) == 2 and len(inside.ws_subspace) == 2 and outside.ws_subspace == ()
+    ranks = sorted(bench.query(i).ws_subspace[0].rank for i in (0, 1, 2, 5))
+    assert ranks[0] == 1 and ranks[-1] <= 4  # ranked among the 4 members, not among 32
+    assert inside.to_dict()["ws_subspace"][0]["samples"] > 0
+    assert main(["query", "tanh:0|relu:1", "--table", str(tmp_path / "t.h5")]) == 0
+    assert "ws subspace seed 1 (ok)" in capsys.readouterr().out
+    # another subspace into the same output is refused, nothing lost
+    assert main(["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *ws_only,
+                 "--mode", "ws", "--ws-archs", "0-3", *args]) == 1
+    assert "another subspace (ids 0,1,2,5)" in capsys.readouterr().err
+    assert list(schema.read(tmp_path / "t.h5").ws_subspace.archs) == [0, 1, 2, 5]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("99", "--ws-archs '99'"), ("tanh:0|relu:1|relu:2", "--ws-archs 'tanh:0|relu:1|relu:2'"),
+    ("", "--ws-archs: no architectures given"), ("3", "at least 2 architectures"), ("3,3", "at least 2"),
+])
+def test_ws_archs_errors_name_the_problem(tmp_path, ptb_path, capsys, value, message):
+    assert main(["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"),
+                 *FAST[:FAST.index("--mode")], "--mode", "ws", "--ws-archs", value]) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t.h5").exists()
+
+
+def test_ws_archs_needs_a_ws_mode_and_archs_may_not_be_empty(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--ws-archs", "1,2") == 1
+    assert "needs --mode ws or both" in capsys.readouterr().err
+    assert build(tmp_path, ptb_path, "--archs", " , ") == 1
+    assert "--archs: no architectures given" in capsys.readouterr().err

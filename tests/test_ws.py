@@ -97,3 +97,32 @@ def test_hidden_norm_clip(clip, monkeypatch):
     monkeypatch.setattr(train_mod, "train_loss", spy)
     tr.train_until(tr.stream.position + 0.01, lambda: SlotGenotypes.of([SP.from_id(0)]))
     assert seen[0] == pytest.approx(0.5 if clip else 3.0 * np.sqrt(6), rel=1e-5)
+
+
+def test_whole_space_draws_are_the_shipped_sequence_and_a_subspace_draws_only_its_members():
+    # the shipped WS tables were drawn as RandomState(seed + 7919).randint(size): a subspace option must not move them
+    sampler = ArchSampler(SP, [4], torch.device("cpu"), block=7)
+    rng = np.random.RandomState(4 + 7_919)
+    assert [int(sampler.draw()[0]) for _ in range(50)] == [rng.randint(32) for _ in range(50)]
+    sub = [3, 8, 30]
+    sampler = ArchSampler(SP, [0, 1], torch.device("cpu"), arch_ids=sub)
+    draws = np.array([sampler.draw() for _ in range(3000)])
+    assert set(np.unique(draws)) == set(sub)
+    assert sampler.counts[:, sub].sum(axis=1).tolist() == [3000, 3000] and sampler.counts.sum() == 6000
+    for row in sampler.counts[:, sub]:
+        assert chisquare(row).pvalue > 1e-3
+
+
+def test_supernets_over_a_subspace_train_and_evaluate_only_its_members():
+    corpus, p = tiny_corpus(), ws_preset()
+    sub = [2, 9, 17, 25]
+    res = train_supernets(corpus, SP, [0, 1], p, "cpu", arch_ids=sub)
+    out = np.setdiff1d(np.arange(32), sub)
+    assert np.isfinite(res.valid_ppl[:, :, sub]).all() and np.isnan(res.valid_ppl[:, :, out]).all()
+    assert np.isfinite(res.test_ppl[:, sub]).all() and np.isnan(res.test_ppl[:, out]).all()
+    assert (res.samples[:, out] == 0).all() and (res.samples[:, sub] > 0).all()
+    assert (res.status == Status.OK).all()
+    # sharing among 4 cells trains other weights than sharing among 32 (same seed, same data): a sampler that
+    # ignored the subspace and only the evaluation restricted to it would give equal numbers here
+    whole = train_supernets(corpus, SP, [0], p, "cpu")
+    assert np.isfinite(whole.valid_ppl).all() and not np.allclose(whole.valid_ppl[0][:, sub], res.valid_ppl[0][:, sub])
