@@ -109,7 +109,7 @@ def seed_pair_taus(table: Table, ids: np.ndarray | None = None) -> dict[str, tup
 def seed_agreement(table: Table) -> dict:
     """Seed variance per architecture and the tau-b between the rankings of each pair of standalone seeds (over
     the architectures both seeds were attempted on)."""
-    sa, mask = table.standalone, attempted(table)
+    mask = attempted(table)
     fv = final_valid(table)[mask]
     finite = np.isfinite(fv)
     n = finite.sum(axis=1)
