@@ -79,6 +79,6 @@ def test_shipped_parts_resume_with_the_current_code():
     kept = sorted(ARTIFACTS.glob("*.h5.parts/*.h5"))
     for path in kept:
         exp = EXPECTED[path.parent.name[: -len(".parts")]]
-        kind = "ws" if path.name.startswith(parts.KINDS["ws"]) else "standalone"
+        [kind] = [k for k, prefix in parts.KINDS.items() if path.name.startswith(prefix)]
         with h5py.File(path, "r") as f:
             assert f.attrs["fingerprint"] == parts.fingerprint(space(exp["space"]), presets.get(exp["preset"]), kind)
