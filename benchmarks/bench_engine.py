@@ -170,11 +170,11 @@ def decoder_rates(slots: int, tokens: int, hidden: int, ntokens: int, amp: str) 
     dtype = torch.bfloat16 if amp == "bf16" else torch.float32
     decoder = slots * tokens / _median_seconds(
         lambda: tied_cross_entropy(out, weight, bias, targets, dtype=dtype).sum().backward(), reps=3)
-    c, k = min(CHUNK, tokens), hidden + 1
-    x1, wt = torch.randn(c, k, dtype=dtype), torch.randn(k, ntokens, dtype=dtype)
-    e, w1 = torch.randn(c, ntokens, dtype=dtype), torch.randn(ntokens, k, dtype=dtype)
-    logits = torch.empty(c, ntokens, dtype=dtype)
-    gemms = c / _median_seconds(lambda: (torch.mm(x1, wt, out=logits), torch.mm(e, w1), torch.mm(x1.t(), e)), 15)
+    c, k = min(CHUNK, tokens), hidden + 1  # the logits GEMM in fp32, the two gradient GEMMs in the GEMM precision
+    x1, wt = torch.randn(c, k), torch.randn(k, ntokens)
+    x1g, e, w1 = x1.to(dtype), torch.randn(c, ntokens, dtype=dtype), torch.randn(ntokens, k, dtype=dtype)
+    logits = torch.empty(c, ntokens)
+    gemms = c / _median_seconds(lambda: (torch.mm(x1, wt, out=logits), torch.mm(e, w1), torch.mm(x1g.t(), e)), 15)
     return decoder, gemms
 
 

@@ -11,13 +11,15 @@ subtract, exp), with everything else folded into the GEMMs:
 - the softmax normalisation ``1 / (N·Σ E)`` scales the small ``[chunk, H]`` factors, not ``E``; the target's
   ``−1`` becomes an ``index_add`` of ``[N, H]`` rows.
 
-``dtype`` is the GEMM input precision: ``out``'s (float32 in training: same numbers as the plain form within float
-tolerance), or bfloat16 (fp32 accumulation inside the GEMMs, ``E`` stored in bf16; the loss and every
-accumulated gradient stay fp32).
+``dtype`` is the input precision of the two gradient GEMMs: ``out``'s (float32 in training: same numbers as the
+plain form within float tolerance), or bfloat16 (``E``, ``W`` and ``x`` rounded to bf16 for those products, fp32
+accumulation inside them). The logits, their softmax statistics, the loss and every accumulated gradient stay
+in ``out``'s precision: on CPU, bf16 element-wise passes cost more than they save.
 """
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 CHUNK = 192  # training: tokens per chunk, [CHUNK, V] near cache (measured best of 96..384 on 2 cores)
 EVAL_CHUNK = 96  # evaluation (token_nll): measured best of 16..256 on 2 cores
@@ -33,28 +35,33 @@ class _FusedCE(torch.autograd.Function):
         need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         loss = torch.zeros(A, dtype=torch.float64, device=out.device)
         g_out = torch.empty_like(out) if need_grad else None
-        g_wt = out.new_zeros(A, H + 1, V) if need_grad else None  # [Wᵀ; b] gradients, transposed like the GEMM
-        buf = torch.empty(min(chunk, N), V, dtype=dtype, device=out.device)
+        g_wt = out.new_empty(A, H + 1, V) if need_grad else None  # [Wᵀ; b] gradients, transposed like the GEMM
+        buf = out.new_empty(min(chunk, N), V)
         ones = out.new_ones(N, 1)
         for a in range(A):
             W, b, X = weight[a], bias[a], out[a]
-            wt = torch.cat([W.t(), b[None]], 0).to(dtype)  # [H+1, V]
+            wt = torch.cat([W.t(), b[None]], 0)  # [H+1, V]: the logits stay in the accumulation precision
             w1 = torch.cat([W, ones[:1].expand(V, 1)], 1).to(dtype)  # [V, H+1]: the ones column sums E's rows
             x1_acc = torch.cat([X, ones], 1)  # [N, H+1]
-            x1 = x1_acc.to(dtype)
             tgt_logit = (X * W[targets]).sum(1) + b[targets]  # fp32, exact
             for s in range(0, N, chunk):
                 e = min(s + chunk, N)
-                logits = torch.mm(x1[s:e], wt, out=buf[: e - s])
+                logits = torch.mm(x1_acc[s:e], wt, out=buf[: e - s])
                 m = logits.amax(dim=1, keepdim=True)
-                E = logits.sub_(m).exp_()
+                E = logits.sub_(m).exp_().to(dtype)  # exp(logits − row max) ∈ (0, 1]
                 ew = torch.mm(E, w1).to(acc)  # [c, H+1]: E·W and Σ_j E
                 lse = m.squeeze(1).to(acc) + ew[:, H].log()
                 loss[a] += (lse - tgt_logit[s:e]).double().sum()
                 if need_grad:
                     r = 1.0 / (ew[:, H : H + 1] * N)  # softmax normalisation and the mean over tokens
                     g_out[a, s:e] = ew[:, :H] * r
-                    g_wt[a] += torch.mm((x1_acc[s:e] * r).to(dtype).t(), E).to(acc)
+                    xr = (x1_acc[s:e] * r).to(dtype).t()
+                    if s == 0:  # the first chunk writes, the others accumulate in place
+                        g_wt[a] = torch.mm(xr, E) if dtype != acc else torch.mm(xr, E, out=g_wt[a])
+                    elif dtype != acc:
+                        g_wt[a] += torch.mm(xr, E).to(acc)
+                    else:
+                        g_wt[a].addmm_(xr, E)
             if need_grad:  # the target's −1/N of every token
                 g_out[a] -= W[targets] / N
                 g_wt[a].index_add_(1, targets, -x1_acc.t() / N)
@@ -64,16 +71,11 @@ class _FusedCE(torch.autograd.Function):
         return (loss / N).to(out.dtype)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
-        g_out, g_w, g_b = ctx.saved_tensors
-        return (
-            g_out * grad.view(-1, 1, 1),
-            g_w * grad.view(-1, 1, 1),
-            g_b * grad.view(-1, 1),
-            None,
-            None,
-            None,
-        )
+        g_out, g_w, g_b = ctx.saved_tensors  # formed in forward for this backward only: scaled in place
+        return g_out.mul_(grad.view(-1, 1, 1)), g_w.mul_(grad.view(-1, 1, 1)), g_b.mul_(grad.view(-1, 1)), None, \
+            None, None
 
 
 @torch.no_grad()
