@@ -147,6 +147,52 @@ def write(table: Table, path: str | os.PathLike) -> None:
                     group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
 
 
+# Every dataset of a part: its dimensions (N architectures; S seeds and C checkpoints from the part's own seeds
+# and epochs; n subspace members) and whether its values are integers. ``archs`` is required in /ws_subspace only.
+_LAYOUT = {
+    "standalone": {"seeds": ("S", True), "epochs": ("C", False), "train_loss": ("NSC", False),
+                   "valid_ppl": ("NSC", False), "seconds": ("NSC", False), "test_ppl": ("NS", False),
+                   "best_epoch": ("NS", False), "status": ("NS", True)},
+    "ws": {"seeds": ("S", True), "epochs": ("C", False), "valid_tokens": ("C", True), "valid_ppl": ("SCN", False),
+           "test_ppl": ("SN", False), "train_loss": ("SC", False), "seconds": ("SC", False), "samples": ("SN", True),
+           "status": ("S", True), "archs": ("n", True)},
+}
+_LAYOUT["ws_subspace"] = _LAYOUT["ws"]
+_STATUS_CODES = np.array([int(s) for s in Status])
+
+
+def _read_part(group, name: str, n_archs: int, path: Path):
+    """One part with every dataset checked for presence, shape, kind and (status, archs) values."""
+    layout = _LAYOUT[name]
+    required = set(layout) - ({"archs"} if name == "ws" else set())
+    missing = sorted(required - set(group))
+    if missing:
+        raise TableError(f"{path}: /{name} lacks the dataset(s) {', '.join(missing)}")
+    data = {k: group[k][()] for k in layout if k in group}
+    dims = {"N": n_archs, "S": data["seeds"].shape[0] if data["seeds"].ndim == 1 else -1,
+            "C": data["epochs"].shape[0] if data["epochs"].ndim == 1 else -1,
+            "n": data["archs"].shape[0] if "archs" in data and data["archs"].ndim == 1 else -1}
+    for key, value in data.items():
+        letters, integer = layout[key]
+        expected = tuple(dims[c] for c in letters)
+        if value.shape != expected:
+            raise TableError(f"{path}: /{name}/{key} has shape {value.shape}, expected {expected} "
+                             f"({', '.join(letters)})")
+        kind = value.dtype.kind
+        if (integer and kind not in "iu") or (not integer and kind != "f"):
+            raise TableError(f"{path}: /{name}/{key} has dtype {value.dtype}, expected "
+                             f"{'integers' if integer else 'floats'}")
+    bad = np.setdiff1d(np.unique(data["status"]), _STATUS_CODES)
+    if bad.size:
+        raise TableError(f"{path}: /{name}/status holds unknown code(s) {bad.tolist()} "
+                         f"(known: {', '.join(f'{int(s)} {s.name.lower()}' for s in Status)})")
+    if "archs" in data:
+        archs = data["archs"]
+        if len(np.unique(archs)) != len(archs) or (archs.size and (archs.min() < 0 or archs.max() >= n_archs)):
+            raise TableError(f"{path}: /{name}/archs must be distinct ids in 0..{n_archs - 1}")
+    return PARTS[name](**data)
+
+
 def read(path: str | os.PathLike) -> Table:
     """Load a whole table; raises :class:`TableError` naming the path and the problem."""
     path = Path(path)
@@ -163,13 +209,7 @@ def read(path: str | os.PathLike) -> Table:
             ids = f["archs/id"][()]
             if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
                 raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
-            parts = {
-                name: cls(**{k: f[name][k][()] for k in cls.__dataclass_fields__ if k in f[name]}) if name in f
-                else None
-                for name, cls in PARTS.items()
-            }
-            if parts["ws_subspace"] is not None and parts["ws_subspace"].archs is None:
-                raise TableError(f"{path}: /ws_subspace lacks its archs dataset")
+            parts = {name: _read_part(f[name], name, sp.size, path) if name in f else None for name in PARTS}
             attrs = {}
             for key, value in f.attrs.items():
                 if key in ("format_version", "space", "preset", "config"):

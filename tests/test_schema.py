@@ -70,3 +70,50 @@ def test_presets_override_and_validate():
         presets.override(p, {"dropout_x": "1.5"})
     with pytest.raises(ValueError, match="unknown preset field 'name'"):
         presets.override(p, {"name": "x"})
+
+
+def _tamper(path, edit):
+    with h5py.File(path, "a") as f:
+        edit(f)
+
+
+def _replace(name, value):
+    def edit(f):
+        del f[name]
+        f[name] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_replace("standalone/status", np.full((32, 2), 7, dtype=np.int8)), "/standalone/status holds unknown code(s) [7]"),
+    (_replace("standalone/valid_ppl", np.zeros((32, 2))), "/standalone/valid_ppl has shape (32, 2), expected (32, 2, 4)"),
+    (_replace("standalone/test_ppl", np.zeros((31, 2))), "/standalone/test_ppl has shape (31, 2), expected (32, 2)"),
+    (_replace("standalone/seeds", np.array([0.0, 1.0])), "/standalone/seeds has dtype float64, expected integers"),
+    (_replace("standalone/valid_ppl", np.zeros((32, 2, 4), dtype=np.int64)), "expected floats"),
+    (lambda f: f["standalone"].__delitem__("best_epoch"), "/standalone lacks the dataset(s) best_epoch"),
+    (_replace("ws/valid_ppl", np.zeros((3, 3, 31))), "/ws/valid_ppl has shape (3, 3, 31), expected (3, 3, 32)"),
+    (_replace("ws/status", np.array([0, 0, 9], dtype=np.int8)), "/ws/status holds unknown code(s) [9]"),
+])
+def test_a_malformed_table_is_refused_at_open_with_one_line_naming_the_problem(tmp_path, capsys, edit, message):
+    from helpers import synthetic_table
+    from nasbench_ptb.cli import main
+    path = tmp_path / "t.h5"
+    synthetic_table(path, C=4)
+    _tamper(path, edit)
+    with pytest.raises(schema.TableError) as exc:
+        schema.read(path)
+    assert str(exc.value).startswith(str(path)) and message in str(exc.value)
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_subspace_group_needs_distinct_member_ids(tmp_path):
+    t = _table()
+    sub = schema.WeightSharing.empty(32, [0], np.array([1.0]), [10], [3, 3])
+    schema.write(schema.Table(t.space, t.preset, t.config, t.standalone, None, t.attrs, sub), tmp_path / "t.h5")
+    with pytest.raises(schema.TableError, match="archs must be distinct ids in 0..31"):
+        schema.read(tmp_path / "t.h5")
+    _tamper(tmp_path / "t.h5", lambda f: f["ws_subspace"].__delitem__("archs"))
+    with pytest.raises(schema.TableError, match="/ws_subspace lacks the dataset"):
+        schema.read(tmp_path / "t.h5")
