@@ -26,7 +26,7 @@ import nasbench_ptb
 from nasbench_ptb import schema
 from nasbench_ptb.space import Genotype, SearchSpace
 
-from . import data, parts
+from . import data, guard, parts
 from .engine import count_params
 from .parts import BuildError
 from .presets import Preset
@@ -43,6 +43,7 @@ class Unit:
     kind: str  # "standalone", "ws" or "ws_subspace"
     arch_ids: tuple[int, ...]  # standalone: one per run; ws: empty (every architecture); ws_subspace: the subspace
     seeds: tuple[int, ...]
+    fingerprint: str = ""  # of the configuration: builds of different configurations never share a file name
 
     @property
     def key(self) -> str:
@@ -52,11 +53,11 @@ class Unit:
             text = ",".join(map(str, self.seeds))
             if self.kind == "ws_subspace":
                 text = ",".join(map(str, self.arch_ids)) + "|" + text
-        return parts.KINDS[self.kind] + hashlib.sha256(text.encode()).hexdigest()[:12]
+        return parts.KINDS[self.kind] + hashlib.sha256((self.fingerprint + text).encode()).hexdigest()[:12]
 
 
 def plan_units(arch_ids: Sequence[int], seeds: Sequence[int], per_unit: int,
-               done: frozenset[tuple[int, int]] = frozenset()) -> list[Unit]:
+               done: frozenset[tuple[int, int]] = frozenset(), fingerprint: str = "") -> list[Unit]:
     """Standalone runs not in ``done``, ordered by seed then id, cut into units of ``per_unit`` slots.
 
     Planning per run, not per unit, lets a later request that overlaps earlier ones (more architectures, more
@@ -65,14 +66,18 @@ def plan_units(arch_ids: Sequence[int], seeds: Sequence[int], per_unit: int,
     """
     runs = [(a, s) for s in seeds for a in arch_ids if (a, s) not in done]
     return [
-        Unit("standalone", tuple(a for a, _ in runs[i : i + per_unit]), tuple(s for _, s in runs[i : i + per_unit]))
+        Unit("standalone", tuple(a for a, _ in runs[i : i + per_unit]), tuple(s for _, s in runs[i : i + per_unit]),
+             fingerprint)
         for i in range(0, len(runs), per_unit)
     ]
 
 
-def plan_ws_units(seeds: Sequence[int], per_unit: int, subspace: Sequence[int] = ()) -> list[Unit]:
-    kind = "ws_subspace" if subspace else "ws"
-    return [Unit(kind, tuple(subspace), tuple(seeds[i : i + per_unit])) for i in range(0, len(seeds), per_unit)]
+def plan_ws_units(seeds: Sequence[int], per_unit: int, subspace: Sequence[int] = (),
+                  done: frozenset[int] = frozenset(), fingerprint: str = "") -> list[Unit]:
+    """Super-net seeds not in ``done``, cut into units of ``per_unit``."""
+    kind, todo = ("ws_subspace" if subspace else "ws"), [s for s in seeds if s not in done]
+    return [Unit(kind, tuple(subspace), tuple(todo[i : i + per_unit]), fingerprint)
+            for i in range(0, len(todo), per_unit)]
 
 
 def _one_subspace(found: list[dict], requested: Sequence[int]) -> tuple[int, ...]:
@@ -100,10 +105,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_writable(out: Path) -> Path:
-    if out.is_dir():
-        raise BuildError(f"output {out} is a directory; give a file path such as {out / 'table.h5'}")
-    folder = out.with_name(out.name + ".parts")
+def _make_writable(out: Path, folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for where in (folder, out.parent):
@@ -111,7 +113,10 @@ def _check_writable(out: Path) -> Path:
                 pass
     except OSError as exc:
         raise BuildError(f"cannot write the output {out}: {exc.strerror or exc}") from None
-    return folder
+
+
+def _read_parts(folder: Path, fps: dict) -> dict[str, list[dict]]:
+    return {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
 
 
 def software() -> dict:
@@ -139,6 +144,7 @@ def build(
     time_limit: float | None = None,
     sample: dict | None = None,
     ws_archs: Sequence[Genotype] | None = None,
+    force: bool = False,
 ) -> schema.Table:
     """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
     write the table to ``out``.
@@ -148,15 +154,33 @@ def build(
     ``sample``: the recorded description (:meth:`nasbench_ptb.sampling.Sample.to_dict`) of the sample that
     ``archs`` is; its units carry it, and the table lists it under ``samples`` with the seeds asked for it.
     ``ws_archs``: the super-nets share their weights among these architectures only (``/ws_subspace``).
+    ``force``: replace an existing ``out`` that is not this build's own earlier table (see :mod:`builder.guard`).
+    Nothing is created before the output, the device and the data have been checked.
     """
     if mode not in MODES:
         raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     out = Path(out)
-    folder = _check_writable(out)
+    guard.check_path(out)
     dev = resolve_device(device)
     corpus = data.load(data_dir)
     fps = {kind: parts.fingerprint(sp, p, kind) for kind in parts.KINDS}
-    found = {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
+    folder = out.with_name(out.name + ".parts")
+    if not force:
+        arch_ids = sorted({g.id for g in archs}) if archs else range(sp.size)
+        seed_list = range(seeds if seeds is not None else p.seeds)
+        requested = {"standalone": {(a, s) for s in seed_list for a in arch_ids} if mode != "ws" else set(),
+                     "ws_subspace" if ws_archs else "ws":
+                         set(range(ws_seeds if ws_seeds is not None else p.ws_seeds)) if mode != "standalone" else set()}
+        guard.check_existing(out, sp, p, _read_parts(folder, fps) if folder.is_dir() else None, requested)
+    _make_writable(out, folder)
+    with guard.exclusive(folder, out):
+        return _build_locked(sp, p, out, folder, fps, corpus, dev, archs, seeds, quiet, mode, ws_seeds, time_limit,
+                             sample, ws_archs)
+
+
+def _build_locked(sp, p, out, folder, fps, corpus, dev, archs, seeds, quiet, mode, ws_seeds, time_limit, sample,
+                  ws_archs) -> schema.Table:
+    found = _read_parts(folder, fps)
     todo: list[Unit] = []
     n_done = 0  # units (or their equivalent in runs) of this request already trained
     if mode in ("standalone", "both"):
@@ -164,17 +188,16 @@ def build(
         seed_list = list(range(seeds if seeds is not None else p.seeds))
         done_runs = frozenset((int(a), int(s)) for part in found["standalone"]
                               for a, s in zip(part["arch_ids"], part["seeds"]))
-        todo += plan_units(arch_ids, seed_list, p.slots_per_unit, done_runs)
+        todo += plan_units(arch_ids, seed_list, p.slots_per_unit, done_runs, fps["standalone"])
         requested_done = sum((a, s) in done_runs for s in seed_list for a in arch_ids)
         n_done += -(-requested_done // p.slots_per_unit)
     subspace = _one_subspace(found["ws_subspace"], sorted({g.id for g in ws_archs}) if ws_archs else ())
     if mode in ("ws", "both"):
         ws_kind = "ws_subspace" if ws_archs else "ws"
-        ws_units = plan_ws_units(list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)), p.ws_slots_per_unit,
-                                 subspace if ws_archs else ())
-        done_ws = {part["path"].stem for part in found[ws_kind]}
-        todo += [u for u in ws_units if u.key not in done_ws]
-        n_done += sum(u.key in done_ws for u in ws_units)
+        ws_list = list(range(ws_seeds if ws_seeds is not None else p.ws_seeds))
+        done_ws = frozenset(int(s) for part in found[ws_kind] for s in part["seeds"])
+        todo += plan_ws_units(ws_list, p.ws_slots_per_unit, subspace if ws_archs else (), done_ws, fps[ws_kind])
+        n_done += -(-sum(s in done_ws for s in ws_list) // p.ws_slots_per_unit)
     n_units = n_done + len(todo)
     train_len = len(corpus.train[: p.train_tokens])
     planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
@@ -204,7 +227,11 @@ def build(
         progress.unit_done()
     progress.close()
     table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode, subspace)
-    schema.write(table, out)
+    try:
+        schema.write(table, out)
+    except OSError as exc:
+        raise BuildError(f"cannot write the table {out}: {exc.strerror or exc}; the finished units are kept in "
+                         f"{folder}, rerun the same command when the problem is fixed") from None
     return table
 
 

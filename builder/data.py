@@ -49,14 +49,13 @@ def cache_dir() -> Path:
     return Path(base) / "nasbench_ptb" / "ptb"
 
 
-def _candidates(data_dir: str | os.PathLike | None) -> list[Path]:
+def _given(data_dir: str | os.PathLike | None) -> tuple[Path, str] | None:
+    """The folder the user named (``--data``, else ``$NASBENCH_PTB_DATA``) and how to call it in an error."""
     if data_dir is not None:
-        return [Path(data_dir)]
-    dirs = []
+        return Path(data_dir), str(data_dir)
     if os.environ.get("NASBENCH_PTB_DATA"):
-        dirs.append(Path(os.environ["NASBENCH_PTB_DATA"]))
-    dirs.append(cache_dir())
-    return dirs
+        return Path(os.environ["NASBENCH_PTB_DATA"]), f"$NASBENCH_PTB_DATA={os.environ['NASBENCH_PTB_DATA']}"
+    return None
 
 
 def download(dest: Path, url: str | None = None, timeout: float = 30.0) -> None:
@@ -80,18 +79,21 @@ def download(dest: Path, url: str | None = None, timeout: float = 30.0) -> None:
 
 
 def locate(data_dir: str | os.PathLike | None = None, allow_download: bool = True, url: str | None = None) -> Path:
-    """The directory holding three verified PTB files."""
-    dirs = _candidates(data_dir)
+    """The directory holding three verified PTB files: the one the user named (``--data`` or
+    ``$NASBENCH_PTB_DATA``, which must hold them), else the cache, else a download into the cache."""
+    given = _given(data_dir)
+    dirs = [given[0]] if given else [cache_dir()]
     for d in dirs:
         if all((d / filename(s)).is_file() for s in SPLITS):
             for s in SPLITS:
                 verify(d / filename(s), s)
             return d
-    if data_dir is not None:
-        missing = [filename(s) for s in SPLITS if not (Path(data_dir) / filename(s)).is_file()]
-        raise DataError(f"{data_dir}: missing {', '.join(missing)}")
+    if given is not None:
+        missing = [filename(s) for s in SPLITS if not (given[0] / filename(s)).is_file()]
+        what = "is not a folder" if not given[0].is_dir() else f"lacks {', '.join(missing)}"
+        raise DataError(f"{given[1]} {what}; it must hold the three PTB files ({', '.join(map(filename, SPLITS))})")
     if not allow_download:
-        raise DataError(f"PTB not found in {', '.join(map(str, dirs))}; pass --data DIR or set NASBENCH_PTB_DATA")
+        raise DataError(f"PTB not found in {cache_dir()}; pass --data DIR or set NASBENCH_PTB_DATA")
     download(cache_dir(), url)
     return cache_dir()
 

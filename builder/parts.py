@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from nasbench_ptb import schema
-from nasbench_ptb.files import atomic_path
+from nasbench_ptb.files import write_h5
 from nasbench_ptb.space import SearchSpace
 
 from .presets import Preset
@@ -40,10 +40,18 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
 
 
 def write(path: Path, arrays: dict, attrs: dict) -> None:
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+    """Persist one finished unit, whole or not at all; a full disk or another I/O error is a :class:`BuildError`
+    naming the file (the units written before stay, the temporary file is removed)."""
+    def fill(f: h5py.File) -> None:
         f.attrs.update(attrs)
         for k, v in arrays.items():
             f[k] = np.asarray(v)
+
+    try:
+        write_h5(path, fill)
+    except OSError as exc:
+        raise BuildError(f"cannot write the finished unit {path}: {exc.strerror or exc}; the units written before "
+                         "are kept, rerun the same command when the problem is fixed") from None
 
 
 def read_all(parts: Path, kind: str, fp: str) -> list[dict]:

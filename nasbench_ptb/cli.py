@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--epochs", help="override the preset's epochs")
     b.add_argument("--hidden", help="override the preset's hidden size")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any preset value")
+    b.add_argument("--force", action="store_true",
+                   help="replace an existing --out that is not this build's own earlier table (another space or "
+                        "configuration, or results that <out>.parts/ does not hold)")
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--time-limit", type=float, metavar="MIN",
                    help="start no unit that would end after MIN minutes; write what is done (rerun to continue)")
@@ -164,7 +167,7 @@ def cmd_build(args) -> int:
     try:
         limit = args.time_limit * 60 if args.time_limit is not None else None
         table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs)
+                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs, args.force)
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import h5py
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -33,3 +36,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_h5(path: str | os.PathLike, fill: Callable[[h5py.File], None]) -> None:
+    """Write an HDF5 file atomically: ``fill`` builds it in memory, then plain writes put the bytes in a temporary
+    file beside ``path`` (synced), renamed onto ``path``. A full disk or another I/O error is then an
+    ``OSError`` raised here, with the temporary file removed and ``path`` untouched — HDF5's own writer can crash
+    the process when the disk fills under it."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(buffer.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())

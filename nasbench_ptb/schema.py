@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .files import atomic_path
+from .files import write_h5
 from .space import SearchSpace, space as get_space
 
 FORMAT_VERSION = 1
@@ -126,25 +126,28 @@ def write(table: Table, path: str | os.PathLike) -> None:
     """Write atomically: a temporary file in the same directory, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["space"] = table.space.name
-        f.attrs["preset"] = table.preset
-        f.attrs["config"] = json.dumps(table.config, sort_keys=True)
-        for key, value in table.attrs.items():
-            f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-        archs = f.create_group("archs")
-        for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
-            dtype = h5py.string_dtype() if col.dtype == object else col.dtype
-            archs.create_dataset(key, data=col, dtype=dtype)
-        for name in PARTS:
-            part = getattr(table, name)
-            if part is None:
-                continue
-            group = f.create_group(name)
-            for key, value in vars(part).items():
-                if value is not None:
-                    group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
+    write_h5(path, lambda f: _fill(f, table))
+
+
+def _fill(f: h5py.File, table: Table) -> None:
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["space"] = table.space.name
+    f.attrs["preset"] = table.preset
+    f.attrs["config"] = json.dumps(table.config, sort_keys=True)
+    for key, value in table.attrs.items():
+        f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    archs = f.create_group("archs")
+    for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
+        dtype = h5py.string_dtype() if col.dtype == object else col.dtype
+        archs.create_dataset(key, data=col, dtype=dtype)
+    for name in PARTS:
+        part = getattr(table, name)
+        if part is None:
+            continue
+        group = f.create_group(name)
+        for key, value in vars(part).items():
+            if value is not None:
+                group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
 
 
 # Every dataset of a part: its dimensions (N architectures; S seeds and C checkpoints from the part's own seeds

@@ -21,11 +21,20 @@ def test_lookup_order_env_then_error(ptb_path, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("NASBENCH_PTB_DATA", str(ptb_path))
     assert data.locate() == ptb_path
+    # a named folder must hold the files: never skipped for the cache or a download, and the error names it
     monkeypatch.setenv("NASBENCH_PTB_DATA", str(tmp_path / "nowhere"))
+    with pytest.raises(data.DataError, match=r"\$NASBENCH_PTB_DATA=.*nowhere is not a folder"):
+        data.locate()
+    partial = _copy(ptb_path, tmp_path / "partial")
+    (partial / "ptb.test.txt").unlink()
+    monkeypatch.setenv("NASBENCH_PTB_DATA", str(partial))
+    with pytest.raises(data.DataError, match=r"\$NASBENCH_PTB_DATA=.*partial lacks ptb.test.txt; it must hold"):
+        data.locate()
+    with pytest.raises(data.DataError, match="lacks ptb.train.txt, ptb.valid.txt, ptb.test.txt"):
+        data.locate(tmp_path)  # --data wins over the environment
+    monkeypatch.delenv("NASBENCH_PTB_DATA")
     with pytest.raises(data.DataError, match="PTB not found"):
         data.locate(allow_download=False)
-    with pytest.raises(data.DataError, match="missing ptb.train.txt"):
-        data.locate(tmp_path)
 
 
 def _copy(ptb_path, dest):

@@ -1,0 +1,120 @@
+"""Builds never destroy data: what an existing ``--out`` may be, and one build at a time per output.
+
+- ``--out`` is absent or a regular file: never a directory, a device, a pipe or a socket (even with ``--force``).
+- An existing ``--out`` is replaced only when it is a table of the same space and configuration whose every
+  result is also in ``<out>.parts/`` or trained again by this build (it was assembled from them, so assembling
+  again loses nothing: the resume case), or with ``--force``.
+- A build holds an exclusive lock on ``<out>.parts/.lock`` from before it reads the parts until the table is
+  written; a second build on the same output fails at once, naming the first.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from nasbench_ptb import schema
+from nasbench_ptb.schema import Status
+from nasbench_ptb.space import SearchSpace
+
+from . import parts
+from .parts import BuildError
+from .presets import Preset
+
+_FORCE = "use another --out, or --force to replace it"
+
+
+def check_path(out: Path) -> None:
+    """Refuse an output that is not a regular file or an absent one (nothing is created here)."""
+    if out.is_dir():
+        raise BuildError(f"output {out} is a directory; give a file path such as {out / 'table.h5'}")
+    if out.exists() and not stat.S_ISREG(out.stat().st_mode):
+        raise BuildError(f"output {out} is not a regular file (a device, pipe or socket); give a table file path")
+
+
+def _preset_of(table: schema.Table) -> Preset | None:
+    names = {f.name for f in fields(Preset)}
+    try:
+        return Preset(**{k: v for k, v in table.config.items() if k in names})
+    except TypeError:
+        return None
+
+
+def _held_runs(table: schema.Table) -> dict[str, set]:
+    """What a table holds, by part kind: standalone (arch, seed) runs and super-net seeds not ``missing``."""
+    held: dict[str, set] = {kind: set() for kind in parts.KINDS}
+    sa = table.standalone
+    if sa is not None:
+        for a, k in zip(*(sa.status != Status.MISSING).nonzero()):
+            held["standalone"].add((int(a), int(sa.seeds[k])))
+    for kind in ("ws", "ws_subspace"):
+        group = getattr(table, kind)
+        if group is not None:
+            held[kind] |= {int(s) for s, st in zip(group.seeds, group.status) if st != Status.MISSING}
+    return held
+
+
+def in_parts(found: dict[str, list[dict]]) -> dict[str, set]:
+    """The same sets for the parts of a folder."""
+    held: dict[str, set] = {kind: set() for kind in parts.KINDS}
+    for part in found["standalone"]:
+        held["standalone"] |= {(int(a), int(s)) for a, s in zip(part["arch_ids"], part["seeds"])}
+    for kind in ("ws", "ws_subspace"):
+        held[kind] |= {int(s) for part in found[kind] for s in part["seeds"]}
+    return held
+
+
+def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[dict]] | None,
+                   requested: dict[str, set]) -> None:
+    """Refuse to replace an existing table that is not this build's own earlier result (see the module doc).
+
+    ``found``: the parts already in ``<out>.parts/`` (None when there is no such folder); ``requested``: what this
+    build trains if it is missing (results it will train again, e.g. after a part was corrupted, are not lost)."""
+    if not out.exists():
+        return
+    try:
+        table = schema.read(out)
+    except schema.TableError as exc:
+        raise BuildError(f"refusing to overwrite {out}: it is not a readable nasbench-ptb table ({exc}); "
+                         f"{_FORCE}") from None
+    theirs = _preset_of(table)
+    if table.space.name != sp.name or theirs is None or \
+            parts.fingerprint(table.space, theirs, "standalone") != parts.fingerprint(sp, p, "standalone"):
+        raise BuildError(f"refusing to overwrite {out}: it is a {table.space.name}/{table.preset} table of another "
+                         f"configuration than this {sp.name}/{p.name} build; {_FORCE}")
+    have = in_parts(found) if found is not None else {kind: set() for kind in parts.KINDS}
+    lost = {kind: runs - have[kind] - requested.get(kind, set()) for kind, runs in _held_runs(table).items()}
+    if any(lost.values()):
+        what = ", ".join(f"{len(v)} {kind.replace('_', ' ')} {'runs' if kind == 'standalone' else 'super-nets'}"
+                         for kind, v in lost.items() if v)
+        raise BuildError(f"refusing to overwrite {out}: it holds results that {out.name}.parts/ does not ({what}); "
+                         f"building would lose them; {_FORCE}")
+
+
+@contextmanager
+def exclusive(folder: Path, out: Path) -> Iterator[None]:
+    """Hold the output's build lock, or fail at once naming the build that holds it."""
+    path = folder / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            raise BuildError(f"another build is writing {out} (pid {holder.get('pid', '?')}, since "
+                             f"{holder.get('since', '?')}); wait for it to finish or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(),
+                                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -1,0 +1,116 @@
+"""Builds never destroy data (builder.guard): what an existing --out may be, one build per output at a time,
+I/O errors as one line with finished units kept, the data checked before anything is created."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from builder import guard
+from nasbench_ptb import schema
+from nasbench_ptb.cli import main
+from nasbench_ptb.schema import Status
+
+from test_build import FAST
+
+
+def build(tmp_path, ptb_path, *extra, out="t.h5"):
+    return main(["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / out), *FAST, *extra])
+
+
+def test_an_existing_file_that_is_not_a_table_is_refused_and_kept(tmp_path, ptb_path, capsys):
+    notes = tmp_path / "t.h5"
+    notes.write_text("my notes")
+    assert build(tmp_path, ptb_path, "--archs", "1") == 1
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "not a readable nasbench-ptb table" in err and "--force" in err
+    assert notes.read_text() == "my notes" and not (tmp_path / "t.h5.parts").exists()
+    assert build(tmp_path, ptb_path, "--archs", "1", "--force") == 0
+    assert schema.read(notes).standalone.status[1, 0] == Status.OK
+
+
+def test_a_table_of_another_configuration_or_with_results_not_in_parts_is_refused(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--archs", "0-3") == 0
+    shutil.copy(tmp_path / "t.h5", tmp_path / "shipped.h5")  # a table without its parts, as shipped tables are
+    before = (tmp_path / "shipped.h5").read_bytes()
+    capsys.readouterr()
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "lr=5", out="shipped.h5") == 1
+    assert "another configuration" in capsys.readouterr().err
+    assert build(tmp_path, ptb_path, "--archs", "1", out="shipped.h5") == 1  # would keep arch 1 and lose 0, 2, 3
+    assert "holds results that shipped.h5.parts/ does not (3 standalone runs)" in capsys.readouterr().err
+    assert (tmp_path / "shipped.h5").read_bytes() == before
+    # the resume case: the table's results are in its parts, or are trained again by this request
+    assert build(tmp_path, ptb_path, "--archs", "5") == 0
+    assert set(np.flatnonzero(schema.read(tmp_path / "t.h5").standalone.status[:, 0] == Status.OK)) == {0, 1, 2, 3, 5}
+    assert build(tmp_path, ptb_path, "--archs", "0-3", out="shipped.h5") == 0
+
+
+def test_special_files_are_never_replaced(tmp_path, ptb_path, capsys):
+    fifo = tmp_path / "t.h5"
+    os.mkfifo(fifo)
+    assert build(tmp_path, ptb_path, "--archs", "1", "--force") == 1
+    assert "is not a regular file" in capsys.readouterr().err
+    assert fifo.is_fifo() and not (tmp_path / "t.h5.parts").exists()
+
+
+def test_a_second_build_on_the_same_output_fails_at_once_naming_the_first(tmp_path, ptb_path, capsys):
+    folder = tmp_path / "t.h5.parts"
+    folder.mkdir()
+    with guard.exclusive(folder, tmp_path / "t.h5"):
+        assert build(tmp_path, ptb_path, "--archs", "1") == 1
+    assert f"another build is writing {tmp_path / 't.h5'} (pid {os.getpid()}, since" in capsys.readouterr().err
+    assert not list(folder.glob("unit-*.h5"))
+    assert build(tmp_path, ptb_path, "--archs", "1") == 0  # released
+
+
+def test_unit_files_are_named_by_configuration(tmp_path, ptb_path):
+    assert build(tmp_path, ptb_path, "--archs", "1", out="a.h5") == 0
+    assert build(tmp_path, ptb_path, "--archs", "1", "--set", "lr=5", out="b.h5") == 0
+    a = [p.name for p in (tmp_path / "a.h5.parts").glob("unit-*.h5")]
+    b = [p.name for p in (tmp_path / "b.h5.parts").glob("unit-*.h5")]
+    assert len(a) == len(b) == 1 and a != b
+
+
+def test_a_full_disk_is_one_line_with_finished_units_kept_and_no_temporary_files(tmp_path, ptb_path):
+    # RLIMIT_FSIZE makes writes past 16 KiB fail with EFBIG, as a full disk fails them with ENOSPC: the units
+    # (~9 KiB each) fit, the table (~24 KiB) does not
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384)); "
+            "from nasbench_ptb.cli import main; sys.exit(main(sys.argv[1:]))")
+    args = ["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *FAST,
+            "--archs", "0-3", "--set", "slots_per_unit=2"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(__file__) + "/..")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the table" in lines[0] and "finished units are kept" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert len(list((tmp_path / "t.h5.parts").glob("unit-*.h5"))) == 2  # both units, intact
+    assert not [p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp")] and not (tmp_path / "t.h5").exists()
+    assert main(args) == 0  # space again: the same command finishes from the kept units
+    assert (schema.read(tmp_path / "t.h5").standalone.status[:4, 0] == Status.OK).all()
+
+
+def test_bad_data_is_refused_before_anything_is_created(tmp_path, ptb_path, capsys):
+    bad = tmp_path / "ptb"
+    shutil.copytree(ptb_path, bad)
+    (bad / "ptb.valid.txt").write_text("corrupted")
+    assert main(["build", "--space", "2node", "--data", str(bad), "--out", str(tmp_path / "t.h5"), *FAST]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "t.h5.parts").exists() and not (tmp_path / "t.h5").exists()
+
+
+def test_a_unit_that_cannot_be_written_stops_the_build_with_one_line(tmp_path, ptb_path):
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
+            "from nasbench_ptb.cli import main; sys.exit(main(sys.argv[1:]))")
+    args = ["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *FAST,
+            "--archs", "0-1"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
+                          cwd=os.path.dirname(__file__) + "/..")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "cannot write the finished unit" in line and "File too large" in line
+    assert not list((tmp_path / "t.h5.parts").glob("*.h5")) and not list(tmp_path.rglob("*.tmp"))
