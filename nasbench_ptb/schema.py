@@ -19,6 +19,7 @@ build used ``--ws-archs``). ``/ws_subspace`` was added within format version 1: 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -148,6 +149,40 @@ def _fill(f: h5py.File, table: Table) -> None:
         for key, value in vars(part).items():
             if value is not None:
                 group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
+    f.attrs[DIGEST] = content_digest(f)
+
+
+DIGEST = "content_sha256"
+
+
+def _datasets(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every dataset of the file by path, read once (the layout is two levels deep; anything else is foreign)."""
+    arrays = {}
+    for gname, group in f.items():
+        if not isinstance(group, h5py.Group):
+            raise ValueError(f"/{gname} is a dataset at the top level; a table holds groups there")
+        for dname, ds in group.items():
+            if not isinstance(ds, h5py.Dataset):
+                raise ValueError(f"/{gname}/{dname} is a group; a table's groups hold datasets only")
+            arrays[f"{gname}/{dname}"] = ds[()]
+    return arrays
+
+
+def content_digest(f: h5py.File, arrays: dict[str, np.ndarray] | None = None) -> str:
+    """SHA-256 over every dataset (path, dtype, shape, values) and every attribute but this digest, in sorted
+    order: a table proves its own integrity on every open, whether or not a MANIFEST lists it."""
+    arrays = _datasets(f) if arrays is None else arrays
+    digest = hashlib.sha256()
+    for key in sorted(k for k in f.attrs if k != DIGEST):
+        digest.update(f"attr {key}={f.attrs[key]}\n".encode())
+    for name in sorted(arrays):
+        data = arrays[name]
+        digest.update(f"data {name} {data.dtype.str} {data.shape}\n".encode())
+        if data.dtype.kind == "O":
+            digest.update(b"\0".join(v if isinstance(v, bytes) else str(v).encode() for v in data.ravel()))
+        else:
+            digest.update(np.ascontiguousarray(data).tobytes())
+    return digest.hexdigest()
 
 
 # Every dataset of a part: its dimensions (N architectures; S seeds and C checkpoints from the part's own seeds
@@ -164,14 +199,15 @@ _LAYOUT["ws_subspace"] = _LAYOUT["ws"]
 _STATUS_CODES = np.array([int(s) for s in Status])
 
 
-def _read_part(group, name: str, n_archs: int, path: Path):
+def _read_part(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Path):
     """One part with every dataset checked for presence, shape, kind and (status, archs) values."""
     layout = _LAYOUT[name]
+    group = {key.partition("/")[2] for key in arrays if key.startswith(name + "/")}
     required = set(layout) - ({"archs"} if name == "ws" else set())
-    missing = sorted(required - set(group))
+    missing = sorted(required - group)
     if missing:
         raise TableError(f"{path}: /{name} lacks the dataset(s) {', '.join(missing)}")
-    data = {k: group[k][()] for k in layout if k in group}
+    data = {k: arrays[f"{name}/{k}"] for k in layout if k in group}
     dims = {"N": n_archs, "S": data["seeds"].shape[0] if data["seeds"].ndim == 1 else -1,
             "C": data["epochs"].shape[0] if data["epochs"].ndim == 1 else -1,
             "n": data["archs"].shape[0] if "archs" in data and data["archs"].ndim == 1 else -1}
@@ -208,14 +244,19 @@ def read(path: str | os.PathLike) -> Table:
                 raise TableError(f"{path}: not a nasbench-ptb table (no format_version attribute)")
             if int(version) != FORMAT_VERSION:
                 raise TableError(f"{path}: format_version {int(version)}, this library reads {FORMAT_VERSION}")
+            arrays = _datasets(f)
+            stored = f.attrs.get(DIGEST)
+            if stored is not None and str(stored) != content_digest(f, arrays):  # tables written before it have none
+                raise TableError(f"{path}: content digest mismatch: the file is corrupted (a changed byte or a "
+                                 "partial write); rebuild it or fetch it again")
             sp = get_space(str(f.attrs["space"]))
-            ids = f["archs/id"][()]
+            ids = arrays["archs/id"]
             if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
                 raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
-            parts = {name: _read_part(f[name], name, sp.size, path) if name in f else None for name in PARTS}
+            parts = {name: _read_part(arrays, name, sp.size, path) if name in f else None for name in PARTS}
             attrs = {}
             for key, value in f.attrs.items():
-                if key in ("format_version", "space", "preset", "config"):
+                if key in ("format_version", "space", "preset", "config", DIGEST):
                     continue
                 try:
                     attrs[key] = json.loads(value)
@@ -225,5 +266,5 @@ def read(path: str | os.PathLike) -> Table:
                          attrs, parts["ws_subspace"])
     except TableError:
         raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise TableError(f"{path}: unreadable or truncated table ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 — whatever a damaged file makes h5py or the parsers raise
+        raise TableError(f"{path}: unreadable or truncated table ({type(exc).__name__}: {exc})") from None

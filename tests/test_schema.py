@@ -73,8 +73,10 @@ def test_presets_override_and_validate():
 
 
 def _tamper(path, edit):
+    """A malformed but self-consistent table (as a buggy writer would make it): the digest matches the edit."""
     with h5py.File(path, "a") as f:
         edit(f)
+        f.attrs[schema.DIGEST] = schema.content_digest(f)
 
 
 def _replace(name, value):
@@ -116,4 +118,39 @@ def test_a_subspace_group_needs_distinct_member_ids(tmp_path):
         schema.read(tmp_path / "t.h5")
     _tamper(tmp_path / "t.h5", lambda f: f["ws_subspace"].__delitem__("archs"))
     with pytest.raises(schema.TableError, match="/ws_subspace lacks the dataset"):
+        schema.read(tmp_path / "t.h5")
+
+
+def test_every_byte_flip_is_refused_or_changes_nothing(tmp_path):
+    """A table proves its own integrity: no single-byte change may silently alter a value."""
+    from helpers import synthetic_table
+    path = tmp_path / "t.h5"
+    synthetic_table(path, C=4)
+    good = schema.read(path)
+    raw = path.read_bytes()
+    rng = np.random.RandomState(0)
+    refused = 0
+    for pos in rng.choice(len(raw), 300, replace=False):
+        bad = bytearray(raw)
+        bad[pos] ^= 1 << rng.randint(8)
+        (tmp_path / "flip.h5").write_bytes(bytes(bad))
+        try:
+            t = schema.read(tmp_path / "flip.h5")
+        except schema.TableError as exc:
+            assert str(exc).startswith(str(tmp_path / "flip.h5"))
+            refused += 1
+            continue
+        for name in ("standalone", "ws"):
+            for key, value in vars(getattr(good, name)).items():
+                np.testing.assert_array_equal(getattr(getattr(t, name), key), value, err_msg=f"byte {pos}")
+        assert (t.config, t.attrs, t.preset) == (good.config, good.attrs, good.preset)
+    assert refused > 50  # about a third of the bytes matter here; the others are padding and free space
+
+
+def test_a_changed_value_breaks_the_digest(tmp_path):
+    t = _table()
+    schema.write(t, tmp_path / "t.h5")
+    with h5py.File(tmp_path / "t.h5", "a") as f:
+        f["standalone/test_ppl"][0, 0] += 0.004  # 275.840 -> 275.844: the kind of change users cannot see
+    with pytest.raises(schema.TableError, match="content digest mismatch"):
         schema.read(tmp_path / "t.h5")
