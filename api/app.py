@@ -5,6 +5,10 @@
     GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id&order=asc|desc&limit=&offset=
     GET /spaces                 every loaded table: space, preset, every training value, coverage, device
     GET /health
+    GET /docs, /redoc           the OpenAPI documentation, its scripts served from the package (works offline)
+
+Every GET route answers HEAD. Every error body is ``{"detail": "<one line>"}`` (404, and 422 for any bad
+parameter, FastAPI's own validation included), as the OpenAPI document declares.
 """
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 import nasbench_ptb
 from nasbench_ptb import api as nb
@@ -24,7 +31,9 @@ from nasbench_ptb.space import parse, space as get_space
 from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel
 
 HASH_PATTERN = r"^[0-9a-f]{16}$"
-NOT_FOUND = {404: {"model": ErrorModel, "description": "no such architecture in the loaded tables"}}
+INVALID = {422: {"model": ErrorModel, "description": "a parameter is malformed or out of range"}}
+NOT_FOUND = {404: {"model": ErrorModel, "description": "no such architecture in the loaded tables"}, **INVALID}
+STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
 class Store:
@@ -61,8 +70,27 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         app.state.store = Store([nb.load(p) for p in paths])
         yield
 
-    app = FastAPI(title="nasbench-ptb", version=nasbench_ptb.__version__, lifespan=lifespan,
+    app = FastAPI(title="nasbench-ptb", version=nasbench_ptb.__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
                   description="Tabular NAS benchmark of DARTS recurrent cells on Penn Treebank (read-only).")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(HeadAsGet)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return _error(422, validation_detail(exc))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="nasbench-ptb API",
+                                   swagger_js_url="/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/swagger-ui.css", swagger_favicon_url="data:,")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title="nasbench-ptb API",
+                              redoc_js_url="/static/redoc.standalone.js", redoc_favicon_url="data:,",
+                              with_google_fonts=False)
 
     def store(request: Request) -> Store:
         return request.app.state.store
@@ -104,7 +132,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
             return _error(404, f"no table for space {geno.n}node (loaded: {', '.join(st.benches)})")
         return _json(st.record_json(bench, geno.id, curves))
 
-    @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}})
+    @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}, **INVALID})
     def leaderboard(request: Request, space: Optional[str] = None,
                     sort: Literal["valid_ppl", "test_ppl", "id"] = "valid_ppl",
                     order: Literal["asc", "desc"] = "asc",
@@ -141,3 +169,26 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
 def _finite(v: float) -> Optional[float]:
     return float(v) if np.isfinite(v) else None
+
+
+def validation_detail(exc: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line: ``query.limit: Input should be less than or equal to 1000``."""
+    return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors())
+
+
+class HeadAsGet:
+    """Answer ``HEAD`` on every GET route: run it as GET and send the headers without the body (RFC 9110)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

@@ -83,7 +83,6 @@ class SpaceModel(BaseModel):
     space: str
     size: int
     preset: str
-    path: Optional[str]
     config: dict
     coverage: dict
     ws_seeds: list[int]
