@@ -7,13 +7,15 @@
     GET /health
     GET /docs, /redoc           the OpenAPI documentation, its scripts served from the package (works offline)
 
-Every GET route answers HEAD. Every error body is ``{"detail": "<one line>"}`` (404, and 422 for any bad
+Routes are ``async def``: they only read tables held in memory and cached serialised bodies (records, /archs
+pages), so they never block the event loop. Every GET route answers HEAD. Every error body is ``{"detail": "<one line>"}`` (404, and 422 for any bad
 parameter, FastAPI's own validation included), as the OpenAPI document declares.
 """
 from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Literal, Optional, Sequence
 
@@ -34,6 +36,7 @@ HASH_PATTERN = r"^[0-9a-f]{16}$"
 INVALID = {422: {"model": ErrorModel, "description": "a parameter is malformed or out of range"}}
 NOT_FOUND = {404: {"model": ErrorModel, "description": "no such architecture in the loaded tables"}, **INVALID}
 STATIC = os.path.join(os.path.dirname(__file__), "static")
+PAGE_CACHE = 512  # serialised /archs pages kept (least recently used dropped first)
 
 
 class Store:
@@ -43,6 +46,25 @@ class Store:
         self.benches = {b.space.name: b for b in benches}
         self.by_hash = {g.hash: b for b in benches for g in b.space}
         self._json: dict[tuple, bytes] = {}
+        self._orders: dict[tuple, list[LeaderboardRow]] = {}
+        self._pages: OrderedDict[tuple, bytes] = OrderedDict()  # least recently used first
+
+    def leaderboard_json(self, bench: nb.Benchmark, sort: str, order: str, limit: int, offset: int) -> bytes:
+        """A leaderboard page, serialised once; rows are sorted once per (space, sort, order)."""
+        key = (bench.space.name, sort, order, limit, offset)
+        body = self._pages.get(key)
+        if body is not None:
+            self._pages.move_to_end(key)
+            return body
+        rows = self._orders.get(key[:3])
+        if rows is None:
+            rows = self._orders[key[:3]] = _leaderboard_rows(bench, sort, order)
+        page = Leaderboard(space=bench.space.name, sort=sort, order=order, total=len(rows), limit=limit,
+                           offset=offset, items=rows[offset : offset + limit])
+        body = self._pages[key] = page.model_dump_json().encode()
+        if len(self._pages) > PAGE_CACHE:
+            self._pages.popitem(last=False)
+        return body
 
     def record_json(self, bench: nb.Benchmark, arch: int, curves: bool) -> bytes:
         key = (bench.space.name, arch, curves)
@@ -96,11 +118,11 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         return request.app.state.store
 
     @app.get("/health", response_model=Health)
-    def health(request: Request):
+    async def health(request: Request):
         return Health(status="ok", tables=len(store(request).benches))
 
     @app.get("/spaces", response_model=list[SpaceModel])
-    def spaces(request: Request):
+    async def spaces(request: Request):
         out = []
         for b in store(request).benches.values():
             meta = b.metadata
@@ -108,7 +130,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         return out
 
     @app.get("/arch/{arch_hash}", response_model=ArchModel, responses=NOT_FOUND)
-    def arch_by_hash(request: Request, arch_hash: str = Path(pattern=HASH_PATTERN, description="16 hex digits"),
+    async def arch_by_hash(request: Request, arch_hash: str = Path(pattern=HASH_PATTERN, description="16 hex digits"),
                      curves: bool = True):
         st = store(request)
         bench = st.by_hash.get(arch_hash)
@@ -118,7 +140,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         return _json(st.record_json(bench, bench.resolve(arch_hash), curves))
 
     @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
-    def arch_by_genotype(request: Request,
+    async def arch_by_genotype(request: Request,
                          genotype: str = Query(min_length=1, max_length=2000,
                                                description="canonical string (tanh:0|sigmoid:0) or DARTS repr"),
                          curves: bool = True):
@@ -133,7 +155,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         return _json(st.record_json(bench, geno.id, curves))
 
     @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}, **INVALID})
-    def leaderboard(request: Request, space: Optional[str] = None,
+    async def leaderboard(request: Request, space: Optional[str] = None,
                     sort: Literal["valid_ppl", "test_ppl", "id"] = "valid_ppl",
                     order: Literal["asc", "desc"] = "asc",
                     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
@@ -145,26 +167,28 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         bench = st.benches.get(name)
         if bench is None:
             return _error(404, f"no table for space {name} (loaded: {', '.join(st.benches)})")
-        rows = [bench.query(i, curves=False) for i in range(len(bench))]
-        if sort == "id":
-            rows.sort(key=lambda r: r.id, reverse=order == "desc")
-        else:
-            value = {r.id: _finite(getattr(r.standalone, sort)) if r.standalone else None for r in rows}
-            present = sorted((r for r in rows if value[r.id] is not None), key=lambda r: (value[r.id], r.id),
-                             reverse=order == "desc")
-            rows = present + [r for r in rows if value[r.id] is None]  # architectures without a value always last
-        items = [
-            LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
-                           hash=r.hash, status=r.standalone.status if r.standalone else "missing",
-                           n_seeds=r.standalone.n_seeds if r.standalone else 0,
-                           valid_ppl=_finite(r.standalone.valid_ppl) if r.standalone else None,
-                           test_ppl=_finite(r.standalone.test_ppl) if r.standalone else None)
-            for r in rows[offset : offset + limit]
-        ]
-        return Leaderboard(space=name, sort=sort, order=order, total=len(rows), limit=limit, offset=offset,
-                           items=items)
+        return _json(st.leaderboard_json(bench, sort, order, limit, offset))
 
     return app
+
+
+def _leaderboard_rows(bench: nb.Benchmark, sort: str, order: str) -> list[LeaderboardRow]:
+    rows = [bench.query(i, curves=False) for i in range(len(bench))]
+    if sort == "id":
+        rows.sort(key=lambda r: r.id, reverse=order == "desc")
+    else:
+        value = {r.id: _finite(getattr(r.standalone, sort)) if r.standalone else None for r in rows}
+        present = sorted((r for r in rows if value[r.id] is not None), key=lambda r: (value[r.id], r.id),
+                         reverse=order == "desc")
+        rows = present + [r for r in rows if value[r.id] is None]  # architectures without a value always last
+    return [
+        LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
+                       hash=r.hash, status=r.standalone.status if r.standalone else "missing",
+                       n_seeds=r.standalone.n_seeds if r.standalone else 0,
+                       valid_ppl=_finite(r.standalone.valid_ppl) if r.standalone else None,
+                       test_ppl=_finite(r.standalone.test_ppl) if r.standalone else None)
+        for r in rows
+    ]
 
 
 def _finite(v: float) -> Optional[float]:
