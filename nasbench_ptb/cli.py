@@ -110,6 +110,8 @@ def _parse_archs(sp, items: list[str] | None, flag: str = "--archs"):
                 if token.isdigit():
                     genos.append(sp.from_id(int(token)))
                 elif dash and lo.strip().isdigit() and hi.strip().isdigit():
+                    if int(lo) > int(hi):
+                        raise ValueError(f"the range is reversed (did you mean {hi.strip()}-{lo.strip()}?)")
                     genos.extend(sp.from_id(i) for i in range(int(lo), int(hi) + 1))
                 else:
                     genos.append(sp.parse(token))

@@ -275,3 +275,9 @@ def test_ws_archs_needs_a_ws_mode_and_archs_may_not_be_empty(tmp_path, ptb_path,
     assert "needs --mode ws or both" in capsys.readouterr().err
     assert build(tmp_path, ptb_path, "--archs", " , ") == 1
     assert "--archs: no architectures given" in capsys.readouterr().err
+
+
+def test_a_reversed_id_range_is_refused(tmp_path, ptb_path, capsys):
+    assert build(tmp_path, ptb_path, "--archs", "7,5-3") == 1
+    assert "--archs '5-3': the range is reversed (did you mean 3-5?)" in capsys.readouterr().err
+    assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.parts").exists()
