@@ -18,6 +18,7 @@ from nasbench_ptb import schema
 from nasbench_ptb.files import write_h5
 from nasbench_ptb.space import SearchSpace
 
+from . import train
 from .presets import Preset
 
 KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part kind per table group
@@ -36,7 +37,17 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
     values = {k: v for k, v in p.to_dict().items() if _LATER_FIELDS.get(k, object()) != v}
     if kind == "standalone":
         values = {k: v for k, v in values.items() if not k.startswith(_WS_FIELDS)}
-    return json.dumps({"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}, sort_keys=True)
+    fp = {"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}
+    if train.PROTOCOL_VERSION != 1:  # version 1 predates the field: its units carry none
+        fp["protocol"] = train.PROTOCOL_VERSION
+    return json.dumps(fp, sort_keys=True)
+
+
+def _protocol(fp: str) -> int:
+    try:
+        return int(json.loads(fp).get("protocol", 1))
+    except (ValueError, AttributeError):
+        return 1
 
 
 def write(path: Path, arrays: dict, attrs: dict) -> None:
@@ -60,6 +71,12 @@ def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
     for path in sorted(parts.glob(f"{KINDS[kind]}*.h5")):
         try:
             with h5py.File(path, "r") as f:
+                if f.attrs["fingerprint"] != fp and _protocol(f.attrs["fingerprint"]) != _protocol(fp):
+                    raise BuildError(
+                        f"{parts} holds {kind} results of training protocol version {_protocol(f.attrs['fingerprint'])}"
+                        f", this code trains version {_protocol(fp)} ({path.name}); they must not be mixed: use "
+                        "another --out or remove that directory"
+                    )
                 if f.attrs["fingerprint"] != fp:
                     raise BuildError(
                         f"{parts} holds {kind} results of another configuration ({path.name}); use another --out "

@@ -21,6 +21,12 @@ from .engine import MaskSampler, SlotGenotypes, autocast, evaluate, init_params,
 from .optim import SlotSGD
 from .presets import Preset
 
+PROTOCOL_VERSION = 1
+"""What a run computes: bump it whenever a change to training or evaluation would change a run's numbers beyond
+float rounding (a new loss term, another lr rule, a different evaluation); kept units of another version are then
+refused instead of being mixed with new ones. Refactors that keep every run equal within float tolerance (the
+slot engine's contract, e.g. a faster decoder) do not bump it."""
+
 
 @dataclass(frozen=True)
 class RunCurves:

@@ -281,3 +281,13 @@ def test_a_reversed_id_range_is_refused(tmp_path, ptb_path, capsys):
     assert build(tmp_path, ptb_path, "--archs", "7,5-3") == 1
     assert "--archs '5-3': the range is reversed (did you mean 3-5?)" in capsys.readouterr().err
     assert not (tmp_path / "t.h5").exists() and not (tmp_path / "t.h5.parts").exists()
+
+
+def test_kept_units_of_another_training_protocol_are_refused(tmp_path, ptb_path, capsys, monkeypatch):
+    from builder import train
+    assert build(tmp_path, ptb_path, "--archs", "2") == 0
+    monkeypatch.setattr(train, "PROTOCOL_VERSION", 2)  # the training code changed what a run computes
+    capsys.readouterr()
+    assert build(tmp_path, ptb_path, "--archs", "2") == 1
+    err = capsys.readouterr().err
+    assert "training protocol version 1, this code trains version 2" in err and "must not be mixed" in err
