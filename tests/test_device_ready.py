@@ -15,6 +15,9 @@ from nasbench_ptb.space import parse, space
 from helpers import tiny_corpus, tiny_preset
 
 HOST_READS = ("__bool__", "item", "tolist", "numpy", "cpu", "__int__", "__float__", "__index__")
+# Operations whose output size depends on values: on CUDA they wait for the device to know it.
+IMPLICIT_SYNCS = {torch.Tensor: ("nonzero", "masked_select", "argwhere", "unique"),
+                  torch: ("nonzero", "masked_select", "argwhere", "unique")}
 
 
 class HostRead(AssertionError):
@@ -24,26 +27,57 @@ class HostRead(AssertionError):
 @contextlib.contextmanager
 def no_host_reads():
     """Make every host read of a tensor's value raise :class:`HostRead` inside the block."""
-    saved = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+    saved = [(torch.Tensor, name, getattr(torch.Tensor, name)) for name in HOST_READS]
+    saved += [(owner, name, getattr(owner, name)) for owner, names in IMPLICIT_SYNCS.items() for name in names
+              if hasattr(owner, name)]
+    saved += [(torch.Tensor, name, getattr(torch.Tensor, name)) for name in ("__getitem__", "__setitem__")]
+    get_item, set_item = torch.Tensor.__getitem__, torch.Tensor.__setitem__
 
     def refuse(name):
-        def method(self, *args, **kwargs):
-            raise HostRead(f"Tensor.{name} called inside the training loop")
+        def method(*args, **kwargs):
+            raise HostRead(f"{name} called inside the training loop")
         return method
 
+    def boolean(index) -> bool:  # a boolean mask index is a nonzero() in disguise
+        items = index if isinstance(index, tuple) else (index,)
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+    def getitem(self, index):
+        if boolean(index):
+            raise HostRead("boolean-mask indexing inside the training loop")
+        return get_item(self, index)
+
+    def setitem(self, index, value):
+        if boolean(index):
+            raise HostRead("boolean-mask assignment inside the training loop")
+        return set_item(self, index, value)
+
     try:
-        for name in HOST_READS:
-            setattr(torch.Tensor, name, refuse(name))
+        for owner, name, _ in saved:
+            if name not in ("__getitem__", "__setitem__"):
+                setattr(owner, name, refuse(f"{getattr(owner, '__name__', 'torch')}.{name}"))
+        torch.Tensor.__getitem__, torch.Tensor.__setitem__ = getitem, setitem
         yield
     finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
+        for owner, name, method in saved:
+            setattr(owner, name, method)
 
 
 def test_guard_catches_a_host_read():
     with pytest.raises(HostRead), no_host_reads():
         bool(torch.ones(2).sum() > 0)
     assert bool(torch.ones(1))  # restored
+
+
+@pytest.mark.parametrize("sync", [
+    lambda t: t[t > 0], lambda t: t.__setitem__(t > 0, 0.0), lambda t: t.nonzero(), lambda t: torch.nonzero(t),
+    lambda t: torch.masked_select(t, t > 0), lambda t: t.masked_select(t > 0), lambda t: t.unique(),
+])
+def test_guard_catches_implicit_syncs(sync):
+    t = torch.tensor([1.0, -1.0, 2.0])
+    with pytest.raises(HostRead), no_host_reads():
+        sync(t)
+    assert t[t > 0].tolist() == [1.0, 2.0] and t[torch.tensor([0, 2])].tolist() == [1.0, 2.0]  # restored
 
 
 @pytest.mark.parametrize("asgd_switched", [False, True])
