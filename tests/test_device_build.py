@@ -26,11 +26,21 @@ def test_lease_rehearsal_then_unpack(tmp_path, ptb_path):
     log = lease(ptb_path, device_side, out, "--budget", "300")
     report = json.loads((out / "bench.json").read_text())
     assert report["check_ok"] and report["sized"] == {"epochs": 0.25, "ws_epochs": 0.25}
-    assert report["bench"]["2node"]["ratio"] > 0 and report["bench"]["matmul_ceiling_flops"] > 0
+    bench = report["bench"]
+    two = bench["2node"]
+    assert two["engine_arch_tokens_s"] > 0 and two["plain_arch_tokens_s"] > 0 and bench["matmul_ceiling_flops"] > 0
+    assert two["ratio"] == two["engine_arch_tokens_s"] / two["plain_arch_tokens_s"]  # the ratio of what it measured
     assert sorted(p.name for p in out.iterdir()) == ["2node-gpu.h5", "bench.json", "device_build.log",
                                                      "gpu-parts.tar"]
     table = schema.read(out / "2node-gpu.h5")
     assert summary.coverage(table).missing == 0 and table.config["amp"] == "bf16" and table.config["epochs"] == 0.25
+    H, V = table.config["hidden"], table.config["ntokens"]
+    for name, n in (("2node", 2), ("3node", 3)):  # FLOPs per arch-token counted by hand: 3 products of each matmul
+        r = bench[name]
+        assert r["decoder_flops_per_arch_token"] == 6 * H * V
+        assert r["cell_flops_per_arch_token"] == 6 * (2 * H) ** 2 + 6 * n * H * 2 * H
+        assert abs(r["decoder_fraction_of_ceiling"] - r["engine_arch_tokens_s"] * 6 * H * V
+                   / bench["matmul_ceiling_flops"]) < 1e-12
     with tarfile.open(out / "gpu-parts.tar") as tar:
         assert all(n.startswith("2node-gpu.h5.parts") for n in tar.getnames()) and len(tar.getnames()) > 3
     assert "2node standalone" in log
