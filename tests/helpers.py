@@ -23,22 +23,41 @@ def tiny_preset(**changes) -> presets.Preset:
     return dataclasses.replace(base, **changes)
 
 
+def key_valid(a, n: int = 32):
+    """Synthetic tables: the final standalone validation order, a permutation of the ids (best: 27 in 2node)."""
+    return (7 * np.asarray(a) + 3) % n
+
+
+def key_test(a, n: int = 32):
+    """Synthetic tables: the test order, another permutation (best: 17 in 2node)."""
+    return (11 * np.asarray(a) + 5) % n
+
+
+def key_early(a, n: int = 32):
+    """Synthetic tables: what reorders the earlier checkpoints."""
+    return (5 * np.asarray(a) + 1) % n
+
+
 def synthetic_table(path, space_name: str = "2node", seeds: int = 2, ws_seeds: int = 3, C: int = 5, seed: int = 0):
-    """A table with known values: ppl = 100 + id (+ seed), arch 1 missing, arch 2 diverged on seed 0 only,
-    arch 3 diverged on all seeds; WS ppl reversed (tau = -1 on the ok architectures)."""
+    """A table with known values whose id, validation, test and early-checkpoint orders all differ:
+    final valid ppl = 100 + key_valid(id) + seed, checkpoint c adds (C-1-c)·(20 + key_early(id)),
+    test ppl = 90 + key_test(id) + seed; arch 1 missing, arch 2 diverged on seed 0 only, arch 3 diverged on all
+    seeds; WS ppl at the final checkpoint 1000 − key_valid (tau = −1 on the ok architectures), earlier
+    checkpoints reordered by key_early, WS test 900 − key_test; the last WS seed diverged."""
     from nasbench_ptb import schema
     from nasbench_ptb.space import space
 
     sp = space(space_name)
     N = sp.size
+    ids = np.arange(N)
     rng = np.random.RandomState(seed)
     sa = schema.Standalone.empty(N, range(seeds), np.linspace(1.0 / C, 1.0, C))
     for a in range(N):
         for s in range(seeds):
-            sa.valid_ppl[a, s] = 100 + a + s + np.linspace(400, 0, C)
+            sa.valid_ppl[a, s] = 100 + key_valid(a, N) + s + (C - 1 - np.arange(C)) * (20 + key_early(a, N))
             sa.train_loss[a, s] = np.linspace(7, 5, C) + rng.rand(C) * 0.01
             sa.seconds[a, s] = np.arange(1, C + 1) * 2.0
-            sa.test_ppl[a, s] = 90 + a + s
+            sa.test_ppl[a, s] = 90 + key_test(a, N) + s
             sa.best_epoch[a, s] = 1.0
             sa.status[a, s] = schema.Status.OK
     sa.status[1] = schema.Status.MISSING
@@ -53,8 +72,8 @@ def synthetic_table(path, space_name: str = "2node", seeds: int = 2, ws_seeds: i
             sa.test_ppl[a, s] = sa.best_epoch[a, s] = np.nan
     ws = schema.WeightSharing.empty(N, range(ws_seeds), np.linspace(0.5, 1.0, 3), [100, 100, 1000])
     for k in range(ws_seeds):
-        ws.valid_ppl[k] = 1000 - np.arange(N)[None, :] + np.arange(3)[:, None] * 0.0
-        ws.test_ppl[k] = 900 - np.arange(N)
+        ws.valid_ppl[k] = 1000 - key_valid(ids, N)[None, :] + (2 - np.arange(3))[:, None] * 3 * key_early(ids, N)
+        ws.test_ppl[k] = 900 - key_test(ids, N)
         ws.train_loss[k] = [6.0, 5.5, 5.2]
         ws.seconds[k] = [10.0, 20.0, 30.0]
         ws.samples[k] = 7

@@ -6,7 +6,7 @@ from nasbench_ptb import analyses as an
 from nasbench_ptb.cli import main
 from nasbench_ptb.schema import Status
 
-from helpers import synthetic_table
+from helpers import key_early, key_valid, synthetic_table
 
 
 def test_tau_b_matches_scipy_with_ties_and_nan_last():
@@ -36,16 +36,42 @@ def test_ranks_and_overlap():
     assert an.top_k_overlap(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1]), 2) == 0.0
 
 
+def _tau(a, b):
+    """scipy's tau-b, NaN (no value) ranked last: the expectation, computed apart from the library."""
+    return kendalltau(np.where(np.isnan(a), np.inf, a), np.where(np.isnan(b), np.inf, b), variant="b").statistic
+
+
 def test_analyses_on_a_known_table(tmp_path):
-    t = synthetic_table(tmp_path / "t.h5")  # WS exactly reverses the standalone order
+    t = synthetic_table(tmp_path / "t.h5")  # WS's final checkpoint reverses the standalone order
+    ids = np.arange(32)
+    kept = ids != 1  # id 1 was never trained: out of every comparison
+    final = 100.5 + key_valid(ids).astype(float)  # mean over the two ok seeds
+    final[2], final[3] = 101 + key_valid(2), np.nan  # 2: seed 1 only; 3 diverged on both
     over = an.ws_tau_over_training(t)
     assert over.tau.shape == (3, 3) and np.isnan(over.tau[2]).all()  # seed 2 diverged
-    assert over.tau[0, -1] < -0.8 and over.worst[-1] == over.tau[0, -1]
-    ids, sa_rank, ws_rank = an.rank_disorder(t)
-    assert 1 not in ids and len(ids) == 31 and sa_rank[ids.tolist().index(0)] == 1
-    assert (an.standalone_rank_changes(t)[-1]) == pytest.approx(1.0)
+    for c in range(3):  # WS at checkpoint c: 1000 - key_valid + (2 - c)·3·key_early
+        ws = 1000.0 - key_valid(ids) + (2 - c) * 3 * key_early(ids)
+        assert over.tau[0, c] == pytest.approx(_tau(ws[kept], final[kept])) == pytest.approx(over.tau[1, c])
+    assert over.tau[0, -1] < -0.8 and over.tau[0, 0] > over.tau[0, -1] and over.worst[-1] == over.tau[0, -1]
+    rd_ids, sa_rank, ws_rank = an.rank_disorder(t)
+    assert rd_ids.tolist() == ids[kept].tolist()
+    assert sa_rank[rd_ids.tolist().index(27)] == 1 and sa_rank[rd_ids.tolist().index(3)] == 31  # diverged: last
+    assert ws_rank[0, rd_ids.tolist().index(4)] == 1 and ws_rank[0, rd_ids.tolist().index(27)] == 31
+    assert (ws_rank[2] == 1).all()  # the diverged super-net has no value anywhere: all tied
+    changes = an.standalone_rank_changes(t)
+    for c in range(5):  # checkpoint c adds (4 - c)·(20 + key_early) to each seed's final value
+        at_c = final + (4 - c) * (20 + key_early(ids))
+        at_c[2] = 101 + key_valid(2) + (4 - c) * (20 + key_early(2))  # seed 1 only
+        at_c[3] = np.nan  # diverged runs count at no checkpoint (status-based mean)
+        assert changes[c] == pytest.approx(_tau(at_c[kept], final[kept]))
+    assert changes[-1] == pytest.approx(1.0) and changes[0] < 0.5  # early rankings differ from the final one
     seeds = an.seed_agreement(t)
-    assert seeds["standalone_seed_tau"]["0-1"] > 0.8  # arch 2 diverged on seed 0 only: last there
+    s0, s1 = 100.0 + key_valid(ids), 101.0 + key_valid(ids)
+    s0[[2, 3]], s1[3] = np.nan, np.nan
+    assert seeds["standalone_seed_tau"]["0-1"] == pytest.approx(_tau(s0[kept], s1[kept]))
+    std = dict(zip(seeds["ids"].tolist(), seeds["std"]))
+    assert std[5] == pytest.approx(0.5) and std[2] == 0.0 and np.isnan(std[3])  # population std over ok seeds
+    assert seeds["ws_seed_tau"]["0-1"] == pytest.approx(1.0) and np.isnan(seeds["ws_seed_tau"]["0-2"])
     twins = an.iso_twins(t)
     assert (2, 16) in [(a, b) for a, b, _, _ in twins]  # tanh:0|sigmoid:0 ~ sigmoid:0|tanh:0
 
@@ -68,7 +94,7 @@ def test_seed_pair_tau_compares_only_architectures_both_seeds_were_trained_on(tm
     sa = t.standalone
     sa.status[:, 1] = Status.MISSING  # seed 1 trained on a sample (ids 10..19) only, in seed 0's reverse order
     sa.status[10:20, 1] = Status.OK
-    sa.valid_ppl[10:20, 1, -1] = 500.0 - np.arange(10, 20)
+    sa.valid_ppl[10:20, 1, -1] = 500.0 - key_valid(np.arange(10, 20))
     tau, n = an.seed_pair_taus(t)["0-1"]
     assert n == 10 and tau == pytest.approx(-1.0)  # "missing" ranked last would pull this towards +1
     tau, n = an.seed_pair_taus(t, [10, 12, 15, 3])["0-1"]
@@ -84,8 +110,8 @@ def test_amount_of_sharing_on_a_known_table(tmp_path):
     t = synthetic_table(tmp_path / "t.h5")  # standalone: ppl grows with id; whole-space WS reverses it
     ids = np.array([4, 6, 9, 12, 20])
     sub = schema.WeightSharing.empty(32, [0, 1], np.array([0.5, 1.0]), [100, 1000], ids)
-    sub.valid_ppl[0, 0, ids] = [14.0, 13, 12, 11, 10]  # first checkpoint: reversed
-    sub.valid_ppl[0, 1, ids] = [10.0, 11, 12, 13, 14]  # final: the standalone order
+    sub.valid_ppl[0, 0, ids] = 50.0 - key_valid(ids)  # first checkpoint: reversed
+    sub.valid_ppl[0, 1, ids] = 10.0 + key_valid(ids)  # final: the standalone order
     sub.valid_ppl[1, :, ids] = np.nan
     sub.status[:] = [Status.OK, Status.DIVERGED]
     t = schema.Table(t.space, t.preset, t.config, t.standalone, t.ws, t.attrs, sub)

@@ -9,7 +9,22 @@ import pytest
 from nasbench_ptb import api
 from nasbench_ptb.space import parse, space
 
-from helpers import synthetic_table
+import numpy as np
+
+from helpers import synthetic_table, key_test, key_valid
+
+IDS = np.arange(32)
+# what the synthetic 2-node table must aggregate to: mean over ok seeds (0 and 1: +0.5), id 2 has seed 1 only,
+# 1 is missing, 3 diverged on every seed
+VALID = 100.5 + key_valid(IDS).astype(float)
+VALID[2], VALID[1], VALID[3] = 101 + key_valid(2), np.nan, np.nan
+TEST = 90.5 + key_test(IDS).astype(float)
+TEST[2], TEST[1], TEST[3] = 91 + key_test(2), np.nan, np.nan
+
+
+def expected_rank(a: int, values=VALID) -> int:
+    """1 + how many architectures are strictly better; no value ranks after every value."""
+    return 1 + int(np.sum(values < values[a])) if np.isfinite(values[a]) else 1 + int(np.isfinite(values).sum())
 
 
 @pytest.fixture()
@@ -32,16 +47,17 @@ def test_query_forms_agree_and_aggregate(table_dir):
     assert api.query(g.hash) is rec and api.query(5, space="2node") is rec
     sa = rec.standalone
     assert sa.status == "ok" and sa.n_seeds == 2
-    assert sa.valid_ppl == pytest.approx(100 + 5 + 0.5) and sa.valid_ppl_std == pytest.approx(0.5)
-    assert sa.test_ppl == pytest.approx(90 + 5 + 0.5)
+    assert sa.valid_ppl == pytest.approx(VALID[5]) == 106.5 and sa.valid_ppl_std == pytest.approx(0.5)
+    assert sa.test_ppl == pytest.approx(TEST[5]) == 118.5
     assert len(sa.seeds[0].curve.valid_ppl) == 5 and sa.seeds[1].curve.seconds[-1] == 10.0
+    assert sa.seeds[0].curve.valid_ppl[0] == pytest.approx(106 + 4 * (20 + 26))  # first checkpoint, not the last
     one = api.query("tanh:0|relu:1", seed=1).standalone
-    assert one.n_seeds == 1 and one.valid_ppl == pytest.approx(106)
-    # ranks: ids 0, 2 (one ok seed), 4, 5, ... ; 1 missing -> None; 3 all diverged -> last
-    assert sa.rank == 4
+    assert one.n_seeds == 1 and one.valid_ppl == pytest.approx(107)
+    # ranks by mean final valid ppl; 1 missing -> None; 3 all diverged -> last of the 31 attempted
+    assert sa.rank == expected_rank(5) == 7
     assert api.query(1, space="2node").standalone.rank is None
     assert api.query(3, space="2node").standalone.rank == 31
-    assert [w.rank for w in rec.ws] == [32 - 5, 32 - 5, None]  # WS reversed; seed 2 diverged
+    assert [w.rank for w in rec.ws] == [32 - key_valid(5), 32 - key_valid(5), None]  # WS reversed; seed 2 diverged
     assert rec.ws[0].samples == 7 and rec.ws[2].status == "diverged" and math.isnan(rec.ws[2].final_valid_ppl)
     three = api.query("tanh:0|relu:1|sigmoid:2")
     assert three.space == "3node" and three.id == parse("tanh:0|relu:1|sigmoid:2").id
@@ -53,7 +69,7 @@ def test_missing_and_diverged_are_reported_not_imputed(table_dir):
     assert missing.missing_seeds == (0, 1)
     half = api.query(2, space="2node").standalone
     assert half.status == "ok" and half.n_seeds == 1 and half.diverged_seeds == (0,)
-    assert half.valid_ppl == pytest.approx(100 + 2 + 1)  # seed 1 only
+    assert half.valid_ppl == pytest.approx(VALID[2]) == 118  # seed 1 only
     dead = api.query(3, space="2node").standalone
     assert dead.status == "diverged" and math.isnan(dead.test_ppl)
     d = api.query(3, space="2node").to_dict()
@@ -64,15 +80,15 @@ def test_benchmark_object(table_dir):
     b = api.load(table_dir / "2node-x.h5")
     assert len(b) == 32 and [r.id for r in b] == list(range(32))
     assert b.metadata["preset"] == "synthetic" and b.metadata["coverage"]["missing"] == 2
-    assert [r.id for r in b.best("valid_ppl", 3)] == [0, 2, 4]
-    assert [r.id for r in b.best("test_ppl", 2)] == [0, 2]
-    assert b.rank("tanh:0|relu:1") == 4 and b.rank(5, ws_seed=0) == 27 and b.rank(5, ws_seed=2) is None
+    assert [r.id for r in b.best("valid_ppl", 3)] == list(np.argsort(np.nan_to_num(VALID, nan=1e9))[:3]) == [27, 18, 9]
+    assert [r.id for r in b.best("test_ppl", 2)] == list(np.argsort(np.nan_to_num(TEST, nan=1e9))[:2]) == [17, 20]
+    assert b.rank("tanh:0|relu:1") == 7 and b.rank(5, ws_seed=0) == 26 and b.rank(5, ws_seed=2) is None
     with pytest.raises(ValueError, match="unknown metric"):
         b.best("accuracy")
     with pytest.raises(KeyError, match="no WS seed 9"):
         b.rank(5, ws_seed=9)
     df = b.to_dataframe()
-    assert df.shape[0] == 32 and df.loc[5, "valid_ppl"] == pytest.approx(105.5) and df.loc[5, "ws0_rank"] == 27
+    assert df.shape[0] == 32 and df.loc[5, "valid_ppl"] == pytest.approx(106.5) and df.loc[5, "ws0_rank"] == 26
 
 
 def test_errors(table_dir, tmp_path):
@@ -123,7 +139,7 @@ def test_cli_query(table_dir):
     run = lambda *a: subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "query", *a],  # noqa: E731
                                     capture_output=True, text=True)
     res = run("tanh:0|relu:1")
-    assert res.returncode == 0 and "rank 4" in res.stdout and "ws seed 0" in res.stdout
+    assert res.returncode == 0 and "rank 7" in res.stdout and "ws seed 0" in res.stdout
     res = run(parse("tanh:0|relu:1").hash, "--json")
     assert res.returncode == 0 and '"genotype": "tanh:0|relu:1"' in res.stdout
     for args, msg in ((("5",), "needs a space"), (("tanh:0|oops:0",), "unknown op"),

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from api.app import create_app  # noqa: E402
 from nasbench_ptb.space import parse  # noqa: E402
 
-from helpers import synthetic_table  # noqa: E402
+from helpers import key_test, key_valid, synthetic_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_arch_by_hash_and_by_genotype(client):
     r = client.get(f"/arch/{g.hash}")
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert body["genotype"] == "tanh:0|relu:1" and body["id"] == 5 and body["standalone"]["rank"] == 4
+    assert body["genotype"] == "tanh:0|relu:1" and body["id"] == 5 and body["standalone"]["rank"] == 7
     assert len(body["standalone"]["seeds"][0]["curve"]["valid_ppl"]) == 5 and len(body["ws"]) == 3
     assert body["ws"][2]["final_valid_ppl"] is None  # NaN -> null
     lean = client.get(f"/arch/{g.hash}", params={"curves": "false"}).json()
@@ -80,12 +80,26 @@ def test_leaderboard(client):
     r = client.get("/archs").json()
     assert r["space"] == "2node" and r["total"] == 32 and r["limit"] == 50
     ids = [row["id"] for row in r["items"]]
-    # mean final valid ppl 100.5 + id over two seeds; 2 has seed 1 only (103); 1 missing, 3 diverged: no value, last
-    assert ids[:-2] == [0, 2, *range(4, 32)] and set(ids[-2:]) == {1, 3}
-    desc = client.get("/archs", params={"order": "desc", "limit": 3}).json()["items"]
-    assert [row["id"] for row in desc] == [31, 30, 29]
+    # every sort key and order against the table's construction: the valid, test and id orders all differ
+    valid = {a: 100.5 + int(key_valid(a)) for a in range(32)}
+    test = {a: 90.5 + int(key_test(a)) for a in range(32)}
+    valid[2], test[2] = 101 + int(key_valid(2)), 91 + int(key_test(2))  # seed 1 only
+    for table in (valid, test):
+        del table[1], table[3]  # 1 missing, 3 diverged: no value, always last
+    by = {"valid_ppl": valid, "test_ppl": test}
+    assert ids[:-2] == sorted(valid, key=valid.get) and ids[:3] == [27, 18, 9] and set(ids[-2:]) == {1, 3}
+    assert [row["valid_ppl"] for row in r["items"][:-2]] == sorted(valid.values())
+    for sort in ("valid_ppl", "test_ppl"):
+        for order in ("asc", "desc"):
+            items = client.get("/archs", params={"sort": sort, "order": order, "limit": 40}).json()["items"]
+            want = sorted(by[sort], key=by[sort].get, reverse=order == "desc")
+            assert [row["id"] for row in items][:-2] == want and {row["id"] for row in items[-2:]} == {1, 3}, sort
+    page = client.get("/archs", params={"sort": "test_ppl", "limit": 5, "offset": 3}).json()
+    assert [row["id"] for row in page["items"]] == sorted(test, key=test.get)[3:8] and page["total"] == 32
     page = client.get("/archs", params={"sort": "id", "limit": 5, "offset": 10}).json()
     assert [row["id"] for row in page["items"]] == [10, 11, 12, 13, 14]
+    desc = client.get("/archs", params={"sort": "id", "order": "desc", "limit": 3}).json()["items"]
+    assert [row["id"] for row in desc] == [31, 30, 29]
     assert client.get("/archs", params={"space": "3node", "limit": 1}).json()["total"] == 384
     assert client.get("/archs", params={"sort": "test_ppl", "limit": 1}).json()["items"][0]["test_ppl"] == 90.5
 

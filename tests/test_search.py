@@ -13,12 +13,13 @@ from nasbench_ptb.policies import (EnasLike, LocalSearch, NaoLike, RandomChoice,
 from nasbench_ptb.simulator import Budget, BudgetExhausted, Simulator
 from nasbench_ptb.space import space
 
-from helpers import synthetic_table
+from helpers import key_valid, synthetic_table
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    # standalone valid ppl = 100 + id (+ seed): best is id 0; id 1 missing, id 3 diverged; WS reversed (best 31)
+    # final standalone valid ppl = 100 + key_valid(id) (+ seed): best is id 27; id 1 missing, id 3 diverged;
+    # WS reversed (best: key_valid = 31, id 4)
     return synthetic_table(tmp_path_factory.mktemp("t") / "t.h5")
 
 
@@ -30,7 +31,7 @@ def with_ws(table, values):
 def test_simulator_charges_once_and_enforces_budgets(table):
     sim = Simulator(table, np.random.default_rng(0), Budget(queries=2))
     assert 1 not in sim.candidates  # never trained: not offered
-    assert sim.query(5) == pytest.approx(100 + 5 + 0.5) and sim.seconds == 10.0
+    assert sim.query(5) == pytest.approx(100 + key_valid(5) + 0.5) == 106.5 and sim.seconds == 10.0
     sim.query(5)
     assert sim.queries == 1 and sim.seconds == 10.0  # the same architecture is not charged twice
     assert sim.query(3) == np.inf  # diverged on every seed: worst
@@ -42,13 +43,13 @@ def test_simulator_charges_once_and_enforces_budgets(table):
     with pytest.raises(BudgetExhausted):
         timed.query(8)
     one = Simulator(table, np.random.default_rng(0), seed=1)
-    assert one.query(2) == pytest.approx(100 + 2 + 1)
+    assert one.query(2) == pytest.approx(100 + key_valid(2) + 1) == 118
 
 
 @pytest.mark.parametrize("policy", [RandomSearch(), RegularizedEvolution(), LocalSearch()])
 def test_budget_of_the_whole_space_finds_the_best(table, policy):
     res = evaluate(table, [policy], runs=5, budget=Budget(queries=32))[0]
-    assert res.choices == (0,) * 5 and res.p_best == 1.0 and res.regret == pytest.approx(0) and res.mean_rank == 1
+    assert res.choices == (27,) * 5 and res.p_best == 1.0 and res.regret == pytest.approx(0) and res.mean_rank == 1
 
 
 def test_small_budget_is_respected_and_reproducible(table):
@@ -68,7 +69,8 @@ def test_random_is_uniform_over_trained_architectures(table):
 
 def test_ws_top1_returns_the_ws_best(table):
     res = evaluate(table, [WSTop1()], runs=4)[0]
-    assert res.choices == (31,) * 4 and res.mean_rank == 31 - 1  # id 1 is unranked, id 3 ranks last
+    # WS best: key_valid(4) = 31, the standalone worst of the 30 with a value (id 1 unranked, id 3 last)
+    assert res.choices == (4,) * 4 and res.mean_rank == 30
     assert res.cost_seconds == 30.0  # one super-net's training
 
 
@@ -103,7 +105,7 @@ def test_neighbours_are_one_edit_away():
 def test_table3_format_and_cli(table, tmp_path):
     res = evaluate(table, list(default_policies().values()), runs=3)
     text = format_table(res, real_best(table))
-    assert text.count("\n") == 2 + len(res) and "REAL-BEST (tanh:0|tanh:0)" in text
+    assert text.count("\n") == 2 + len(res) and "REAL-BEST (identity:0|identity:0)" in text
     path = tmp_path / "t.h5"
     schema.write(table, path)
     run = lambda *a: subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "evaluate", "--table", str(path), *a],  # noqa: E731
