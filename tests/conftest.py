@@ -27,3 +27,24 @@ def _one_thread():
     except ImportError:
         return
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead, and builds may run beside the tests
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI (``CI=true``) every optional dependency is installed: a test skipped for lack of one is a failure
+    there, never a silent pass."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every dependency must be installed: {report.longrepr}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same for a whole module skipped at import (``pytest.importorskip`` at the top)."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"module skipped under CI=true, where every dependency must be installed: {report.longrepr}"

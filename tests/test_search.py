@@ -13,7 +13,7 @@ from nasbench_ptb.policies import (EnasLike, LocalSearch, NaoLike, RandomChoice,
 from nasbench_ptb.simulator import Budget, BudgetExhausted, Simulator
 from nasbench_ptb.space import space
 
-from helpers import key_valid, synthetic_table
+from helpers import key_early, key_valid, synthetic_table
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,25 @@ def test_table3_format_and_cli(table, tmp_path):
                       (("--checkpoint", "9"), "5 checkpoints"), (("--seed", "4"), "standalone seeds are [0, 1]")):
         bad = run(*args)
         assert bad.returncode == 1 and msg in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_checkpoint_and_seed_change_what_policies_see_and_what_they_are_charged(table):
+    ids = np.arange(32)
+    final = 100.5 + key_valid(ids).astype(float)
+    final[2] = 101 + key_valid(2)
+    early = final + 4 * (20 + key_early(ids))  # checkpoint 0 of the synthetic table
+    early[2] = 101 + key_valid(2) + 4 * (20 + key_early(2))
+    early[[1, 3]] = final[[1, 3]] = np.inf  # 1 missing (never offered), 3 diverged (worst)
+    want = int(np.argmin(early))
+    assert want != 27  # the cheap fidelity ranks differently from the final one
+    res = evaluate(table, [RandomSearch()], runs=2, budget=Budget(queries=31), checkpoint=0)[0]
+    assert res.choices == (want,) * 2  # exhaustive at checkpoint 0: the checkpoint-0 best
+    assert res.cost_seconds == pytest.approx(31 * 2.0)  # every run's seconds to checkpoint 0 (2 s), not to the end
+    assert res.regret == pytest.approx(final[want] - final[27])  # judged by the final result over all ok seeds
+    full = evaluate(table, [RandomSearch()], runs=2, budget=Budget(queries=31))[0]
+    # to the end: 10 s per architecture with an ok run, and nothing for the one that diverged everywhere
+    assert full.choices == (27,) * 2 and full.cost_seconds == pytest.approx(30 * 10.0)
+    one = evaluate(table, [RandomSearch()], runs=1, budget=Budget(queries=31), checkpoint=0, seed=1)[0]
+    seed1 = 101.0 + key_valid(ids) + 4 * (20 + key_early(ids))
+    seed1[[1, 3]] = np.inf
+    assert one.choices == (int(np.argmin(seed1)),)
