@@ -141,3 +141,50 @@ def test_checkpoint_and_seed_change_what_policies_see_and_what_they_are_charged(
     seed1 = 101.0 + key_valid(ids) + 4 * (20 + key_early(ids))
     seed1[[1, 3]] = np.inf
     assert one.choices == (int(np.argmin(seed1)),)
+
+
+def bowl(target: int, sp_name: str = "3node"):
+    """A table whose standalone value is 100 + the number of node fields (op, predecessor) that differ from
+    ``target``: every other cell has a strictly better one-edit neighbour, so hill climbing must reach it."""
+    from nasbench_ptb.schema import Status
+    sp = space(sp_name)
+    t = synthetic_table_in_memory(sp_name)
+    g = sp.from_id(target)
+    dist = np.array([sum(a != b for a, b in zip(sp.from_id(i).ops + sp.from_id(i).preds, g.ops + g.preds))
+                     for i in range(sp.size)], dtype=float)
+    sa = t.standalone
+    valid = np.broadcast_to((100.0 + dist)[:, None, None], sa.valid_ppl.shape).copy()
+    sa = dataclasses.replace(sa, valid_ppl=valid, status=np.full(sa.status.shape, Status.OK, dtype=np.int8),
+                             seconds=np.ones_like(sa.seconds), test_ppl=valid[:, :, -1].copy())
+    return dataclasses.replace(t, standalone=sa), dist
+
+
+def synthetic_table_in_memory(sp_name):
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        return synthetic_table(f"{d}/t.h5", sp_name)
+
+
+def test_local_search_climbs_to_the_best_with_a_budget_far_below_the_space():
+    table, dist = bowl(200)
+    # from anywhere: at most 6 improving moves, each found within the 12 neighbours: 1 + 6·12 = 73 queries
+    res = evaluate(table, [LocalSearch()], runs=10, budget=Budget(queries=80))[0]
+    assert res.choices == (200,) * 10 and res.p_best == 1.0
+
+
+def test_evolution_selects_by_tournament_and_improves_on_random_search():
+    table, dist = bowl(77)
+    evo = evaluate(table, [RegularizedEvolution()], runs=20, budget=Budget(queries=60))[0]
+    rnd = evaluate(table, [RandomSearch()], runs=20, budget=Budget(queries=60))[0]
+    d_evo, d_rnd = dist[list(evo.choices)].mean(), dist[list(rnd.choices)].mean()
+    # 60 random draws of 384 leave the best unseen most of the time; mutating tournament winners climbs the bowl
+    assert evo.p_best >= 0.5 and d_evo < d_rnd
+
+
+def test_random_search_returns_the_best_it_queried_within_a_small_budget():
+    table, dist = bowl(5)
+    for r in range(5):
+        sim = Simulator(table, np.random.default_rng(r), Budget(queries=4))
+        choice = RandomSearch().search(sim)
+        assert len(sim.history) == 4 and len({a for a, _ in sim.history}) == 4
+        assert dist[choice] == min(v for _, v in sim.history) - 100
