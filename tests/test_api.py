@@ -1,5 +1,6 @@
 """The query library over tables the tests build themselves."""
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -147,3 +148,14 @@ def test_cli_query(table_dir):
         res = run(*args)
         assert res.returncode == 1 and msg in res.stderr and "Traceback" not in res.stderr
     assert space("2node").size == 32
+
+
+def test_cli_info_lists_the_best_by_mean_final_validation_ppl(table_dir):
+    res = subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "info", str(table_dir / "2node-x.h5"), "--top",
+                          "4", "--json"], capture_output=True, text=True)
+    best = json.loads(res.stdout)["best"]
+    want = list(np.argsort(np.nan_to_num(VALID, nan=1e9))[:4])
+    assert [row["id"] for row in best] == want == [27, 18, 9, 0]
+    assert [row["valid_ppl"] for row in best] == pytest.approx(list(VALID[want]))
+    assert [row["test_ppl"] for row in best] == pytest.approx(list(TEST[want]))  # each row's own test ppl
+    assert [row["seeds_ok"] for row in best] == [2, 2, 2, 2]
