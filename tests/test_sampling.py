@@ -45,3 +45,16 @@ def test_small_samples_round_by_largest_remainder_and_cover_every_class_when_the
 def test_sample_size_out_of_range_is_refused(n):
     with pytest.raises(ValueError, match="out of range"):
         stratified_sample(space("3node"), n)
+
+
+@pytest.mark.parametrize("n", [1, 5, 7, 26, 50, 383])
+def test_every_size_gives_exactly_n_distinct_cells(n):
+    for name in ("2node", "3node"):
+        sp = space(name)
+        if n <= sp.size:
+            ids = stratified_sample(sp, n, seed=4).ids
+            assert len(ids) == len(set(ids)) == n
+
+
+def test_the_default_seed_is_zero():
+    assert stratified_sample(space("3node"), 64) == stratified_sample(space("3node"), 64, seed=0)
