@@ -43,8 +43,8 @@ class Store:
     """Loaded benchmarks by space, a hash index over all of them, and a cache of serialised records."""
 
     def __init__(self, benches: Sequence[nb.Benchmark]):
+        self.tables = nb.Tables(benches)  # what a key names: the same rules as api.query and the CLI
         self.benches = {b.space.name: b for b in benches}
-        self.by_hash = {g.hash: b for b in benches for g in b.space}
         self._json: dict[tuple, bytes] = {}
         self._orders: dict[tuple, list[LeaderboardRow]] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()  # least recently used first
@@ -133,11 +133,12 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
     async def arch_by_hash(request: Request, arch_hash: str = Path(pattern=HASH_PATTERN, description="16 hex digits"),
                      curves: bool = True):
         st = store(request)
-        bench = st.by_hash.get(arch_hash)
-        if bench is None:
+        try:
+            bench, arch = st.tables.resolve(arch_hash)
+        except nb.ArchNotFoundError:
             return _error(404, f"no architecture with hash {arch_hash} in the loaded tables "
                                f"({', '.join(st.benches)})")
-        return _json(st.record_json(bench, bench.resolve(arch_hash), curves))
+        return _json(st.record_json(bench, arch, curves))
 
     @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
     async def arch_by_genotype(request: Request,
@@ -146,13 +147,12 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                          curves: bool = True):
         st = store(request)
         try:
-            geno = parse(genotype)
+            bench, arch = st.tables.resolve(parse(genotype))  # by genotype only: a hash here is malformed
         except ValueError as exc:
             return _error(422, str(exc))
-        bench = st.benches.get(f"{geno.n}node")
-        if bench is None:
-            return _error(404, f"no table for space {geno.n}node (loaded: {', '.join(st.benches)})")
-        return _json(st.record_json(bench, geno.id, curves))
+        except nb.TableError as exc:
+            return _error(404, str(exc))
+        return _json(st.record_json(bench, arch, curves))
 
     @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}, **INVALID})
     async def leaderboard(request: Request, space: Optional[str] = None,

@@ -22,9 +22,9 @@ from . import schema, summary
 from .files import sha256_file
 from .records import ArchRecord, Curve, SeedResult, Standalone, WsSeedResult
 from .schema import Status, TableError
-from .space import Genotype, GenotypeLike, parse, space as get_space
+from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space
 
-__all__ = ["ArchNotFoundError", "Benchmark", "TableError", "default_tables", "load", "query"]
+__all__ = ["ArchNotFoundError", "Benchmark", "TableError", "Tables", "default_tables", "defaults", "load", "query"]
 
 _STATUS = {int(s): s.name.lower() for s in Status}
 METRICS = ("valid_ppl", "test_ppl")
@@ -93,14 +93,15 @@ class Benchmark:
                 **self.table.attrs}
 
     def resolve(self, key: GenotypeLike | int) -> int:
-        """The id of an architecture given by id, hash, canonical string, DARTS repr, pairs or Genotype."""
+        """The id of an architecture given by id, hash, canonical string, DARTS repr, pairs or Genotype (the rules
+        of :func:`nasbench_ptb.space.is_hash`/``is_id``: the same key means the same thing on every face)."""
         if isinstance(key, str) and key in self._keys:
             return self._keys[key]
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        if is_id(key):
             if 0 <= int(key) < self.space.size:
                 return int(key)
             raise ArchNotFoundError(int(key), self.space.name)
-        if isinstance(key, str) and len(key.strip()) == 16 and all(c in "0123456789abcdef" for c in key.strip()):
+        if is_hash(key):
             raise ArchNotFoundError(key, self.space.name)  # a well-formed hash that is not in this space
         geno = key if isinstance(key, Genotype) else parse(key)  # ValueError when malformed
         if geno.n != self.space.n:
@@ -284,21 +285,66 @@ def _default(space_name: str) -> Benchmark:
     return load(tables[space_name])
 
 
+class Tables:
+    """Loaded benchmarks by space, with a hash index over all of them: the one place that decides which table
+    and which architecture a key names, for ``api.query``, the CLI and the HTTP server alike.
+
+    ``benches``: benchmarks, or a mapping space -> a function that loads it (loaded on first use)."""
+
+    def __init__(self, benches: Sequence[Benchmark] | dict):
+        self._loaders = dict(benches) if isinstance(benches, dict) else {b.space.name: (lambda b=b: b) for b in benches}
+        self._loaded: dict[str, Benchmark] = {}
+        self._by_hash: dict[str, str] | None = None
+
+    @property
+    def spaces(self) -> list[str]:
+        return sorted(self._loaders, key=lambda n: get_space(n).n)
+
+    def bench(self, space: str) -> Benchmark:
+        """The table of a space; :class:`TableError` naming the loaded spaces when there is none."""
+        name = get_space(space).name
+        if name not in self._loaders:
+            raise TableError(f"no table for space {name} (loaded: {', '.join(self.spaces) or 'none'})")
+        if name not in self._loaded:
+            self._loaded[name] = self._loaders[name]()
+        return self._loaded[name]
+
+    def resolve(self, key: GenotypeLike | int, space: str | None = None) -> tuple[Benchmark, int]:
+        """(table, id) of a key: an id needs ``space``; a hash is looked up in every table (or in ``space``'s);
+        a genotype names its space by its node count. Unknown: :class:`ArchNotFoundError`; malformed:
+        ``ValueError``; no table for the space: :class:`TableError`."""
+        if space is not None:
+            bench = self.bench(space)
+            return bench, bench.resolve(key)
+        if is_id(key):
+            raise ValueError(f"id {key} needs a space (space='2node' in Python, --space on the command line)")
+        if is_hash(key):
+            if self._by_hash is None:
+                self._by_hash = {g.hash: n for n in self._loaders for g in get_space(n)}
+            if key not in self._by_hash:
+                raise ArchNotFoundError(key, "/".join(self.spaces) + " (the loaded tables)")
+            bench = self.bench(self._by_hash[key])
+            return bench, bench.resolve(key)
+        geno = key if isinstance(key, Genotype) else parse(key)  # ValueError when malformed
+        bench = self.bench(f"{geno.n}node")
+        return bench, bench.resolve(geno)
+
+    def query(self, key: GenotypeLike | int, space: str | None = None, seed: int | None = None,
+              curves: bool = True) -> ArchRecord:
+        bench, arch = self.resolve(key, space)
+        return bench.query(arch, seed, curves)
+
+
+@lru_cache(maxsize=None)
+def defaults() -> Tables:
+    """The default tables (one per space, loaded on first use)."""
+    return Tables({name: (lambda name=name: _default(name)) for name in default_tables()})
+
+
 def query(key: GenotypeLike | int, space: str | None = None, seed: int | None = None) -> ArchRecord:
-    """Look an architecture up in the default table of its space (inferred from the genotype; required for ids
-    and hashes, unless the hash is found in one of the default tables)."""
-    if space is not None:
-        return _default(get_space(space).name).query(key, seed)
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        raise ValueError(f"id {key} needs a space (space='2node' in Python, --space on the command line)")
-    if isinstance(key, str) and len(key.strip()) == 16 and ":" not in key:
-        for name in default_tables():
-            bench = _default(name)
-            if key.strip() in bench._keys:
-                return bench.query(key.strip(), seed)
-        raise ArchNotFoundError(key, "/".join(sorted(default_tables())) + " (the default tables)")
-    geno = parse(key) if not isinstance(key, Genotype) else key
-    return _default(f"{geno.n}node").query(geno, seed)
+    """Look an architecture up in the default table of its space (inferred from the genotype; required for ids;
+    a hash is looked up in every default table)."""
+    return defaults().query(key, space, seed)
 
 
 def spaces(names: Sequence[str] | None = None) -> list[Benchmark]:

@@ -295,7 +295,7 @@ def cmd_query(args) -> int:
             bench = api.load(args.table)
             if args.space and api.get_space(args.space).name != bench.space.name:
                 raise UserError(f"--space {args.space} but {args.table} is a {bench.space.name} table")
-            rec = bench.query(key, seed=args.seed)
+            rec = api.Tables([bench]).query(key, bench.space.name, args.seed)  # an id needs no --space here
         else:
             rec = api.query(key, space=args.space, seed=args.seed)
     except (ValueError, api.TableError) as exc:

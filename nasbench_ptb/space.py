@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -22,6 +23,20 @@ GenotypeLike = Union["Genotype", str, Sequence[Sequence[object]]]
 
 def _sha16(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+HASH_PATTERN = r"^[0-9a-f]{16}$"
+"""A hash is exactly 16 lowercase hex digits; any other string is read as a genotype (Python, CLI and HTTP alike)."""
+_HASH = re.compile(HASH_PATTERN)
+
+
+def is_id(key: object) -> bool:
+    """An architecture id: an integer (not a bool); it only means something within a space."""
+    return isinstance(key, numbers.Integral) and not isinstance(key, bool)
+
+
+def is_hash(key: object) -> bool:
+    return isinstance(key, str) and _HASH.match(key) is not None
 
 
 @dataclass(frozen=True)

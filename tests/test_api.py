@@ -36,8 +36,10 @@ def table_dir(tmp_path, monkeypatch):
     (tmp_path / "MANIFEST").write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("NASBENCH_PTB_TABLES", str(tmp_path))
     api._default.cache_clear()
+    api.defaults.cache_clear()
     yield tmp_path
     api._default.cache_clear()
+    api.defaults.cache_clear()
 
 
 def test_query_forms_agree_and_aggregate(table_dir):
@@ -159,3 +161,53 @@ def test_cli_info_lists_the_best_by_mean_final_validation_ppl(table_dir):
     assert [row["valid_ppl"] for row in best] == pytest.approx(list(VALID[want]))
     assert [row["test_ppl"] for row in best] == pytest.approx(list(TEST[want]))  # each row's own test ppl
     assert [row["seeds_ok"] for row in best] == [2, 2, 2, 2]
+
+
+# key -> what every face must answer: ("id", n) for the record of id n in 2node, else the kind of error
+FACES = {
+    "tanh:0|relu:1": ("id", 5),
+    parse("tanh:0|relu:1").hash: ("id", 5),
+    "Genotype(recurrent=[('tanh', 0), ('relu', 1)], concat=range(1, 3))": ("id", 5),
+    "0123456789abcdef": ("not found", None),  # a well-formed hash in no table
+    "0123456789ABCDEF": ("malformed", None),  # hashes are lowercase: this is read as a genotype, and is not one
+    "tanh:0|gelu:0": ("malformed", None),
+    "tanh:0|relu:1|tanh:0|relu:2": ("no table", None),  # a 4-node genotype: no table for its space
+}
+
+
+@pytest.mark.parametrize("key", list(FACES))
+def test_a_key_means_the_same_in_python_the_cli_and_http(table_dir, key):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    want, arch = FACES[key]
+    errors = {"not found": api.ArchNotFoundError, "malformed": ValueError, "no table": api.TableError}
+    # Python: api.query and the collection behind it
+    if want == "id":
+        assert api.query(key).id == arch and api.defaults().query(key).space == "2node"
+    else:
+        with pytest.raises(errors[want]):
+            api.query(key)
+    # one table: the same answer for keys of its space, the same malformed keys refused
+    bench = api.load(table_dir / "2node-x.h5")
+    if want == "id":
+        assert bench.query(key).id == arch
+    elif want == "malformed":
+        with pytest.raises(ValueError):
+            bench.query(key)
+    else:
+        with pytest.raises(api.ArchNotFoundError):
+            bench.query(key)
+    # the CLI
+    res = subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "query", key, "--json"], capture_output=True,
+                         text=True)
+    if want == "id":
+        assert res.returncode == 0 and json.loads(res.stdout)["id"] == arch
+    else:
+        assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    # HTTP, by hash where the key has the form of one, else by genotype
+    with TestClient(create_app([table_dir / "2node-x.h5", table_dir / "3node-x.h5"])) as client:
+        url = f"/arch/{key}" if len(key) == 16 and ":" not in key else "/arch"
+        r = client.get(url, params=None if url != "/arch" else {"genotype": key})
+        code = {"id": 200, "not found": 404, "malformed": 422, "no table": 404}[want]
+        assert r.status_code == code and (want != "id" or r.json()["id"] == arch)
