@@ -173,14 +173,8 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
 
 def _leaderboard_rows(bench: nb.Benchmark, sort: str, order: str) -> list[LeaderboardRow]:
-    rows = [bench.query(i, curves=False) for i in range(len(bench))]
-    if sort == "id":
-        rows.sort(key=lambda r: r.id, reverse=order == "desc")
-    else:
-        value = {r.id: _finite(getattr(r.standalone, sort)) if r.standalone else None for r in rows}
-        present = sorted((r for r in rows if value[r.id] is not None), key=lambda r: (value[r.id], r.id),
-                         reverse=order == "desc")
-        rows = present + [r for r in rows if value[r.id] is None]  # architectures without a value always last
+    ids, _ = bench.order(sort, order == "desc")  # the same ordering as Benchmark.best(); no value always last
+    rows = [bench.query(i, curves=False) for i in ids]
     return [
         LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
                        hash=r.hash, status=r.standalone.status if r.standalone else "missing",

@@ -176,17 +176,31 @@ class Benchmark:
             raise KeyError(f"no WS seed {ws_seed} in this table")
         return self._ws_ranks["ws"][int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
 
-    def best(self, metric: str = "valid_ppl", k: int = 10) -> list[ArchRecord]:
-        """The ``k`` best architectures by mean standalone ``valid_ppl`` or ``test_ppl`` (ok seeds only)."""
+    def values(self, metric: str) -> np.ndarray:
+        """Mean standalone ``valid_ppl`` (final checkpoint) or ``test_ppl`` over ok seeds per id (NaN: none)."""
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
         sa = self.table.standalone
-        if sa is None:
+        if sa is None:  # a weight-sharing-only table: no architecture has a standalone value
+            return np.full(self.space.size, np.nan)
+        return self._sa_mean if metric == "valid_ppl" else summary.mean_over_ok(sa.test_ppl, sa.status)
+
+    def order(self, sort: str = "valid_ppl", descending: bool = False) -> tuple[list[int], int]:
+        """Every id ordered by ``sort`` (a metric or ``"id"``), ties by id; architectures without a value come
+        last whatever the direction. Returns (ids, how many have a value). ``best()`` and ``GET /archs`` use it."""
+        if sort == "id":
+            return list(range(self.space.size))[:: -1 if descending else 1], self.space.size
+        values = self.values(sort)
+        has = np.flatnonzero(~np.isnan(values))
+        keyed = sorted(has.tolist(), key=lambda i: (-values[i] if descending else values[i], i))
+        return keyed + np.flatnonzero(np.isnan(values)).tolist(), len(has)
+
+    def best(self, metric: str = "valid_ppl", k: int = 10) -> list[ArchRecord]:
+        """The ``k`` best architectures by mean standalone ``valid_ppl`` or ``test_ppl`` (ok seeds only)."""
+        if self.table.standalone is None:
             raise KeyError("this table has no standalone part")
-        values = self._sa_mean if metric == "valid_ppl" else summary.mean_over_ok(sa.test_ppl, sa.status)
-        order = [int(i) for i in np.argsort(np.where(np.isnan(values), np.inf, values), kind="stable")
-                 if not np.isnan(values[i])]
-        return [self.query(i) for i in order[: max(k, 0)]]
+        ids, with_value = self.order(metric)
+        return [self.query(i) for i in ids[: min(max(k, 0), with_value)]]
 
     def to_dataframe(self):
         """One row per architecture (standalone aggregates, WS final valid/rank per seed); needs pandas."""

@@ -214,3 +214,13 @@ def test_serve_bad_tables_is_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--tables", str(tmp_path / "none.h5")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "none.h5" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_leaderboard_of_a_table_without_standalone_runs(tmp_path):
+    from nasbench_ptb import schema
+    t = synthetic_table(tmp_path / "s.h5")
+    schema.write(schema.Table(t.space, t.preset, t.config, None, t.ws, t.attrs), tmp_path / "ws-only.h5")
+    with TestClient(create_app([tmp_path / "ws-only.h5"]), raise_server_exceptions=False) as c:
+        r = c.get("/archs", params={"limit": 3})
+        assert r.status_code == 200 and [row["id"] for row in r.json()["items"]] == [0, 1, 2]
+        assert all(row["valid_ppl"] is None and row["status"] == "missing" for row in r.json()["items"])
