@@ -242,7 +242,7 @@ def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standal
     for part in found:
         for j, (a, s) in enumerate(zip(part["arch_ids"], part["seeds"])):
             k = seeds.index(int(s))
-            for name in ("train_loss", "valid_ppl", "seconds", "test_ppl", "best_epoch", "status"):
+            for name in schema.per_run("standalone"):
                 getattr(sa, name)[a, k] = part[name][j]
     return sa
 
@@ -257,7 +257,7 @@ def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] |
     for part in found:
         for j, s in enumerate(part["seeds"]):
             k = seeds.index(int(s))
-            for name in ("valid_ppl", "test_ppl", "train_loss", "seconds", "samples", "status"):
+            for name in schema.per_run("ws"):
                 getattr(ws, name)[k] = part[name][j]
     return ws
 

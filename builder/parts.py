@@ -4,6 +4,13 @@ A part is written to a temporary name and renamed, so it is either whole or abse
 fingerprint of the configuration it was trained with; parts of another configuration are refused, never mixed.
 Standalone parts are ``unit-<key>.h5``; weight-sharing parts are ``ws-<key>.h5``, and ``wssub-<key>.h5`` for
 super-nets over a subspace (which also store its ``arch_ids``).
+
+Layout of a part: attributes ``fingerprint`` (JSON: space, every preset value that shapes the runs, format and
+protocol versions), ``unit_seconds``, ``device`` and, for runs of a ``--sample``, ``sample`` (JSON); datasets
+``seeds [A]`` and ``epochs [C]``, then every per-run dataset of the table's group
+(:func:`nasbench_ptb.schema.per_run`) with the unit's ``A`` runs as leading axis instead of the table's
+architectures (standalone; plus ``arch_ids [A]``) or super-nets (weight sharing; plus ``valid_tokens [C]``).
+The table's schema is thus the one description of a run's results; the assembly copies row by row.
 """
 from __future__ import annotations
 

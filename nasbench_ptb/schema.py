@@ -196,6 +196,13 @@ _LAYOUT = {
            "status": ("S", True), "archs": ("n", True)},
 }
 _LAYOUT["ws_subspace"] = _LAYOUT["ws"]
+
+
+def per_run(part: str) -> tuple[str, ...]:
+    """The datasets of ``part`` that hold one row per run (standalone: per architecture × seed, ``N`` first;
+    weight sharing: per super-net, ``S`` first): what a build unit computes and the assembly copies into place."""
+    lead = "N" if part == "standalone" else "S"
+    return tuple(k for k, (dims, _) in _LAYOUT[part].items() if dims[0] == lead and k != "seeds")
 _STATUS_CODES = np.array([int(s) for s in Status])
 
 

@@ -154,3 +154,15 @@ def test_a_changed_value_breaks_the_digest(tmp_path):
         f["standalone/test_ppl"][0, 0] += 0.004  # 275.840 -> 275.844: the kind of change users cannot see
     with pytest.raises(schema.TableError, match="content digest mismatch"):
         schema.read(tmp_path / "t.h5")
+
+
+def test_the_trainers_results_are_the_schemas_per_run_datasets():
+    """Adding a metric to the table means adding it to the schema and computing it: the trainers' result records
+    and the assembly follow the schema's list, so a metric in one and not the other fails here."""
+    from dataclasses import fields
+
+    from builder.train import RunCurves
+    from builder.ws import SupernetCurves
+    assert {f.name for f in fields(RunCurves)} == set(schema.per_run("standalone")) | {"epochs"}
+    assert {f.name for f in fields(SupernetCurves)} == set(schema.per_run("ws")) | {"epochs", "valid_tokens"}
+    assert set(schema.per_run("ws")) == set(schema.per_run("ws_subspace"))
