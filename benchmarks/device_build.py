@@ -75,7 +75,7 @@ def check_cuda_path(corpus, device, log: Log) -> bool:
     import numpy as np
 
     from builder.presets import get, override
-    from builder.train import train_runs
+    from builder.standalone import train_runs
     from nasbench_ptb.space import parse
 
     p = override(get("gpu"), {**TINY, "amp": "off", "epochs": 1, "checkpoints": 2})

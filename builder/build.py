@@ -31,7 +31,7 @@ from .engine import count_params
 from .parts import BuildError
 from .presets import Preset
 from .progress import Progress
-from .train import train_runs
+from .standalone import train_runs
 from .ws import train_supernets
 
 MODES = ("standalone", "ws", "both")

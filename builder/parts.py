@@ -25,7 +25,7 @@ from nasbench_ptb import schema
 from nasbench_ptb.files import write_h5
 from nasbench_ptb.space import SearchSpace
 
-from . import train
+from . import trainer
 from .presets import Preset
 
 KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part kind per table group
@@ -45,8 +45,8 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
     if kind == "standalone":
         values = {k: v for k, v in values.items() if not k.startswith(_WS_FIELDS)}
     fp = {"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}
-    if train.PROTOCOL_VERSION != 1:  # version 1 predates the field: its units carry none
-        fp["protocol"] = train.PROTOCOL_VERSION
+    if trainer.PROTOCOL_VERSION != 1:  # version 1 predates the field: its units carry none
+        fp["protocol"] = trainer.PROTOCOL_VERSION
     return json.dumps(fp, sort_keys=True)
 
 

@@ -9,7 +9,6 @@ architecture is tested on the test split.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -21,7 +20,7 @@ from nasbench_ptb.space import SearchSpace
 
 from .engine import SlotGenotypes, evaluate
 from .presets import Preset
-from .train import SlotTrainer, batchify, to_ppl
+from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
 
 ARCH_CHUNK = 128  # architectures evaluated per batched pass (bounds memory for large spaces)
 
@@ -120,17 +119,11 @@ def train_supernets(
     sampler = ArchSampler(sp, seeds, device, arch_ids=ids)
 
     valid_ppl = np.full((S, C, N), np.nan)
-    train_loss = np.full((S, C), np.nan)
-    seconds = np.full((S, C), np.nan)
-    epochs, valid_tokens = np.zeros(C), np.zeros(C, dtype=np.int64)
-    elapsed, t0 = 0.0, time.perf_counter()
-    for c in range(C):
-        tr.train_until((c + 1) * p.ws_epochs / C, sampler.genotypes, on_batch)
-        epochs[c] = tr.stream.position
-        train_loss[:, c], live = tr.end_interval()
+    valid_tokens = np.zeros(C, dtype=np.int64)
+
+    def validate(c: int, eval_params: dict, live: np.ndarray) -> np.ndarray:
         data = valid_final if c == C - 1 else valid_mid
         valid_tokens[c] = (data.shape[0] - 1) * data.shape[1]
-        eval_params = tr.opt.eval_params()
         for s in np.flatnonzero(live):
             losses = evaluate_all(eval_params, s, all_genos, data, p.bptt, amp=p.amp)
             valid_ppl[s, c, ids] = to_ppl(losses, np.ones(len(ids), bool))
@@ -138,13 +131,9 @@ def train_supernets(
         tr.kill(~np.isfinite(valid_ppl[:, c, ids]).any(axis=1))
         live = tr.alive.cpu().numpy()
         valid_ppl[~live, c] = np.nan
-        train_loss[~live, c] = np.nan
-        elapsed += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        seconds[:, c] = np.where(live, elapsed / S, np.nan)
-        if p.ws_asgd:  # on the mean validation loss over architectures
-            tr.nonmono_switch(np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1)), live)
+        return np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1))  # mean over archs
 
+    prog = checkpoint_loop(tr, p.ws_epochs, C, sampler.genotypes, validate, p.ws_asgd, on_batch)
     live = tr.alive.cpu().numpy()
     test_ppl = np.full((S, N), np.nan)
     eval_params = tr.opt.eval_params()
@@ -152,4 +141,5 @@ def train_supernets(
         test_ppl[s, ids] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt, amp=p.amp),
                                   np.ones(len(ids), bool))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
-    return SupernetCurves(epochs, valid_tokens, valid_ppl, test_ppl, train_loss, seconds, sampler.counts, status)
+    return SupernetCurves(prog.epochs, valid_tokens, valid_ppl, test_ppl, prog.train_loss, prog.seconds,
+                          sampler.counts, status)

@@ -284,7 +284,7 @@ def test_a_reversed_id_range_is_refused(tmp_path, ptb_path, capsys):
 
 
 def test_kept_units_of_another_training_protocol_are_refused(tmp_path, ptb_path, capsys, monkeypatch):
-    from builder import train
+    from builder import trainer as train
     assert build(tmp_path, ptb_path, "--archs", "2") == 0
     monkeypatch.setattr(train, "PROTOCOL_VERSION", 2)  # the training code changed what a run computes
     capsys.readouterr()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from builder.engine import SlotGenotypes
-from builder.train import SlotTrainer
+from builder.trainer import SlotTrainer
 from builder.ws import ArchSampler
 from nasbench_ptb.space import parse, space
 
@@ -110,7 +110,7 @@ def test_supernet_loop_never_reads_the_device():
 
 
 def test_bf16_autocast_trains_close_to_fp32_with_fp32_master_weights():
-    from builder.train import train_runs
+    from builder.standalone import train_runs
 
     corpus, genos = tiny_corpus(), [parse("tanh:0|relu:1|sigmoid:0"), parse("identity:0|tanh:0|relu:2")]
     fp32 = train_runs(corpus, genos, [1, 2], tiny_preset(epochs=2.0))

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from builder.engine import SlotGenotypes
-from builder.train import BpttStream, SlotTrainer
+from builder.trainer import BpttStream, SlotTrainer
 from nasbench_ptb.space import parse
 
 from helpers import tiny_corpus, tiny_preset

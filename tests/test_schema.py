@@ -161,7 +161,7 @@ def test_the_trainers_results_are_the_schemas_per_run_datasets():
     and the assembly follow the schema's list, so a metric in one and not the other fails here."""
     from dataclasses import fields
 
-    from builder.train import RunCurves
+    from builder.standalone import RunCurves
     from builder.ws import SupernetCurves
     assert {f.name for f in fields(RunCurves)} == set(schema.per_run("standalone")) | {"epochs"}
     assert {f.name for f in fields(SupernetCurves)} == set(schema.per_run("ws")) | {"epochs", "valid_tokens"}

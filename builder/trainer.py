@@ -1,9 +1,10 @@
-"""Standalone training protocol for a group of runs trained together as slots (AWD-LSTM/DARTS style).
+"""The training protocol shared by every client (standalone runs, weight-sharing super-nets, search phases):
+``A`` slots trained together, and the checkpoint loop around them.
 
-Per mini-batch: variable bptt from the shared stream, lr scaled by seq_len/bptt, fresh per-run dropout masks,
-CE + TAR, per-run gradient clipping, SGD (→ ASGD per run with the non-monotone rule). At each checkpoint
-(evenly spaced fractions of the budget): per-run training loss, validation ppl on the evaluation weights,
-divergence check, best-checkpoint copy. At the end: test ppl of each run at its best-validation checkpoint.
+Per mini-batch (:class:`SlotTrainer`): the shared bptt stream, lr scaled by seq_len/bptt, fresh per-slot dropout
+masks, CE + TAR, per-slot gradient clipping, SGD (→ ASGD per slot with AWD-LSTM's non-monotone rule). The loop
+(:func:`checkpoint_loop`): train to evenly spaced checkpoints; at each, the training loss since the last one, the
+client's validation (which also decides which slots died), the seconds so far and the ASGD switch.
 """
 from __future__ import annotations
 
@@ -14,10 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from nasbench_ptb.schema import Status
-from nasbench_ptb.space import Genotype
-
-from .engine import MaskSampler, SlotGenotypes, autocast, evaluate, init_params, train_loss
+from .engine import MaskSampler, SlotGenotypes, autocast, init_params, train_loss
 from .optim import SlotSGD
 from .presets import Preset
 
@@ -26,19 +24,6 @@ PROTOCOL_VERSION = 1
 float rounding (a new loss term, another lr rule, a different evaluation); kept units of another version are then
 refused instead of being mixed with new ones. Refactors that keep every run equal within float tolerance (the
 slot engine's contract, e.g. a faster decoder) do not bump it."""
-
-
-@dataclass(frozen=True)
-class RunCurves:
-    """Results of ``A`` runs trained together: ``[A, C]`` curves and ``[A]`` finals (NaN where not valid)."""
-
-    epochs: np.ndarray  # [C] epochs over the training slice at each checkpoint
-    train_loss: np.ndarray
-    valid_ppl: np.ndarray
-    seconds: np.ndarray  # cumulative wall-clock seconds per run (unit time shared evenly by its runs)
-    test_ppl: np.ndarray
-    best_epoch: np.ndarray
-    status: np.ndarray
 
 
 def batchify(tokens: np.ndarray, batch: int, device: torch.device) -> torch.Tensor:
@@ -171,54 +156,35 @@ class SlotTrainer:
         self.opt.switch(torch.as_tensor(switch, device=self.device))
 
 
-def train_runs(
-    corpus,
-    genotypes: Sequence[Genotype],
-    seeds: Sequence[int],
-    p: Preset,
-    device: torch.device | str = "cpu",
-    on_batch: Callable[[int], None] | None = None,
-) -> RunCurves:
-    """Train run ``a`` = (``genotypes[a]``, ``seeds[a]``) for every ``a`` together; see the module docstring."""
-    device = torch.device(device)
-    A, C = len(genotypes), p.checkpoints
-    valid = batchify(corpus.valid[: p.valid_tokens], p.eval_batch_size, device)
-    test = batchify(corpus.test[: p.test_tokens], p.eval_batch_size, device)
-    geno = SlotGenotypes.of(genotypes, device)
-    tr = SlotTrainer(corpus, seeds, genotypes[0].n, p, device, "awd" if p.variable_bptt else "fixed")
+@dataclass(frozen=True)
+class Progression:
+    """What the checkpoint loop records for every client: ``[C]`` epochs, ``[A, C]`` training loss and seconds."""
 
-    out = {k: np.full((A, C), np.nan) for k in ("train_loss", "valid_ppl", "seconds")}
-    epochs = np.zeros(C)
-    best_val = np.full(A, np.inf)
-    best_epoch = np.full(A, np.nan)
-    best = {k: v.detach().clone() for k, v in tr.params.items()}
+    epochs: np.ndarray
+    train_loss: np.ndarray
+    seconds: np.ndarray  # cumulative wall-clock per slot (the unit's time shared evenly by its slots)
+
+
+def checkpoint_loop(tr: SlotTrainer, epochs: float, checkpoints: int, genotypes: Callable[[], SlotGenotypes],
+                    validate: Callable[[int, dict, np.ndarray], np.ndarray], asgd: bool,
+                    on_batch: Callable[[int], None] | None = None) -> Progression:
+    """Train ``tr`` to ``checkpoints`` evenly spaced points of ``epochs``. At each, ``validate(c, eval_params,
+    live)`` evaluates, kills the slots that must die (``tr.kill``) and returns each slot's validation loss for the
+    non-monotone switch (applied when ``asgd``). NaN where a slot is dead."""
+    A, C = tr.A, checkpoints
+    at = np.zeros(C)
+    train_loss, seconds = np.full((A, C), np.nan), np.full((A, C), np.nan)
     elapsed, t0 = 0.0, time.perf_counter()
     for c in range(C):
-        tr.train_until((c + 1) * p.epochs / C, lambda: geno, on_batch)
-        epochs[c] = tr.stream.position
-        out["train_loss"][:, c], live = tr.end_interval()
-        eval_params = tr.opt.eval_params()
-        val_ppl = to_ppl(evaluate(eval_params, geno, valid, p.bptt, p.amp).cpu().numpy(), live)
-        tr.kill(~np.isfinite(val_ppl))
+        tr.train_until((c + 1) * epochs / C, genotypes, on_batch)
+        at[c] = tr.stream.position
+        train_loss[:, c], live = tr.end_interval()
+        switch_loss = validate(c, tr.opt.eval_params(), live)
         live = tr.alive.cpu().numpy()
         elapsed += time.perf_counter() - t0
         t0 = time.perf_counter()
-        out["valid_ppl"][:, c] = np.where(live, val_ppl, np.nan)
-        out["train_loss"][:, c] = np.where(live, out["train_loss"][:, c], np.nan)
-        out["seconds"][:, c] = np.where(live, elapsed / A, np.nan)
-        improved = live & (val_ppl < best_val)
-        if improved.any():
-            mask = torch.as_tensor(improved, device=device)
-            with torch.no_grad():
-                for k in best:
-                    best[k][mask] = eval_params[k][mask]
-            best_val[improved] = val_ppl[improved]
-            best_epoch[improved] = epochs[c]
-        if p.asgd:
-            tr.nonmono_switch(np.log(val_ppl), live)
-
-    live = tr.alive.cpu().numpy()
-    test_ppl = to_ppl(evaluate(best, geno, test, p.bptt, p.amp).cpu().numpy(), live & np.isfinite(best_val))
-    status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
-    return RunCurves(epochs, out["train_loss"], out["valid_ppl"], out["seconds"], test_ppl,
-                     np.where(live, best_epoch, np.nan), status)
+        train_loss[~live, c] = np.nan
+        seconds[:, c] = np.where(live, elapsed / A, np.nan)
+        if asgd:
+            tr.nonmono_switch(switch_loss, live)
+    return Progression(at, train_loss, seconds)

@@ -1,0 +1,76 @@
+"""Standalone runs: ``A`` (architecture, seed) runs trained together as slots, a client of the shared trainer.
+
+At each checkpoint: validation ppl of every run on its evaluation weights (averaged after an ASGD switch), runs
+whose ppl is no longer finite marked diverged, and a copy of each run's weights at its best validation so far.
+At the end: each run's test ppl at its best-validation checkpoint.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from nasbench_ptb.schema import Status
+from nasbench_ptb.space import Genotype
+
+from .engine import SlotGenotypes, evaluate
+from .presets import Preset
+from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
+
+
+@dataclass(frozen=True)
+class RunCurves:
+    """Results of ``A`` runs trained together: ``[A, C]`` curves and ``[A]`` finals (NaN where not valid) — the
+    per-run datasets of the table's /standalone group (``nasbench_ptb.schema.per_run``)."""
+
+    epochs: np.ndarray  # [C] epochs over the training slice at each checkpoint
+    train_loss: np.ndarray
+    valid_ppl: np.ndarray
+    seconds: np.ndarray  # cumulative wall-clock seconds per run (unit time shared evenly by its runs)
+    test_ppl: np.ndarray
+    best_epoch: np.ndarray
+    status: np.ndarray
+
+
+def train_runs(
+    corpus,
+    genotypes: Sequence[Genotype],
+    seeds: Sequence[int],
+    p: Preset,
+    device: torch.device | str = "cpu",
+    on_batch: Callable[[int], None] | None = None,
+) -> RunCurves:
+    """Train run ``a`` = (``genotypes[a]``, ``seeds[a]``) for every ``a`` together; see the module docstring."""
+    device = torch.device(device)
+    A, C = len(genotypes), p.checkpoints
+    valid = batchify(corpus.valid[: p.valid_tokens], p.eval_batch_size, device)
+    test = batchify(corpus.test[: p.test_tokens], p.eval_batch_size, device)
+    geno = SlotGenotypes.of(genotypes, device)
+    tr = SlotTrainer(corpus, seeds, genotypes[0].n, p, device, "awd" if p.variable_bptt else "fixed")
+    valid_ppl = np.full((A, C), np.nan)
+    best_val, best_epoch = np.full(A, np.inf), np.full(A, np.nan)
+    best = {k: v.detach().clone() for k, v in tr.params.items()}
+
+    def validate(c: int, eval_params: dict, live: np.ndarray) -> np.ndarray:
+        val_ppl = to_ppl(evaluate(eval_params, geno, valid, p.bptt, p.amp).cpu().numpy(), live)
+        tr.kill(~np.isfinite(val_ppl))
+        live = tr.alive.cpu().numpy()
+        valid_ppl[:, c] = np.where(live, val_ppl, np.nan)
+        improved = live & (val_ppl < best_val)
+        if improved.any():
+            mask = torch.as_tensor(improved, device=device)
+            with torch.no_grad():
+                for k in best:
+                    best[k][mask] = eval_params[k][mask]
+            best_val[improved] = val_ppl[improved]
+            best_epoch[improved] = tr.stream.position
+        return np.log(val_ppl)
+
+    prog = checkpoint_loop(tr, p.epochs, C, lambda: geno, validate, p.asgd, on_batch)
+    live = tr.alive.cpu().numpy()
+    test_ppl = to_ppl(evaluate(best, geno, test, p.bptt, p.amp).cpu().numpy(), live & np.isfinite(best_val))
+    status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
+    return RunCurves(prog.epochs, prog.train_loss, valid_ppl, prog.seconds, test_ppl,
+                     np.where(live, best_epoch, np.nan), status)
