@@ -120,7 +120,7 @@ def test_rerun_with_other_config_is_refused_and_keeps_results(tmp_path, ptb_path
         (["build", "--space", "2node", "--ws-seeds", "0"], "--ws-seeds must be at least 1"),
         (["build", "--space", "2node", "--set", "ws_bptt=wobbly"], "ws_bptt must be"),
         (["build", "--space", "2node", "--out", "/proc/nasbench/t.h5"], "cannot write the output"),
-        (["build", "--space", "2node", "--data", "/nonexistent/ptb"], "missing ptb.train.txt"),
+        (["build", "--space", "2node", "--data", "/nonexistent/ptb"], "/nonexistent/ptb is not a folder; it must hold the three PTB files"),
         (["build", "--space", "2node", "--time-limit", "-1"], "--time-limit must be a number of minutes"),
         (["info", "/nonexistent.h5"], "no such table file"),
     ],
