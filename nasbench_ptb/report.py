@@ -78,10 +78,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Pa
                f"Mean absolute rank change standalone → WS: "
                f"{np.mean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures.", ""]
         plt.close(fig)
-    md += _sharing_amount(table, mask)
-
-    if table.ws is None:
-        md += _sharing_amount(table, mask)
+    md += _sharing_amount(table, mask)  # with or without whole-space super-nets
     changes = an.standalone_rank_changes(table)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(table.standalone.epochs, changes, "k-o")

@@ -124,3 +124,18 @@ def test_amount_of_sharing_on_a_known_table(tmp_path):
     assert amount.whole[:2] == pytest.approx([-1.0, -1.0]) and np.isnan(amount.whole[2])  # WS seed 2 diverged
     with pytest.raises(ValueError, match="no super-nets over a subspace"):
         an.sharing_amount(synthetic_table(tmp_path / "u.h5"))
+
+
+def test_report_shows_the_amount_of_sharing_once_with_or_without_whole_space_supernets(tmp_path):
+    pytest.importorskip("matplotlib")
+    from nasbench_ptb import schema
+    from nasbench_ptb.report import write_report
+    t = synthetic_table(tmp_path / "t.h5")
+    ids = np.array([4, 6, 9, 12, 20])
+    sub = schema.WeightSharing.empty(32, [0], np.array([1.0]), [1000], ids)
+    sub.valid_ppl[0, 0, ids] = 10.0 + key_valid(ids)
+    sub.status[:] = Status.OK
+    for ws in (t.ws, None):
+        table = schema.Table(t.space, t.preset, t.config, t.standalone, ws, t.attrs, sub)
+        md = write_report(table, tmp_path / f"rep-{ws is None}", runs=2).read_text()
+        assert md.count("## Amount of sharing") == 1, "whole-space WS" if ws is not None else "subspace only"
