@@ -165,39 +165,47 @@ def build(
     corpus = data.load(data_dir)
     fps = {kind: parts.fingerprint(sp, p, kind) for kind in parts.KINDS}
     folder = out.with_name(out.name + ".parts")
+    req = _Request(
+        arch_ids=sorted({g.id for g in archs}) if archs else list(range(sp.size)),
+        seeds=list(range(seeds if seeds is not None else p.seeds)) if mode != "ws" else [],
+        ws_kind="ws_subspace" if ws_archs else "ws",
+        ws_seeds=list(range(ws_seeds if ws_seeds is not None else p.ws_seeds)) if mode != "standalone" else [],
+        subspace=tuple(sorted({g.id for g in ws_archs})) if ws_archs else (),
+    )
     if not force:
-        arch_ids = sorted({g.id for g in archs}) if archs else range(sp.size)
-        seed_list = range(seeds if seeds is not None else p.seeds)
-        requested = {"standalone": {(a, s) for s in seed_list for a in arch_ids} if mode != "ws" else set(),
-                     "ws_subspace" if ws_archs else "ws":
-                         set(range(ws_seeds if ws_seeds is not None else p.ws_seeds)) if mode != "standalone" else set()}
-        guard.check_existing(out, sp, p, _read_parts(folder, fps) if folder.is_dir() else None, requested)
+        guard.check_existing(out, sp, p, _read_parts(folder, fps) if folder.is_dir() else None, req.runs())
     _make_writable(out, folder)
     with guard.exclusive(folder, out):
-        return _build_locked(sp, p, out, folder, fps, corpus, dev, archs, seeds, quiet, mode, ws_seeds, time_limit,
-                             sample, ws_archs)
+        return _build_locked(sp, p, out, folder, fps, corpus, dev, req, quiet, mode, time_limit, sample)
 
 
-def _build_locked(sp, p, out, folder, fps, corpus, dev, archs, seeds, quiet, mode, ws_seeds, time_limit, sample,
-                  ws_archs) -> schema.Table:
+@dataclass(frozen=True)
+class _Request:
+    """What one build command asks for (empty seed lists for the mode it does not train)."""
+
+    arch_ids: list[int]
+    seeds: list[int]  # standalone seeds
+    ws_kind: str  # "ws" or "ws_subspace"
+    ws_seeds: list[int]
+    subspace: tuple[int, ...]  # --ws-archs, sorted; () for whole-space super-nets
+
+    def runs(self) -> dict[str, set]:
+        """Per part kind, the runs requested (as :func:`builder.guard.in_parts` counts what parts hold)."""
+        return {"standalone": {(a, s) for s in self.seeds for a in self.arch_ids}, self.ws_kind: set(self.ws_seeds)}
+
+
+def _build_locked(sp, p, out, folder, fps, corpus, dev, req: _Request, quiet, mode, time_limit,
+                  sample) -> schema.Table:
     found = _read_parts(folder, fps)
-    todo: list[Unit] = []
-    n_done = 0  # units (or their equivalent in runs) of this request already trained
-    if mode in ("standalone", "both"):
-        arch_ids = sorted({g.id for g in archs}) if archs else list(range(sp.size))
-        seed_list = list(range(seeds if seeds is not None else p.seeds))
-        done_runs = frozenset((int(a), int(s)) for part in found["standalone"]
-                              for a, s in zip(part["arch_ids"], part["seeds"]))
-        todo += plan_units(arch_ids, seed_list, p.slots_per_unit, done_runs, fps["standalone"])
-        requested_done = sum((a, s) in done_runs for s in seed_list for a in arch_ids)
-        n_done += -(-requested_done // p.slots_per_unit)
-    subspace = _one_subspace(found["ws_subspace"], sorted({g.id for g in ws_archs}) if ws_archs else ())
-    if mode in ("ws", "both"):
-        ws_kind = "ws_subspace" if ws_archs else "ws"
-        ws_list = list(range(ws_seeds if ws_seeds is not None else p.ws_seeds))
-        done_ws = frozenset(int(s) for part in found[ws_kind] for s in part["seeds"])
-        todo += plan_ws_units(ws_list, p.ws_slots_per_unit, subspace if ws_archs else (), done_ws, fps[ws_kind])
-        n_done += -(-sum(s in done_ws for s in ws_list) // p.ws_slots_per_unit)
+    have = guard.in_parts(found)
+    asked = req.runs()
+    todo = plan_units(req.arch_ids, req.seeds, p.slots_per_unit, frozenset(have["standalone"]), fps["standalone"])
+    subspace = _one_subspace(found["ws_subspace"], req.subspace)
+    todo += plan_ws_units(req.ws_seeds, p.ws_slots_per_unit, req.subspace, frozenset(have[req.ws_kind]),
+                          fps[req.ws_kind])
+    # units of this request already trained (for runs planned per run: their equivalent in units)
+    n_done = -(-len(asked["standalone"] & have["standalone"]) // p.slots_per_unit) \
+        - (-len(asked[req.ws_kind] & have[req.ws_kind]) // p.ws_slots_per_unit)
     n_units = n_done + len(todo)
     train_len = len(corpus.train[: p.train_tokens])
     planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
@@ -222,7 +230,7 @@ def _build_locked(sp, p, out, folder, fps, corpus, dev, archs, seeds, quiet, mod
             arrays = {**vars(res), **({"arch_ids": unit.arch_ids} if unit.arch_ids else {})}
         attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
         if sample is not None and unit.kind == "standalone":
-            attrs["sample"] = json.dumps({**sample, "seeds": seed_list}, sort_keys=True)
+            attrs["sample"] = json.dumps({**sample, "seeds": req.seeds}, sort_keys=True)
         parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
         progress.unit_done()
     progress.close()
