@@ -187,40 +187,8 @@ def _fmt_range(values: np.ndarray) -> str:
     return f"{v.min():.1f} .. {v.max():.1f} (median {np.median(v):.1f})" if v.size else "n/a"
 
 
-def _seed_taus(table: schema.Table) -> list[dict]:
-    """Seed-to-seed tau-b of the standalone rankings: over every architecture with both seeds, and over each
-    sample the table records."""
-    if table.standalone is None:
-        return []
-    from .analyses import seed_pair_taus
-
-    rows = []
-    for smp in [None, *table.attrs.get("samples", [])]:
-        ids = None if smp is None else smp["ids"]
-        for pair, (tau, n) in seed_pair_taus(table, ids).items():
-            rows.append({"pair": pair, "sample": smp and {k: smp[k] for k in ("n", "seed", "method")},
-                         "tau": tau, "archs": n})
-    return rows
-
-
 def _signed(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:+.3f}"
-
-
-def _sharing(table: schema.Table) -> dict | None:
-    """The amount-of-sharing comparison of a table with ``/ws_subspace`` (taus only where standalone exists)."""
-    sub = table.ws_subspace
-    if sub is None:
-        return None
-    from .analyses import sharing_amount
-
-    out = {"ids": [int(i) for i in sub.archs], "seeds": [int(s) for s in sub.seeds],
-           "ok": int((sub.status == schema.Status.OK).sum()), "taus": []}
-    if table.standalone is not None and summary.attempted(table)[sub.archs].all():
-        amount = sharing_amount(table)
-        out["taus"] = [{"seed": int(s), "subspace_only": float(v), "whole_space": float(w)}
-                       for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
-    return out
 
 
 def cmd_info(args) -> int:
@@ -231,8 +199,8 @@ def cmd_info(args) -> int:
     cov = summary.coverage(table)
     top = summary.best(table, args.top) if table.standalone is not None else []
     taus = summary.ws_vs_standalone_tau(table)
-    seed_taus = _seed_taus(table)
-    sharing = _sharing(table)
+    seed_taus = summary.seed_taus(table)
+    sharing = summary.sharing(table)
     if args.json:
         print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
                           "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus],

@@ -116,3 +116,35 @@ def ws_vs_standalone_tau(table: Table) -> list[SeedTau]:
         res = kendalltau(worst_last(ws.valid_ppl[k, -1])[mask], ref, variant="b")
         rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue), int(mask.sum())))
     return rows
+
+
+def seed_taus(table: Table) -> list[dict]:
+    """Seed-to-seed tau-b of the standalone rankings: over every architecture with both seeds, and over each
+    sample the table records."""
+    if table.standalone is None:
+        return []
+    from .analyses import seed_pair_taus  # analyses builds on this module
+
+    rows = []
+    for smp in [None, *table.attrs.get("samples", [])]:
+        ids = None if smp is None else smp["ids"]
+        for pair, (tau, n) in seed_pair_taus(table, ids).items():
+            rows.append({"pair": pair, "sample": smp and {k: smp[k] for k in ("n", "seed", "method")},
+                         "tau": tau, "archs": n})
+    return rows
+
+
+def sharing(table: Table) -> dict | None:
+    """The amount-of-sharing comparison of a table with ``/ws_subspace`` (taus only where standalone exists)."""
+    sub = table.ws_subspace
+    if sub is None:
+        return None
+    from .analyses import sharing_amount  # analyses builds on this module
+
+    out = {"ids": [int(i) for i in sub.archs], "seeds": [int(s) for s in sub.seeds],
+           "ok": int((sub.status == Status.OK).sum()), "taus": []}
+    if table.standalone is not None and attempted(table)[sub.archs].all():
+        amount = sharing_amount(table)
+        out["taus"] = [{"seed": int(s), "subspace_only": float(v), "whole_space": float(w)}
+                       for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
+    return out
