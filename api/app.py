@@ -28,7 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 import nasbench_ptb
 from nasbench_ptb import api as nb
-from nasbench_ptb.space import parse, space as get_space
+from nasbench_ptb.space import parse
 
 from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel
 
@@ -44,7 +44,6 @@ class Store:
 
     def __init__(self, benches: Sequence[nb.Benchmark]):
         self.tables = nb.Tables(benches)  # what a key names: the same rules as api.query and the CLI
-        self.benches = {b.space.name: b for b in benches}
         self._json: dict[tuple, bytes] = {}
         self._orders: dict[tuple, list[LeaderboardRow]] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()  # least recently used first
@@ -119,13 +118,13 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
     @app.get("/health", response_model=Health)
     async def health(request: Request):
-        return Health(status="ok", tables=len(store(request).benches))
+        return Health(status="ok", tables=len(store(request).tables.spaces))
 
     @app.get("/spaces", response_model=list[SpaceModel])
     async def spaces(request: Request):
-        out = []
-        for b in store(request).benches.values():
-            meta = b.metadata
+        out, tables = [], store(request).tables
+        for name in tables.spaces:
+            meta = tables.bench(name).metadata
             out.append(SpaceModel(**{k: meta.get(k) for k in SpaceModel.model_fields}))
         return out
 
@@ -137,7 +136,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
             bench, arch = st.tables.resolve(arch_hash)
         except nb.ArchNotFoundError:
             return _error(404, f"no architecture with hash {arch_hash} in the loaded tables "
-                               f"({', '.join(st.benches)})")
+                               f"({', '.join(st.tables.spaces)})")
         return _json(st.record_json(bench, arch, curves))
 
     @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
@@ -161,12 +160,11 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
         st = store(request)
         try:
-            name = get_space(space).name if space else min(st.benches, key=lambda n: get_space(n).n)
-        except ValueError as exc:
+            bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
+        except ValueError as exc:  # a malformed space name
             return _error(422, str(exc))
-        bench = st.benches.get(name)
-        if bench is None:
-            return _error(404, f"no table for space {name} (loaded: {', '.join(st.benches)})")
+        except nb.TableError as exc:
+            return _error(404, str(exc))
         return _json(st.leaderboard_json(bench, sort, order, limit, offset))
 
     return app
