@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import stat
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -99,10 +99,14 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
 
 @contextmanager
 def exclusive(folder: Path, out: Path) -> Iterator[None]:
-    """Hold the output's build lock, or fail at once naming the build that holds it."""
+    """Hold the output's build lock, or fail at once naming the build that holds it.
+
+    The lock file exists only while a build holds it: it is removed before the lock is released, so a finished
+    build leaves nothing in ``<out>.parts/`` but its units. A build that opened the file just before it was
+    removed finds, once it holds the lock, that the path names another file (or none) and starts over."""
     path = folder / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -110,11 +114,21 @@ def exclusive(folder: Path, out: Path) -> Iterator[None]:
                 holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
             except ValueError:
                 holder = {}
+            os.close(fd)
             raise BuildError(f"another build is writing {out} (pid {holder.get('pid', '?')}, since "
                              f"{holder.get('since', '?')}); wait for it to finish or use another --out") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break  # the lock is on the file the path names
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a lock on a file its holder has just removed: try again
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(),
                                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode(), 0)
         yield
     finally:
-        os.close(fd)  # releases the lock
+        with suppress(FileNotFoundError):  # someone removed it by hand: nothing to clean
+            os.unlink(path)  # while still holding the lock
+        os.close(fd)  # releases it

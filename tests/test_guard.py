@@ -62,6 +62,7 @@ def test_a_second_build_on_the_same_output_fails_at_once_naming_the_first(tmp_pa
     assert f"another build is writing {tmp_path / 't.h5'} (pid {os.getpid()}, since" in capsys.readouterr().err
     assert not list(folder.glob("unit-*.h5"))
     assert build(tmp_path, ptb_path, "--archs", "1") == 0  # released
+    assert not (folder / ".lock").exists()  # a finished build leaves only its units
 
 
 def test_unit_files_are_named_by_configuration(tmp_path, ptb_path):
