@@ -8,13 +8,16 @@
     GET /docs, /redoc           the OpenAPI documentation, its scripts served from the package (works offline)
 
 Routes are ``async def``: they only read tables held in memory and cached serialised bodies (records, /archs
-pages), so they never block the event loop. Every GET route answers HEAD. Every error body is ``{"detail": "<one line>"}`` (404, and 422 for any bad
-parameter, FastAPI's own validation included), as the OpenAPI document declares.
+pages), so they never block the event loop. ``GET /arch/<known hash>`` is answered from that cache by a raw ASGI
+layer in front of the framework (``api/asgi.py``, byte for byte the route's answer). Every GET route answers HEAD.
+Every error body is ``{"detail": "<one line>"}`` (404, and 422 for any bad parameter, FastAPI's own validation
+included), as the OpenAPI document declares.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Literal, Optional, Sequence
@@ -30,9 +33,11 @@ import nasbench_ptb
 from nasbench_ptb import api as nb
 from nasbench_ptb.space import parse
 
+from .asgi import CachedArchs, HeadAsGet
 from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel
 
 HASH_PATTERN = r"^[0-9a-f]{16}$"
+HASH_RE = re.compile(HASH_PATTERN)
 INVALID = {422: {"model": ErrorModel, "description": "a parameter is malformed or out of range"}}
 NOT_FOUND = {404: {"model": ErrorModel, "description": "no such architecture in the loaded tables"}, **INVALID}
 STATIC = os.path.join(os.path.dirname(__file__), "static")
@@ -45,6 +50,7 @@ class Store:
     def __init__(self, benches: Sequence[nb.Benchmark]):
         self.tables = nb.Tables(benches)  # what a key names: the same rules as api.query and the CLI
         self._json: dict[tuple, bytes] = {}
+        self._by_hash: dict[tuple[str, bool], bytes] = {}  # the same bodies keyed by (hash, curves)
         self._orders: dict[tuple, list[LeaderboardRow]] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()  # least recently used first
 
@@ -63,6 +69,17 @@ class Store:
         body = self._pages[key] = page.model_dump_json().encode()
         if len(self._pages) > PAGE_CACHE:
             self._pages.popitem(last=False)
+        return body
+
+    def cached_record(self, arch_hash: str, curves: bool) -> bytes | None:
+        """The serialised record of a hash in a loaded table, or None when no table has it (lowercase hex only)."""
+        body = self._by_hash.get((arch_hash, curves))
+        if body is None and HASH_RE.fullmatch(arch_hash):
+            try:
+                bench, arch = self.tables.resolve(arch_hash)
+            except nb.ArchNotFoundError:
+                return None
+            body = self._by_hash[arch_hash, curves] = self.record_json(bench, arch, curves)
         return body
 
     def record_json(self, bench: nb.Benchmark, arch: int, curves: bool) -> bytes:
@@ -96,6 +113,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                   description="Tabular NAS benchmark of DARTS recurrent cells on Penn Treebank (read-only).")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(HeadAsGet)
+    app.add_middleware(CachedArchs)  # added last = outermost: the hot path skips the other layers
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -190,21 +208,3 @@ def _finite(v: float) -> Optional[float]:
 def validation_detail(exc: RequestValidationError) -> str:
     """FastAPI's validation errors as one line: ``query.limit: Input should be less than or equal to 1000``."""
     return "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in exc.errors())
-
-
-class HeadAsGet:
-    """Answer ``HEAD`` on every GET route: run it as GET and send the headers without the body (RFC 9110)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "HEAD":
-            return await self.app(scope, receive, send)
-
-        async def headers_only(message):
-            if message["type"] == "http.response.body":
-                message = {**message, "body": b""}
-            await send(message)
-
-        await self.app({**scope, "method": "GET"}, receive, headers_only)

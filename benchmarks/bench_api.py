@@ -5,9 +5,9 @@
 1. ``api.load`` of the table (median of repeated opens, modules already imported).
 2. ``Benchmark.query`` by canonical string and by hash over all architectures (p50, p99 per call).
 3. HTTP against a real ``nasbench_ptb serve`` (uvicorn, one worker) on 127.0.0.1. With ``wrk`` installed (Debian's
-   package) and 2+ cores: the server pinned to core 0 and wrk to core 1 (``taskset``), ``--connections``
-   keep-alive connections for ``--seconds``: ``GET /arch/{hash}`` cycling over every architecture, with and
-   without curves, ``GET /archs?limit=1000`` of the largest space, and FastAPI's async hello world
+   package) and 2+ cores: the servers pinned to core 0 and wrk to core 1 (``taskset``), ``--connections``
+   keep-alive connections for ``--seconds`` per endpoint in ``--rounds`` interleaved rounds: ``GET /arch/{hash}``
+   cycling over every architecture, with and without curves, ``GET /archs?limit=1000`` of the largest space, and FastAPI's async hello world
    (``hello_app.py``) under the same settings in the same run — the ratio to it is the figure that carries across
    machines. Without wrk: a Python load generator (threads, ``--requests`` in total), which caps the figure.
 Targets (issue 13): open ≤ 20 ms, query p50 ≤ 10 µs, ``/arch/{hash}`` ≥ 8,000 req/s per worker and ≥ 0.9× the
@@ -164,33 +164,38 @@ def wrk(port: int, paths: list[str], connections: int, seconds: float, pin: str 
     return {"requests": n, "seconds": wall, "rps": n / wall, "p50_ms": p50, "p99_ms": p99, "errors": errors}
 
 
-def bench_wrk(path: Path, connections: int, seconds: float) -> dict:
-    """Every HTTP figure with wrk, the server on core 0 and wrk on core 1, hello world in the same run."""
+def bench_wrk(path: Path, connections: int, seconds: float, rounds: int) -> dict:
+    """Every HTTP figure with wrk, the servers on core 0 and wrk on core 1, hello world in the same run.
+
+    Both servers run at once and the endpoints are measured in ``rounds`` interleaved rounds (arch, lean arch,
+    leaderboard, hello, arch, …), so a change in the machine's background load hits every figure alike."""
     pins = ("0", "1") if (os.cpu_count() or 1) >= 2 and shutil.which("taskset") else (None, None)
     bench = api.load(path)
     tables = api.default_tables()  # space -> path: the largest space is known without loading anything
     big = max(tables, key=lambda name: api.get_space(name).size)
     largest, leaderboard = tables[big], f"/archs?space={big}&limit=1000"
+    port, hello_port = free_port(), free_port()
+    procs = [start_server(serve_cmd(sorted({path, largest}), port), port, "/health", pins[0])]
+    try:
+        procs.append(start_server(hello_cmd(hello_port), hello_port, "/", pins[0]))
+        targets = {"/arch/{hash}": (port, [f"/arch/{g.hash}" for g in bench.space]),
+                   "/arch/{hash}?curves=false": (port, [f"/arch/{g.hash}?curves=false" for g in bench.space]),
+                   leaderboard: (port, [leaderboard]), "hello world": (hello_port, ["/"])}
+        for p, paths in targets.values():
+            wrk(p, paths, connections, 1, pins[1])  # warm the caches
+        runs: dict[str, list[dict]] = {name: [] for name in targets}
+        for _ in range(rounds):
+            for name, (p, paths) in targets.items():
+                runs[name].append(wrk(p, paths, connections, seconds / rounds, pins[1]))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
     out = {}
-    port = free_port()
-    proc = start_server(serve_cmd(sorted({path, largest}), port), port, "/health", pins[0])
-    try:
-        for name, paths in (("/arch/{hash}", [f"/arch/{g.hash}" for g in bench.space]),
-                            ("/arch/{hash}?curves=false", [f"/arch/{g.hash}?curves=false" for g in bench.space]),
-                            (leaderboard, [leaderboard])):
-            wrk(port, paths, connections, 1, pins[1])  # warm the caches
-            out[name] = wrk(port, paths, connections, seconds, pins[1])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    port = free_port()
-    proc = start_server(hello_cmd(port), port, "/", pins[0])
-    try:
-        wrk(port, ["/"], connections, 1, pins[1])
-        out["hello world"] = wrk(port, ["/"], connections, seconds, pins[1])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    for name, rs in runs.items():
+        n, wall = sum(r["requests"] for r in rs), sum(r["seconds"] for r in rs)
+        out[name] = {"requests": n, "seconds": wall, "rps": n / wall, "errors": sum(r["errors"] for r in rs),
+                     "p50_ms": float(np.median([r["p50_ms"] for r in rs])), "p99_ms": max(r["p99_ms"] for r in rs)}
     return out
 
 
@@ -214,6 +219,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10, help="wrk: seconds per measured endpoint")
+    ap.add_argument("--rounds", type=int, default=5, help="wrk: interleaved rounds over the endpoints")
     ap.add_argument("--python-load", action="store_true", help="the Python load generator even when wrk exists")
     args = ap.parse_args()
     path = Path(args.table) if args.table else api.default_tables()["2node"]
@@ -222,9 +228,10 @@ def main() -> None:
     for name, (p50, p99) in bench_query(path).items():
         print(f"query by {name:<8} p50 / p99      : {p50:8.2f} / {p99:.2f} µs   (target p50 ≤ 10 µs)")
     if shutil.which("wrk") and not args.python_load:
-        res = bench_wrk(path, args.connections, args.seconds)
+        res = bench_wrk(path, args.connections, args.seconds, args.rounds)
         hello = res["hello world"]["rps"]
-        print(f"wrk, 1 thread, {args.connections} connections, {args.seconds:g} s each; server on core 0, wrk on core 1")
+        print(f"wrk, 1 thread, {args.connections} connections, {args.seconds:g} s each in {args.rounds} interleaved rounds; "
+              "servers on core 0, wrk on core 1")
         for name, r in res.items():
             print(f"GET {name:<32}: {r['rps']:8.0f} req/s = {r['rps'] / hello:.2f}x hello world, p50 {r['p50_ms']:.2f} ms, "
                   f"p99 {r['p99_ms']:.2f} ms, {r['errors']} errors, {r['requests']} requests")

@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from api.app import create_app  # noqa: E402
-from nasbench_ptb.space import parse  # noqa: E402
+from nasbench_ptb.space import parse, space as parse_space  # noqa: E402
 
 from helpers import key_test, key_valid, synthetic_table  # noqa: E402
 
@@ -56,6 +56,55 @@ def test_arch_by_hash_and_by_genotype(client):
     assert client.get("/arch", params={"genotype": g.darts_repr()}).json() == body
     three = parse("tanh:0|relu:1|sigmoid:2")
     assert client.get(f"/arch/{three.hash}").json()["space"] == "3node"
+
+
+def test_cached_arch_path_answers_exactly_as_the_route(client, tables):
+    """The raw hot path (api.asgi.CachedArchs) and the FastAPI route give the same status, headers and bytes;
+    ``curves=True``/``curves=yes`` are not recognised by the hot path, so they go through the route."""
+    hashes = [g.hash for g in parse_space("2node")] + [g.hash for g in list(parse_space("3node"))[:40]]
+    for h in hashes:
+        for fast, routed in (("", "?curves=yes"), ("?curves=true", "?curves=True"), ("?curves=1", "?curves=on"),
+                             ("?curves=false", "?curves=False"), ("?curves=0", "?curves=off")):
+            a, b = client.get(f"/arch/{h}{fast}"), client.get(f"/arch/{h}{routed}")
+            assert (a.status_code, a.content, a.headers["content-type"], a.headers["content-length"]) == (
+                b.status_code, b.content, b.headers["content-type"], b.headers["content-length"]), (h, fast)
+        head, full = client.head(f"/arch/{h}"), client.get(f"/arch/{h}").content
+        assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(full))
+    # what the hot path must leave to FastAPI: unknown or malformed hashes, unknown parameters
+    assert client.get("/arch/0123456789abcdef").status_code == 404
+    assert client.get(f"/arch/{hashes[0].upper()}").status_code == 422
+    assert client.get(f"/arch/{hashes[0]}?curves=maybe").status_code == 422
+
+
+def test_cached_arch_path_skips_the_framework(tables):
+    """A known hash never reaches the app behind CachedArchs; anything else always does."""
+    import asyncio
+
+    from api.app import Store
+    from api.asgi import CachedArchs
+    from nasbench_ptb import api as nb
+
+    reached, sent = [], []
+
+    async def inner(scope, receive, send):
+        reached.append(scope["path"])
+
+    class App:
+        class state:
+            store = Store([nb.load(p) for p in tables])
+
+    async def send(message):
+        sent.append(message)
+
+    layer = CachedArchs(inner)
+    h = parse("tanh:0|relu:1").hash
+    for path, query in ((f"/arch/{h}", b""), (f"/arch/{h}", b"curves=false"), ("/arch/0123456789abcdef", b""),
+                        (f"/arch/{h}", b"curves=yes"), (f"/arch/{h}/", b""), ("/archs", b"")):
+        scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "app": App}
+        asyncio.run(layer(scope, None, send))
+    assert reached == ["/arch/0123456789abcdef", f"/arch/{h}", f"/arch/{h}/", "/archs"]
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body"]
+    assert [json.loads(b)["genotype"] for b in bodies] == ["tanh:0|relu:1"] * 2 and len(bodies[0]) > len(bodies[1])
 
 
 def test_errors_are_json_404_or_422_never_500(client):
