@@ -5,4 +5,4 @@ import uvicorn
 
 
 def run(host: str, port: int, workers: int = 1) -> None:
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    uvicorn.run(f"{__package__}.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")

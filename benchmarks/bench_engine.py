@@ -30,12 +30,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from builder import data, presets  # noqa: E402
-from builder import engine as engine_module  # noqa: E402
-from builder.build import device_name, resolve_device  # noqa: E402
-from builder.decoder import CHUNK, tied_cross_entropy  # noqa: E402
-from builder.engine import AMP_MODES, MaskSampler, SlotGenotypes, autocast, init_params, train_loss  # noqa: E402
-from builder.optim import SlotSGD  # noqa: E402
+from nasbench_ptb.builder import data, presets  # noqa: E402
+from nasbench_ptb.builder import engine as engine_module  # noqa: E402
+from nasbench_ptb.builder.build import device_name, resolve_device  # noqa: E402
+from nasbench_ptb.builder.decoder import CHUNK, tied_cross_entropy  # noqa: E402
+from nasbench_ptb.builder.engine import AMP_MODES, MaskSampler, SlotGenotypes, autocast, init_params, train_loss  # noqa: E402
+from nasbench_ptb.builder.optim import SlotSGD  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 from reference_decoder import reference_cross_entropy  # noqa: E402
 

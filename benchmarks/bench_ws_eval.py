@@ -19,11 +19,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from builder import data, presets  # noqa: E402
-from builder.build import device_name, resolve_device  # noqa: E402
-from builder.engine import SlotGenotypes, evaluate, init_params  # noqa: E402
-from builder.trainer import batchify  # noqa: E402
-from builder.ws import evaluate_all  # noqa: E402
+from nasbench_ptb.builder import data, presets  # noqa: E402
+from nasbench_ptb.builder.build import device_name, resolve_device  # noqa: E402
+from nasbench_ptb.builder.engine import SlotGenotypes, evaluate, init_params  # noqa: E402
+from nasbench_ptb.builder.trainer import batchify  # noqa: E402
+from nasbench_ptb.builder.ws import evaluate_all  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 
 

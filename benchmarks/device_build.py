@@ -74,8 +74,8 @@ def check_cuda_path(corpus, device, log: Log) -> bool:
     """Runs trained together equal each alone on this device; bf16 stays close to fp32 (tiny sizes: seconds)."""
     import numpy as np
 
-    from builder.presets import get, override
-    from builder.standalone import train_runs
+    from nasbench_ptb.builder.presets import get, override
+    from nasbench_ptb.builder.standalone import train_runs
     from nasbench_ptb.space import parse
 
     p = override(get("gpu"), {**TINY, "amp": "off", "epochs": 1, "checkpoints": 2})
@@ -190,9 +190,9 @@ def pack(artifacts: Path, out: Path, log: Log) -> None:
 def run(args) -> int:
     import torch
 
-    from builder import data
-    from builder.build import device_name, resolve_device
-    from builder.presets import get, override
+    from nasbench_ptb.builder import data
+    from nasbench_ptb.builder.build import device_name, resolve_device
+    from nasbench_ptb.builder.presets import get, override
     from nasbench_ptb.space import space
 
     start = time.perf_counter()

@@ -148,8 +148,8 @@ def cmd_build(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     try:
-        from builder import build as build_mod, presets
-        from builder.data import DataError
+        from nasbench_ptb.builder import build as build_mod, presets
+        from nasbench_ptb.builder.data import DataError
     except ImportError as exc:
         raise UserError(f"build needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
     overrides = {}
@@ -355,7 +355,7 @@ def cmd_serve(args) -> int:
     import os
 
     try:
-        from api import serve
+        from nasbench_ptb.server import serve
     except ImportError:
         raise UserError("serve needs FastAPI and uvicorn: pip install 'nasbench-ptb[serve]'") from None
     from . import api

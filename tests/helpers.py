@@ -3,8 +3,8 @@ import dataclasses
 
 import numpy as np
 
-from builder import presets
-from builder.data import Corpus
+from nasbench_ptb.builder import presets
+from nasbench_ptb.builder.data import Corpus
 
 
 def tiny_corpus(vocab: int = 40, n: int = 3000, seed: int = 0) -> Corpus:

@@ -179,7 +179,7 @@ FACES = {
 def test_a_key_means_the_same_in_python_the_cli_and_http(table_dir, key):
     from fastapi.testclient import TestClient
 
-    from api.app import create_app
+    from nasbench_ptb.server.app import create_app
     want, arch = FACES[key]
     errors = {"not found": api.ArchNotFoundError, "malformed": ValueError, "no table": api.TableError}
     # Python: api.query and the collection behind it

@@ -89,7 +89,7 @@ def test_shipped_parts_resume_with_the_current_code():
     """Finished units kept beside a table must still match the code's fingerprint, or a resumed build refuses them."""
     import h5py
 
-    from builder import parts, presets
+    from nasbench_ptb.builder import parts, presets
     from nasbench_ptb.space import space
 
     kept = sorted(ARTIFACTS.glob("*.h5.parts/*.h5"))

@@ -182,7 +182,7 @@ def test_both_parts_end_to_end_and_ws_added_later(tmp_path, ptb_path, capsys):
 
 
 def test_units_are_planned_per_run_so_overlapping_requests_train_each_run_once():
-    from builder.build import plan_units
+    from nasbench_ptb.builder.build import plan_units
     done = frozenset({(1, 0), (2, 0), (5, 1)})
     units = plan_units(range(6), [0, 1], 4, done)
     runs = [(a, s) for u in units for a, s in zip(u.arch_ids, u.seeds)]
@@ -284,7 +284,7 @@ def test_a_reversed_id_range_is_refused(tmp_path, ptb_path, capsys):
 
 
 def test_kept_units_of_another_training_protocol_are_refused(tmp_path, ptb_path, capsys, monkeypatch):
-    from builder import trainer as train
+    from nasbench_ptb.builder import trainer as train
     assert build(tmp_path, ptb_path, "--archs", "2") == 0
     monkeypatch.setattr(train, "PROTOCOL_VERSION", 2)  # the training code changed what a run computes
     capsys.readouterr()

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from builder.cell import cell_step
-from builder.engine import SlotGenotypes
+from nasbench_ptb.builder.cell import cell_step
+from nasbench_ptb.builder.engine import SlotGenotypes
 from nasbench_ptb.space import parse
 
 ACT = {"tanh": np.tanh, "relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v)),

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from builder import data
+from nasbench_ptb.builder import data
 
 
 def test_standard_counts_and_vocab(ptb_path):

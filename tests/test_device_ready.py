@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from builder.engine import SlotGenotypes
-from builder.trainer import SlotTrainer
-from builder.ws import ArchSampler
+from nasbench_ptb.builder.engine import SlotGenotypes
+from nasbench_ptb.builder.trainer import SlotTrainer
+from nasbench_ptb.builder.ws import ArchSampler
 from nasbench_ptb.space import parse, space
 
 from helpers import tiny_corpus, tiny_preset
@@ -110,7 +110,7 @@ def test_supernet_loop_never_reads_the_device():
 
 
 def test_bf16_autocast_trains_close_to_fp32_with_fp32_master_weights():
-    from builder.standalone import train_runs
+    from nasbench_ptb.builder.standalone import train_runs
 
     corpus, genos = tiny_corpus(), [parse("tanh:0|relu:1|sigmoid:0"), parse("identity:0|tanh:0|relu:2")]
     fp32 = train_runs(corpus, genos, [1, 2], tiny_preset(epochs=2.0))
@@ -125,7 +125,7 @@ def test_bf16_autocast_trains_close_to_fp32_with_fp32_master_weights():
 
 
 def test_amp_is_validated_and_fingerprinted():
-    from builder import parts, presets
+    from nasbench_ptb.builder import parts, presets
 
     sp, cpu = space("3node"), presets.get("cpu")
     with pytest.raises(ValueError, match="amp must be one of off, bf16"):
@@ -138,7 +138,7 @@ def test_amp_is_validated_and_fingerprinted():
 
 
 def test_counter_masks_depend_on_the_slot_seed_only():
-    from builder.engine import Dropouts, MaskSampler
+    from nasbench_ptb.builder.engine import Dropouts, MaskSampler
 
     d = Dropouts(output=0.5, hidden=0.25, x=0.25, input=0.2, embedding=0.1)
     group, alone = MaskSampler([5, 7, 9], "cpu", kind="counter"), MaskSampler([7], "cpu", kind="counter")
@@ -152,7 +152,7 @@ def test_counter_masks_depend_on_the_slot_seed_only():
 
 
 def test_counter_masks_have_the_rate_and_no_correlation():
-    from builder.engine import Dropouts, MaskSampler
+    from nasbench_ptb.builder.engine import Dropouts, MaskSampler
 
     sampler = MaskSampler(list(range(8)), "cpu", kind="counter")
     first = sampler.draw(64, 10, 256, Dropouts(x=0.25))["x"]

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from builder import trainer as train_mod
-from builder.decoder import tied_cross_entropy
-from builder.engine import MaskSampler, SlotGenotypes, init_params, train_loss
-from builder.optim import SlotSGD
-from builder.standalone import train_runs
+from nasbench_ptb.builder import trainer as train_mod
+from nasbench_ptb.builder.decoder import tied_cross_entropy
+from nasbench_ptb.builder.engine import MaskSampler, SlotGenotypes, init_params, train_loss
+from nasbench_ptb.builder.optim import SlotSGD
+from nasbench_ptb.builder.standalone import train_runs
 from nasbench_ptb.schema import Status
 from nasbench_ptb.space import parse
 

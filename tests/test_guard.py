@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from builder import guard
+from nasbench_ptb.builder import guard
 from nasbench_ptb import schema
 from nasbench_ptb.cli import main
 from nasbench_ptb.schema import Status

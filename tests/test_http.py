@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from api.app import create_app  # noqa: E402
+from nasbench_ptb.server.app import create_app  # noqa: E402
 from nasbench_ptb.space import parse, space as parse_space  # noqa: E402
 
 from helpers import key_test, key_valid, synthetic_table  # noqa: E402
@@ -80,8 +80,8 @@ def test_cached_arch_path_skips_the_framework(tables):
     """A known hash never reaches the app behind CachedArchs; anything else always does."""
     import asyncio
 
-    from api.app import Store
-    from api.asgi import CachedArchs
+    from nasbench_ptb.server.app import Store
+    from nasbench_ptb.server.asgi import CachedArchs
     from nasbench_ptb import api as nb
 
     reached, sent = [], []

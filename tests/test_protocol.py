@@ -3,8 +3,8 @@ non-monotone SGD -> ASGD switch, the shared bptt stream."""
 import numpy as np
 import torch
 
-from builder.engine import SlotGenotypes
-from builder.trainer import BpttStream, SlotTrainer
+from nasbench_ptb.builder.engine import SlotGenotypes
+from nasbench_ptb.builder.trainer import BpttStream, SlotTrainer
 from nasbench_ptb.space import parse
 
 from helpers import tiny_corpus, tiny_preset

@@ -2,7 +2,7 @@ import h5py
 import numpy as np
 import pytest
 
-from builder import presets
+from nasbench_ptb.builder import presets
 from nasbench_ptb import schema, summary
 from nasbench_ptb.space import space
 
@@ -161,8 +161,8 @@ def test_the_trainers_results_are_the_schemas_per_run_datasets():
     and the assembly follow the schema's list, so a metric in one and not the other fails here."""
     from dataclasses import fields
 
-    from builder.standalone import RunCurves
-    from builder.ws import SupernetCurves
+    from nasbench_ptb.builder.standalone import RunCurves
+    from nasbench_ptb.builder.ws import SupernetCurves
     assert {f.name for f in fields(RunCurves)} == set(schema.per_run("standalone")) | {"epochs"}
     assert {f.name for f in fields(SupernetCurves)} == set(schema.per_run("ws")) | {"epochs", "valid_tokens"}
     assert set(schema.per_run("ws")) == set(schema.per_run("ws_subspace"))

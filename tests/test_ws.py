@@ -4,9 +4,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from builder.engine import SlotGenotypes, evaluate, init_params
-from builder.trainer import SlotTrainer, batchify
-from builder.ws import ArchSampler, evaluate_all, train_supernets
+from nasbench_ptb.builder.engine import SlotGenotypes, evaluate, init_params
+from nasbench_ptb.builder.trainer import SlotTrainer, batchify
+from nasbench_ptb.builder.ws import ArchSampler, evaluate_all, train_supernets
 from nasbench_ptb.schema import Status
 from nasbench_ptb.space import space
 
@@ -82,7 +82,7 @@ def test_supernets_together_equal_each_alone():
 
 @pytest.mark.parametrize("clip", [0.0, 0.5])
 def test_hidden_norm_clip(clip, monkeypatch):
-    import builder.trainer as train_mod
+    import nasbench_ptb.builder.trainer as train_mod
 
     corpus, p = tiny_corpus(), ws_preset()
     tr = SlotTrainer(corpus, [0], SP.n, p, torch.device("cpu"), "fixed", hidden_clip=clip)
