@@ -119,6 +119,12 @@ def _read_parts(folder: Path, fps: dict) -> dict[str, list[dict]]:
     return {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
 
 
+def table_config(sp: SearchSpace, p: Preset, ntokens: int) -> dict:
+    """Every training value of a table (or a search-results file): the preset, the model size, the vocabulary."""
+    return {**p.to_dict(), "params": count_params(ntokens, p.hidden, sp.n), "ntokens": ntokens,
+            "seed_meaning": "initialisation, dropout masks (and WS architecture draws); data order is shared"}
+
+
 def software() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "nasbench_ptb": nasbench_ptb.__version__}
@@ -280,8 +286,7 @@ def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, 
     ws = _ws(sp, p, found["ws"]) if found["ws"] or (mode != "standalone" and not subspace) else None
     ws_sub = _ws(sp, p, found["ws_subspace"], subspace) if subspace else None
     every = found["standalone"] + found["ws"] + found["ws_subspace"]
-    config = {**p.to_dict(), "params": count_params(ntokens, p.hidden, sp.n), "ntokens": ntokens,
-              "seed_meaning": "initialisation, dropout masks (and WS architecture draws); data order is shared"}
+    config = table_config(sp, p, ntokens)
     attrs = {
         "ptb_sha256": data.SHA256,
         "software": software(),

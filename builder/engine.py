@@ -42,6 +42,14 @@ class SlotGenotypes:
     ops: torch.Tensor
     uniform: tuple
 
+    @property
+    def slots(self) -> int:
+        return self.preds.shape[0]
+
+    def step(self, x: torch.Tensor, h: torch.Tensor, params: dict, m_x, m_h) -> torch.Tensor:
+        """One time step of every slot's discrete cell (a search's relaxed cell offers the same method)."""
+        return cell_step(x, h, params["W0"], params["Ws"], self.preds, self.ops, m_x, m_h, self.uniform)
+
     @classmethod
     def of(cls, genotypes: Sequence[Genotype], device: torch.device | str = "cpu") -> "SlotGenotypes":
         if len({g.n for g in genotypes}) != 1:
@@ -147,7 +155,10 @@ def _counter_uniform(keys: torch.Tensor, call: int, shape: tuple) -> torch.Tenso
 
 
 def run_rnn(params: dict, geno: SlotGenotypes, tokens: torch.Tensor, hidden: torch.Tensor, masks: dict | None):
-    """Embed ``tokens [T, B]`` for every slot and run the cell; returns raw outputs ``[A, T, B, H]`` and h_T."""
+    """Embed ``tokens [T, B]`` for every slot and run the cell; returns raw outputs ``[A, T, B, H]`` and h_T.
+
+    ``geno`` is anything with ``slots`` and ``step(x, h, params, m_x, m_h)``: discrete genotypes, or DARTS's
+    relaxed cell (builder/darts.py)."""
     enc = params["encoder"]
     emb = enc[:, tokens]  # [A, T, B, E]
     if masks is not None and masks["embedding"] is not None:
@@ -163,7 +174,7 @@ def run_rnn(params: dict, geno: SlotGenotypes, tokens: torch.Tensor, hidden: tor
     outs = []
     h = hidden
     for t in range(tokens.shape[0]):
-        h = cell_step(emb[:, t], h, params["W0"], params["Ws"], geno.preds, geno.ops, m_x, m_h, geno.uniform)
+        h = geno.step(emb[:, t], h, params, m_x, m_h)
         outs.append(h)
     return torch.stack(outs, dim=1), h
 
@@ -205,7 +216,7 @@ def evaluate(params: dict, geno: SlotGenotypes, data: torch.Tensor, bptt: int, a
     With one-slot ``params`` and ``A`` genotypes, evaluates ``A`` architectures under the same shared weights.
     Under ``amp`` the cell runs in bf16; the decoder and log-likelihoods stay fp32.
     """
-    A = geno.preds.shape[0]
+    A = geno.slots
     hidden = torch.zeros(A, data.shape[1], params["W0"].shape[2] // 2, device=data.device)
     total = torch.zeros(A, dtype=torch.float64, device=data.device)
     count = 0

@@ -98,13 +98,13 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
 
 
 @contextmanager
-def exclusive(folder: Path, out: Path) -> Iterator[None]:
+def exclusive(folder: Path, out: Path, name: str = ".lock") -> Iterator[None]:
     """Hold the output's build lock, or fail at once naming the build that holds it.
 
     The lock file exists only while a build holds it: it is removed before the lock is released, so a finished
     build leaves nothing in ``<out>.parts/`` but its units. A build that opened the file just before it was
     removed finds, once it holds the lock, that the path names another file (or none) and starts over."""
-    path = folder / ".lock"
+    path = folder / name
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

@@ -96,6 +96,8 @@ class SlotTrainer:
         self.loss_sum = torch.zeros(self.A, dtype=torch.float64, device=device)
         self.loss_tokens = 0
         self.history: list[list[float]] = [[] for _ in range(self.A)]
+        # called as before_step(start, seq, hidden) ahead of each mini-batch's weight step (DARTS's architecture step)
+        self.before_step: Callable[[int, int, torch.Tensor], None] | None = None
 
     def train_until(self, epoch: float, genotypes: Callable[[], SlotGenotypes],
                     on_batch: Callable[[int], None] | None = None) -> None:
@@ -107,6 +109,8 @@ class SlotTrainer:
             h = torch.where(self.alive.view(-1, 1, 1), h, 0.0)
             if self.hidden_clip > 0:  # per-sample L2 norm of the carried state (the paper's WS training)
                 h = h * (self.hidden_clip / (h.norm(dim=-1, keepdim=True) + 1e-12)).clamp(max=1.0)
+            if self.before_step is not None:
+                self.before_step(start, seq, h)
             m = self.masks.draw(p.batch_size, self.V, p.hidden, p.dropouts)
             with autocast(self.device, p.amp):
                 objective, ce, self.hidden = train_loss(

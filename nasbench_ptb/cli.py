@@ -12,8 +12,6 @@ import sys
 import numpy as np
 
 from . import schema, summary
-from .sampling import stratified_sample
-from .space import space as get_space
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--time-limit", type=float, metavar="MIN",
                    help="start no unit that would end after MIN minutes; write what is done (rerun to continue)")
 
+    se = sub.add_parser("search", help="run real search phases (DARTS, ENAS, NAO, random-WS) on the super-net")
+    se.add_argument("--algo", required=True, action="append",
+                    help="darts, enas, nao or random_ws (comma-separated or repeated; each adds its group to --out)")
+    se.add_argument("--space", required=True, help="2node, 3node or <n>node")
+    se.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu); the WS values apply")
+    se.add_argument("--seeds", type=int, default=5, help="search seeds per algorithm, trained together (default 5)")
+    se.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an algorithm option, e.g. order=2 (DARTS), controller_steps=50 (ENAS), max_new=3 (NAO), "
+                         "candidates=8 (random_ws)")
+    se.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    se.add_argument("--out", help="search-results file (default: ./search-<space>-<preset>.h5); other algorithms "
+                                  "already in it are kept")
+    se.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
+    se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any preset value")
+    se.add_argument("--force", action="store_true", help="replace an --out that is not a search-results file")
+
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
     i.add_argument("--top", type=int, default=5)
@@ -94,92 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tables", nargs="+", help="table files or folders (default: the default tables)")
     s.add_argument("--workers", type=int, default=1)
     return parser
-
-
-def _parse_archs(sp, items: list[str] | None, flag: str = "--archs"):
-    """Architectures named by ids, id ranges or genotypes; None when the flag is absent (all of them)."""
-    if items is None:
-        return None
-    genos = []
-    for item in items:
-        for token in (t.strip() for t in item.split(",")):
-            if not token:
-                continue
-            try:
-                lo, dash, hi = token.partition("-")
-                if token.isdigit():
-                    genos.append(sp.from_id(int(token)))
-                elif dash and lo.strip().isdigit() and hi.strip().isdigit():
-                    if int(lo) > int(hi):
-                        raise ValueError(f"the range is reversed (did you mean {hi.strip()}-{lo.strip()}?)")
-                    genos.extend(sp.from_id(i) for i in range(int(lo), int(hi) + 1))
-                else:
-                    genos.append(sp.parse(token))
-            except ValueError as exc:
-                raise UserError(f"{flag} {token!r}: {exc}") from None
-    if not genos:
-        raise UserError(f"{flag}: no architectures given")
-    return genos
-
-
-def cmd_build(args) -> int:
-    try:
-        sp = get_space(args.space)
-        for flag in ("seeds", "ws_seeds"):
-            if getattr(args, flag) is not None and getattr(args, flag) < 1:
-                raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
-        if args.time_limit is not None and not args.time_limit >= 0:
-            raise ValueError(f"--time-limit must be a number of minutes ≥ 0, got {args.time_limit}")
-        archs = _parse_archs(sp, args.archs)
-        ws_archs = _parse_archs(sp, args.ws_archs, "--ws-archs")
-        if ws_archs is not None and len({g.id for g in ws_archs}) < 2:
-            raise ValueError("--ws-archs: a weight-sharing subspace needs at least 2 architectures")
-        if ws_archs is not None and args.mode == "standalone":
-            raise ValueError("--ws-archs chooses the super-nets' subspace; it needs --mode ws or both")
-        sample = None
-        if args.sample is not None:
-            if args.archs:
-                raise ValueError("--sample and --archs both choose the architectures; give one of them")
-            try:
-                sample = stratified_sample(sp, args.sample, args.sample_seed)
-            except ValueError as exc:
-                raise ValueError(f"--sample {args.sample}: {exc}") from None
-            archs = [sp.from_id(i) for i in sample.ids]
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        from nasbench_ptb.builder import build as build_mod, presets
-        from nasbench_ptb.builder.data import DataError
-    except ImportError as exc:
-        raise UserError(f"build needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = value.strip()
-    for key in ("epochs", "hidden"):
-        if getattr(args, key) is not None:
-            overrides[key] = getattr(args, key)
-    try:
-        preset = presets.override(presets.get(args.preset), overrides)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    out = args.out or f"{sp.name}-{preset.name}.h5"
-    try:
-        limit = args.time_limit * 60 if args.time_limit is not None else None
-        table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs, args.force)
-    except (build_mod.BuildError, DataError, schema.TableError) as exc:
-        raise UserError(str(exc)) from None
-    cov = summary.coverage(table)
-    line = f"wrote {out}: {sp.name}/{preset.name}"
-    if table.standalone is not None:
-        line += f", standalone {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing"
-    if table.ws is not None:
-        line += f", weight sharing {int((table.ws.status == schema.Status.OK).sum())}/{len(table.ws.seeds)} super-nets ok"
-    print(line)
-    return 0
 
 
 def _fmt_range(values: np.ndarray) -> str:
@@ -379,7 +307,9 @@ def cmd_serve(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"build": cmd_build, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
+        from . import cli_train  # the commands that train (torch is imported only when they run)
+
+        commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
                     "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)
     except UserError as exc:

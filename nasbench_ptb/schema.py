@@ -130,13 +130,35 @@ def write(table: Table, path: str | os.PathLike) -> None:
     write_h5(path, lambda f: _fill(f, table))
 
 
-def _fill(f: h5py.File, table: Table) -> None:
-    f.attrs["format_version"] = FORMAT_VERSION
-    f.attrs["space"] = table.space.name
-    f.attrs["preset"] = table.preset
-    f.attrs["config"] = json.dumps(table.config, sort_keys=True)
-    for key, value in table.attrs.items():
+HEADER = ("format_version", "space", "preset", "config")
+
+
+def write_header(f: h5py.File, version: int, space_name: str, preset: str, config: dict, attrs: dict) -> None:
+    """The attributes every file of this project starts with (tables, search results): the format version, the
+    space, the preset, every training value (JSON) and free attributes (strings, or JSON)."""
+    f.attrs["format_version"] = version
+    f.attrs["space"] = space_name
+    f.attrs["preset"] = preset
+    f.attrs["config"] = json.dumps(config, sort_keys=True)
+    for key, value in attrs.items():
         f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def read_attrs(f: h5py.File, skip: tuple[str, ...] = ()) -> dict:
+    """The free attributes :func:`write_header` wrote (JSON decoded where it is JSON)."""
+    attrs = {}
+    for key, value in f.attrs.items():
+        if key in HEADER or key in skip or key == DIGEST:
+            continue
+        try:
+            attrs[key] = json.loads(value)
+        except (TypeError, ValueError):
+            attrs[key] = value
+    return attrs
+
+
+def _fill(f: h5py.File, table: Table) -> None:
+    write_header(f, FORMAT_VERSION, table.space.name, table.preset, table.config, table.attrs)
     archs = f.create_group("archs")
     for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
         dtype = h5py.string_dtype() if col.dtype == object else col.dtype
@@ -261,14 +283,7 @@ def read(path: str | os.PathLike) -> Table:
             if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
                 raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
             parts = {name: _read_part(arrays, name, sp.size, path) if name in f else None for name in PARTS}
-            attrs = {}
-            for key, value in f.attrs.items():
-                if key in ("format_version", "space", "preset", "config", DIGEST):
-                    continue
-                try:
-                    attrs[key] = json.loads(value)
-                except (TypeError, ValueError):
-                    attrs[key] = value
+            attrs = read_attrs(f)
             return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), parts["standalone"], parts["ws"],
                          attrs, parts["ws_subspace"])
     except TableError:

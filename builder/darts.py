@@ -1,0 +1,165 @@
+"""DARTS (Liu et al., 2019) on the reduced spaces: the relaxed cell and its bilevel search.
+
+The relaxed cell (DARTS rnn/model_search.py with our cell's one matrix per node, ARCHITECTURE.md §3)::
+
+    s0   = BN(s0 of the discrete cell)
+    node k, every predecessor j < k:   [c_j | h_j] = (s_j ⊙ m_h) · W_k
+    s_k  = BN( Σ_j Σ_o softmax(α_kj)[o] · (s_j + σ(c_j) ⊙ (f_o(h_j) − s_j)) )
+    h_t  = mean(s_1 … s_n)
+
+``BN`` is one batch normalisation without affine parameters shared by every state, per slot (as in DARTS: batch
+statistics while training, running statistics at evaluation). ``α`` holds one row of 4 op weights per edge
+(node k's edges j = 0..k−1 at rows k(k−1)/2 …); the genotype takes per node the (edge, op) of the largest softmax
+weight, i.e. the argmax over the node's 4·k local choices ``4·pred + op``.
+
+Bilevel optimisation: before every weight step, Adam (lr 3e-3, weight decay 1e-3) steps ``α`` on a mini-batch of
+the validation split of the same length (DARTS searches on the validation split). ``order=1`` (default) uses
+∇α L_val(w, α); ``order=2`` DARTS's eq. 7–8: ∇α L_val(w′, α) − η·[∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / 2ε with
+w′ one unclipped SGD step of the weights and w± = w ± ε·∇w′ L_val, ε = 0.01 / ‖∇w′ L_val‖ (per slot).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .cell import ACTIVATIONS, highway, slot_mm
+from .engine import MaskSampler, evaluate, train_loss
+from .search import Context, genotype_of_choices
+from .trainer import batchify, to_ppl
+
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1
+
+
+class RelaxedCell:
+    """DARTS's search cell for ``A`` slots; same ``step`` interface as :class:`SlotGenotypes`."""
+
+    def __init__(self, alpha: torch.Tensor, nodes: int, hidden: int):
+        self.alpha, self.n = alpha, nodes  # [A, edges, ops]
+        A = alpha.shape[0]
+        self.run_mean = torch.zeros(A, 1, hidden, device=alpha.device)
+        self.run_var = torch.ones(A, 1, hidden, device=alpha.device)
+        self.training = True
+
+    @property
+    def slots(self) -> int:
+        return self.alpha.shape[0]
+
+    def bn(self, s: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            mean, var = s.mean(1, keepdim=True), s.var(1, unbiased=False, keepdim=True)
+            with torch.no_grad():
+                b = s.shape[1]
+                self.run_mean.mul_(1 - BN_MOMENTUM).add_(BN_MOMENTUM * mean.detach())
+                self.run_var.mul_(1 - BN_MOMENTUM).add_(BN_MOMENTUM * var.detach() * b / max(b - 1, 1))
+        else:
+            mean, var = self.run_mean, self.run_var
+        return (s - mean) / torch.sqrt(var + BN_EPS)
+
+    def step(self, x: torch.Tensor, h_prev: torch.Tensor, params: dict, m_x, m_h) -> torch.Tensor:
+        A, B, H = h_prev.shape
+        if x.shape[0] != A:
+            x = x.expand(A, -1, -1)
+        xin, hin = (x * m_x, h_prev * m_h) if m_x is not None else (x, h_prev)
+        states = [self.bn(highway(h_prev, slot_mm(torch.cat([xin, hin], dim=-1), params["W0"]), torch.tanh))]
+        probs = torch.softmax(self.alpha, dim=-1)
+        for k in range(1, self.n + 1):
+            S = torch.stack(states, dim=1)  # [A, k, B, H]
+            inp = S * m_h.unsqueeze(1) if m_h is not None else S
+            ch = torch.bmm(inp.reshape(A, k * B, H), params["Ws"][:, k - 1]).view(A, k, B, 2 * H)
+            c, h = torch.sigmoid(ch[..., :H]), ch[..., H:]
+            P = probs[:, k * (k - 1) // 2 : k * (k + 1) // 2]  # [A, k, ops]: node k's edges
+            mixed = sum(P[:, :, o, None, None] * f(h) for o, f in enumerate(ACTIVATIONS))
+            # Σ_o P_jo = 1 per edge, so Σ_j Σ_o P_jo (s_j + c_j (f_o(h_j) − s_j)) = Σ_j (s_j + c_j (mixed_j − s_j))
+            states.append(self.bn((S + c * (mixed - S)).sum(dim=1)))
+        return torch.stack(states[1:], dim=0).mean(dim=0)
+
+    def choices(self) -> np.ndarray:
+        """``[A, n]`` each node's argmax local choice ``4·pred + op`` over its edges' softmax weights."""
+        probs = torch.softmax(self.alpha.detach(), dim=-1).cpu().numpy()
+        return np.stack([probs[:, k * (k - 1) // 2 : k * (k + 1) // 2].reshape(len(probs), -1).argmax(axis=1)
+                         for k in range(1, self.n + 1)], axis=1)
+
+
+class Darts:
+    name = "darts"
+
+    def __init__(self, ctx: Context, order: int = 1, arch_lr: float = 3e-3, arch_weight_decay: float = 1e-3):
+        if order not in (1, 2):
+            raise ValueError(f"DARTS order must be 1 (first order) or 2 (second order), got {order!r}")
+        self.ctx, self.order, p = ctx, int(order), ctx.p
+        edges = ctx.sp.n * (ctx.sp.n + 1) // 2
+        init = [1e-3 * torch.randn(edges, len(ACTIVATIONS), generator=torch.Generator().manual_seed(int(s) + 31))
+                for s in ctx.seeds]
+        self.alpha = torch.stack(init).to(ctx.device).requires_grad_(True)
+        self.cell = RelaxedCell(self.alpha, ctx.sp.n, p.hidden)
+        self.adam = torch.optim.Adam([self.alpha], lr=arch_lr, betas=(0.9, 0.999), weight_decay=arch_weight_decay)
+        self.masks = MaskSampler([int(s) + 50_021 for s in ctx.seeds], ctx.device)
+        self.options = {"order": self.order, "arch_lr": arch_lr, "arch_weight_decay": arch_weight_decay}
+        self.tr = None
+
+    def attach(self, tr) -> None:
+        self.tr = tr
+        # DARTS's search data: the whole validation split, batchified at the training batch size
+        self.search_data = batchify(self.ctx.valid_tokens, self.ctx.p.batch_size, self.ctx.device)
+        self.v_pos, self.h_valid = 0, torch.zeros_like(tr.hidden)
+        tr.before_step = self.arch_step
+
+    def genotypes(self) -> RelaxedCell:
+        self.cell.training = True
+        return self.cell
+
+    def _loss(self, params: dict, x, y, h, masks) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.ctx.p
+        obj, _, h_last = train_loss(params, self.cell, x, y, h, masks, p.beta, p.alpha)
+        return torch.where(self.tr.alive, obj, torch.zeros_like(obj)).sum(), h_last
+
+    def arch_step(self, start: int, seq: int, h_train: torch.Tensor) -> None:
+        p, tr, V = self.ctx.p, self.tr, self.tr.V
+        if self.v_pos + seq + 1 > self.search_data.shape[0]:
+            self.v_pos, self.h_valid = 0, torch.zeros_like(self.h_valid)
+        vx = self.search_data[self.v_pos : self.v_pos + seq]
+        vy = self.search_data[self.v_pos + 1 : self.v_pos + 1 + seq]
+        self.v_pos += seq
+        self.cell.training = True
+        mv = self.masks.draw(p.batch_size, V, p.hidden, p.dropouts)
+        if self.order == 1:
+            loss, h_last = self._loss(tr.params, vx, vy, self.h_valid, mv)
+            (grad,) = torch.autograd.grad(loss, [self.alpha])
+        else:
+            tx, ty = tr.train[start : start + seq], tr.train[start + 1 : start + 1 + seq]
+            grad, h_last = self._second_order(tx, ty, h_train, vx, vy, mv, p.lr * seq / p.bptt)
+        self.h_valid = h_last.detach()
+        self.adam.zero_grad()
+        self.alpha.grad = grad
+        self.adam.step()
+
+    def _second_order(self, tx, ty, h_train, vx, vy, mv, eta: float):
+        p, tr = self.ctx.p, self.tr
+        names = list(tr.params)
+        mt = self.masks.draw(p.batch_size, tr.V, p.hidden, p.dropouts)
+        loss_t, _ = self._loss(tr.params, tx, ty, h_train, mt)
+        gw = torch.autograd.grad(loss_t, [tr.params[k] for k in names])
+        unrolled = {k: (tr.params[k] - eta * (g + p.weight_decay * tr.params[k])).detach().requires_grad_(True)
+                    for k, g in zip(names, gw)}
+        loss_v, h_last = self._loss(unrolled, vx, vy, self.h_valid, mv)
+        grads = torch.autograd.grad(loss_v, [self.alpha] + [unrolled[k] for k in names])
+        d_alpha, dw = grads[0], dict(zip(names, grads[1:]))
+        norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in dw.values()))  # [A]
+        eps = (0.01 / norm.clamp_min(1e-12))
+
+        def alpha_grad(sign: float) -> torch.Tensor:
+            w = {k: (tr.params[k] + sign * eps.view(-1, *[1] * (dw[k].dim() - 1)) * dw[k]).detach() for k in names}
+            loss, _ = self._loss(w, tx, ty, h_train, mt)
+            return torch.autograd.grad(loss, [self.alpha])[0]
+
+        implicit = (alpha_grad(1.0) - alpha_grad(-1.0)) / (2 * eps.view(-1, 1, 1))
+        return d_alpha - eta * implicit, h_last
+
+    def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
+        self.cell.training = False
+        loss = evaluate(params, self.cell, ctx.valid(last), ctx.p.bptt, ctx.p.amp).cpu().numpy()
+        ppl = to_ppl(loss, live)
+        choice = np.array([genotype_of_choices(c).id for c in self.cell.choices()], dtype=np.int64)
+        est = np.where(np.isfinite(ppl), ppl, np.inf)
+        return choice, np.where(live, est, np.nan), np.log(est), {"alphas": self.alpha.detach().cpu().numpy().copy()}
+

@@ -1,0 +1,149 @@
+"""The commands that train: ``build`` (tables) and ``search`` (real search phases). Each imports the
+torch-based builder only when it runs, so the rest of the CLI stays numpy + h5py."""
+from __future__ import annotations
+
+from . import schema, summary
+from .cli import UserError
+from .sampling import stratified_sample
+from .space import space as get_space
+
+
+def _parse_archs(sp, items: list[str] | None, flag: str = "--archs"):
+    """Architectures named by ids, id ranges or genotypes; None when the flag is absent (all of them)."""
+    if items is None:
+        return None
+    genos = []
+    for item in items:
+        for token in (t.strip() for t in item.split(",")):
+            if not token:
+                continue
+            try:
+                lo, dash, hi = token.partition("-")
+                if token.isdigit():
+                    genos.append(sp.from_id(int(token)))
+                elif dash and lo.strip().isdigit() and hi.strip().isdigit():
+                    if int(lo) > int(hi):
+                        raise ValueError(f"the range is reversed (did you mean {hi.strip()}-{lo.strip()}?)")
+                    genos.extend(sp.from_id(i) for i in range(int(lo), int(hi) + 1))
+                else:
+                    genos.append(sp.parse(token))
+            except ValueError as exc:
+                raise UserError(f"{flag} {token!r}: {exc}") from None
+    if not genos:
+        raise UserError(f"{flag}: no architectures given")
+    return genos
+
+
+def cmd_build(args) -> int:
+    try:
+        sp = get_space(args.space)
+        for flag in ("seeds", "ws_seeds"):
+            if getattr(args, flag) is not None and getattr(args, flag) < 1:
+                raise ValueError(f"--{flag.replace('_', '-')} must be at least 1")
+        if args.time_limit is not None and not args.time_limit >= 0:
+            raise ValueError(f"--time-limit must be a number of minutes ≥ 0, got {args.time_limit}")
+        archs = _parse_archs(sp, args.archs)
+        ws_archs = _parse_archs(sp, args.ws_archs, "--ws-archs")
+        if ws_archs is not None and len({g.id for g in ws_archs}) < 2:
+            raise ValueError("--ws-archs: a weight-sharing subspace needs at least 2 architectures")
+        if ws_archs is not None and args.mode == "standalone":
+            raise ValueError("--ws-archs chooses the super-nets' subspace; it needs --mode ws or both")
+        sample = None
+        if args.sample is not None:
+            if args.archs:
+                raise ValueError("--sample and --archs both choose the architectures; give one of them")
+            try:
+                sample = stratified_sample(sp, args.sample, args.sample_seed)
+            except ValueError as exc:
+                raise ValueError(f"--sample {args.sample}: {exc}") from None
+            archs = [sp.from_id(i) for i in sample.ids]
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        from nasbench_ptb.builder import build as build_mod, presets
+        from nasbench_ptb.builder.data import DataError
+    except ImportError as exc:
+        raise UserError(f"build needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    preset = _preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
+    out = args.out or f"{sp.name}-{preset.name}.h5"
+    try:
+        limit = args.time_limit * 60 if args.time_limit is not None else None
+        table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
+                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs, args.force)
+    except (build_mod.BuildError, DataError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    cov = summary.coverage(table)
+    line = f"wrote {out}: {sp.name}/{preset.name}"
+    if table.standalone is not None:
+        line += f", standalone {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing"
+    if table.ws is not None:
+        line += f", weight sharing {int((table.ws.status == schema.Status.OK).sum())}/{len(table.ws.seeds)} super-nets ok"
+    print(line)
+    return 0
+
+
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _preset(presets, name: str, sets: list[str], extra: dict | None = None):
+    """The preset ``name`` with ``--set KEY=VALUE`` (and named flags in ``extra``) applied; one line on error."""
+    overrides = _key_values(sets, "--set")
+    overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
+    try:
+        return presets.override(presets.get(name), overrides)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _option_value(text: str):
+    """An algorithm option's value: an int, a float, or the string itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def cmd_search(args) -> int:
+    from .search_results import ALGORITHMS
+
+    try:
+        sp = get_space(args.space)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    algos = [a.strip() for item in args.algo for a in item.split(",") if a.strip()]
+    unknown = [a for a in algos if a not in ALGORITHMS]
+    if unknown or not algos:
+        raise UserError(f"--algo {','.join(unknown) or '(none)'}: unknown search algorithm "
+                        f"(known: {', '.join(ALGORITHMS)})")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    options = {k: _option_value(v) for k, v in _key_values(args.option, "--option").items()}
+    try:
+        from nasbench_ptb.builder import presets, search
+        from nasbench_ptb.builder.data import DataError
+    except ImportError as exc:
+        raise UserError(f"search needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    preset = _preset(presets, args.preset, args.set)
+    out = args.out or f"search-{sp.name}-{preset.name}.h5"
+    try:
+        results = search.search_file(algos, sp, preset, list(range(args.seeds)), out, args.device, args.data,
+                                     options, args.force)
+    except (search.SearchError, DataError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    for algo in algos:
+        s = results.searches[algo]
+        finals = ", ".join(sp.from_id(int(i)).canonical for i in s.final)
+        print(f"{algo}: {len(s.seeds)} searches, {float(s.seconds[:, -1].sum()):.0f} s; chose {finals}")
+    print(f"wrote {out}: {sp.name}/{preset.name}, {', '.join(sorted(results.searches))}")
+    return 0

@@ -1,0 +1,201 @@
+"""Real search phases (DARTS, ENAS, NAO, random-WS) on the real super-net: end to end at a tiny size, each
+method's learning rule against a constructed case whose answer is known, the results file, the CLI."""
+import numpy as np
+import pytest
+import torch
+
+from nasbench_ptb import search_results
+from nasbench_ptb.builder import search
+from nasbench_ptb.builder.darts import Darts, RelaxedCell
+from nasbench_ptb.builder.enas import Controller, Reinforce, ids_of
+from nasbench_ptb.builder.nao import Nao, tokens_of
+from nasbench_ptb.cli import main
+from nasbench_ptb.schema import Status, TableError
+from nasbench_ptb.space import space
+
+from helpers import tiny_corpus, tiny_preset
+
+SP = space("2node")
+FAST = {"enas": {"controller_steps": 3, "controller_batch": 4, "derive": 20}, "nao": {"epd_epochs": 5},
+        "darts": {}, "random_ws": {}}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return tiny_corpus()
+
+
+def preset():
+    return tiny_preset(ws_epochs=1.0, ws_checkpoints=3, ws_valid_tokens=None, ws_final_valid_tokens=None)
+
+
+@pytest.mark.parametrize("algo", search_results.ALGORITHMS)
+def test_each_algorithm_runs_end_to_end_and_is_reproducible(corpus, algo):
+    a = search.run(algo, corpus, SP, [0, 1], preset(), options=FAST[algo])
+    assert a.choice.shape == (2, 3) and a.final.tolist() == a.choice[:, -1].tolist()
+    assert ((a.choice >= 0) & (a.choice < SP.size)).all() and (a.status == Status.OK).all()
+    assert np.isfinite(a.estimate).all() and (a.estimate > 1).all()
+    assert (np.diff(a.seconds, axis=1) > 0).all() and np.allclose(a.epochs, [1 / 3, 2 / 3, 1], atol=0.05)
+    b = search.run(algo, corpus, SP, [0, 1], preset(), options=FAST[algo])
+    assert np.array_equal(a.choice, b.choice) and np.allclose(a.estimate, b.estimate, rtol=1e-5)
+    for name, arr in a.extra.items():
+        assert arr.shape[:2] == (2, 3), name
+
+
+def test_random_ws_returns_the_best_of_its_candidates_under_the_shared_weights(corpus, monkeypatch):
+    """Its choice is the argmin of Context.score over exactly the candidates it drew."""
+    seen = []
+    real = search.Context.score
+
+    def spy(self, params, slot, ids, data):
+        out = real(self, params, slot, ids, data)
+        seen.append((slot, np.asarray(ids).copy(), out))
+        return out
+
+    monkeypatch.setattr(search.Context, "score", spy)
+    res = search.run("random_ws", corpus, SP, [3], preset(), options={"candidates": 5})
+    assert len(seen) == 3 and all(len(ids) == 5 for _, ids, _ in seen)
+    for c, (_, ids, ppl) in enumerate(seen):
+        assert res.choice[0, c] == ids[np.argmin(ppl)] and res.estimate[0, c] == pytest.approx(ppl.min())
+
+
+def test_darts_alphas_move_toward_the_choice_whose_loss_is_lower():
+    """Constructed case: the target output is the relaxed cell with (nearly) one-hot alphas on node 1 = relu of
+    s0 and node 2 = sigmoid of s1; minimising the MSE to it over the alphas alone finds that genotype."""
+    torch.manual_seed(0)
+    A, B, H, n = 1, 16, 8, 2
+    params = {"W0": torch.randn(A, 2 * H, 2 * H) * 0.5, "Ws": torch.randn(A, n, H, 2 * H) * 0.5}
+    teacher = torch.full((A, 3, 4), -10.0)
+    teacher[0, 0, 1] = 10.0  # node 1: edge from s0, relu
+    teacher[0, 2, 2] = 10.0  # node 2: edge from s1, sigmoid
+    teacher[0, 1, :] = 0.0  # node 2's edge from s0 stays out of the argmax (its weights are uniform)
+    x, h = torch.randn(A, B, H), torch.randn(A, B, H)
+    with torch.no_grad():
+        target = RelaxedCell(teacher, n, H).step(x, h, params, None, None)
+    alpha = (1e-3 * torch.randn(A, 3, 4)).requires_grad_(True)
+    student = RelaxedCell(alpha, n, H)
+    opt = torch.optim.Adam([alpha], lr=0.05)
+    for _ in range(300):
+        opt.zero_grad()
+        (student.step(x, h, params, None, None) - target).pow(2).mean().backward()
+        opt.step()
+    g = search.genotype_of_choices(student.choices()[0])
+    assert g.canonical == "relu:0|sigmoid:1"
+
+
+def test_darts_second_order_equals_first_order_when_the_unrolled_step_is_zero(corpus):
+    """With η = 0 the unrolled weights are the weights, and the implicit term is multiplied by 0."""
+    p = preset()
+    ctx = search.Context(corpus, SP, [0, 1], p, torch.device("cpu"))
+    d = Darts(ctx, order=2)
+    tr = search.SlotTrainer(corpus, [0, 1], SP.n, p, torch.device("cpu"), p.ws_bptt, p.hidden_clip)
+    d.attach(tr)
+    seq, h = 8, torch.zeros_like(tr.hidden)
+    vx, vy = d.search_data[:seq], d.search_data[1 : seq + 1]
+    tx, ty = tr.train[:seq], tr.train[1 : seq + 1]
+    mv = d.masks.draw(p.batch_size, tr.V, p.hidden, p.dropouts)
+    second, _ = d._second_order(tx, ty, h, vx, vy, mv, eta=0.0)
+    loss, _ = d._loss(tr.params, vx, vy, d.h_valid, mv)
+    (first,) = torch.autograd.grad(loss, [d.alpha])
+    assert torch.allclose(second, first, rtol=1e-4, atol=1e-7) and first.abs().sum() > 0
+    third, _ = d._second_order(tx, ty, h, vx, vy, mv, eta=1.0)
+    assert not torch.allclose(third, first, rtol=1e-3)
+
+
+def test_darts_steps_its_alphas_during_training(corpus):
+    res = search.run("darts", corpus, SP, [0], preset())
+    alphas = res.extra["alphas"][0]  # [C, edges, ops]
+    init = 1e-3 * torch.randn(3, 4, generator=torch.Generator().manual_seed(0 + 31)).numpy()
+    # Adam moves each weight by up to ~lr (3e-3) per mini-batch: far beyond the 1e-3·N(0,1) initialisation
+    assert np.abs(alphas[-1] - init).max() > 0.02
+    assert not np.allclose(alphas[0], alphas[-1])
+
+
+def test_enas_controller_concentrates_on_the_best_arm():
+    target = 23
+    agent = Reinforce(Controller(SP.n, 32, seed=0), seed=0, lr=0.01, entropy_weight=0.0)
+
+    def share():
+        return float((ids_of(agent.draw(400), SP.n) == target).mean())
+
+    before = share()
+    for _ in range(150):
+        agent.step(10, lambda ch: np.where(ids_of(ch, SP.n) == target, 1.0, 0.1))
+    assert before < 0.15 and share() > 0.6
+
+
+def test_enas_samples_are_valid_cells_with_consistent_log_probabilities():
+    c = Controller(space("3node").n, 16, seed=1)
+    choices, logp, entropy = c.sample(500, torch.Generator().manual_seed(0))
+    ids = ids_of(choices.numpy(), 3)
+    assert ((ids >= 0) & (ids < 384)).all() and len(set(ids.tolist())) > 100
+    assert (choices[:, 0] < 4).all() and (choices[:, 1] < 8).all()  # node 1: predecessor 0 only; node 2: 0..1
+    assert (logp < 0).all() and (entropy > 0).all()
+    # an untrained controller is near uniform over (pred, op): log p ≈ −log(384)
+    assert abs(float(logp.detach().mean()) + np.log(384)) < 0.5
+
+
+def test_nao_predictor_fits_a_constructed_ranking_and_the_decoder_rebuilds_cells(corpus):
+    ctx = search.Context(corpus, SP, [0], preset(), torch.device("cpu"))
+    nao = Nao(ctx, epd_epochs=400)
+    ids = np.arange(SP.size)
+    truth = np.array([(g.ops[0] == 1) * 2 + (g.ops[1] == 2) + 0.1 * g.preds[1] for g in SP], dtype=float)
+    score = (truth - truth.min()) / (truth.max() - truth.min())
+    assert nao.fit(0, ids, score) > 0.8
+    m = nao.epds[0]
+    with torch.no_grad():
+        tokens = torch.as_tensor(tokens_of(SP, ids))
+        rebuilt = m.decode_logits(m.encode(tokens)).argmax(-1)
+    assert (rebuilt == tokens).all(dim=1).float().mean() > 0.9
+    new = nao.propose(0, ids[:8], score[:8])
+    assert len(new) == 3 and not set(new) & set(nao.pools[0]) and all(0 <= i < SP.size for i in new)
+
+
+def test_results_round_trip_merge_and_integrity(tmp_path, corpus):
+    p = preset()
+    a = search.run("random_ws", corpus, SP, [0, 1], p, options={"candidates": 4})
+    res = search_results.SearchResults(SP, p.name, {"hidden": p.hidden}, {"random_ws": a}, {"device": ["x"]})
+    path = tmp_path / "s.h5"
+    search_results.write(res, path)
+    back = search_results.read(path)
+    got = back.searches["random_ws"]
+    assert back.space.name == "2node" and back.config == {"hidden": p.hidden} and got.options == {"candidates": 4}
+    for name in ("seeds", "epochs", "choice", "estimate", "seconds", "final", "status"):
+        assert np.array_equal(getattr(got, name), getattr(a, name)), name
+    d = search.run("darts", corpus, SP, [0, 1], p)
+    merged = back.merged(search_results.SearchResults(SP, p.name, {"hidden": p.hidden}, {"darts": d}))
+    assert sorted(merged.searches) == ["darts", "random_ws"] and merged.searches["random_ws"] is got
+    with pytest.raises(ValueError, match="configuration differ"):
+        back.merged(search_results.SearchResults(SP, p.name, {"hidden": 99}, {"darts": d}))
+    raw = bytearray(path.read_bytes())
+    k = raw.find(np.asarray(a.estimate, dtype="<f8").tobytes()[:8])
+    raw[k] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(TableError, match="digest mismatch"):
+        search_results.read(path)
+    with pytest.raises(ValueError, match="shape"):
+        search_results.Search("darts", a.seeds, a.epochs, a.choice[:, :2], a.estimate, a.seconds, a.final, a.status)
+
+
+def test_cli_search_writes_merges_and_refuses_bad_input(tmp_path, ptb_path, capsys):
+    out = tmp_path / "search.h5"
+    args = ["search", "--space", "2node", "--preset", "smoke", "--seeds", "2", "--data", str(ptb_path),
+            "--out", str(out)]
+    assert main(args + ["--algo", "random_ws", "--option", "candidates=3"]) == 0
+    assert main(args + ["--algo", "nao", "--option", "epd_epochs=3"]) == 0
+    res = search_results.read(out)
+    assert sorted(res.searches) == ["nao", "random_ws"] and res.searches["random_ws"].options == {"candidates": 3}
+    assert res.config["name"] == "smoke" and res.attrs["ptb_sha256"]
+    capsys.readouterr()
+    for extra, message in ((["--algo", "gdas"], "unknown search algorithm"),
+                           (["--algo", "enas", "--option", "order=2"], "unknown option 'order'"),
+                           (["--algo", "darts", "--option", "order=3"], "order must be 1"),
+                           (["--algo", "darts", "--set", "bogus=1"], "unknown preset field 'bogus'"),
+                           (["--algo", "darts", "--seeds", "0"], "--seeds must be at least 1")):
+        assert main(args + extra) == 1, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    before = out.read_bytes()
+    other = ["search", "--space", "3node", "--preset", "smoke", "--data", str(ptb_path), "--out", str(out)]
+    assert main(other + ["--algo", "random_ws"]) == 1
+    assert "another space" in capsys.readouterr().err and out.read_bytes() == before
