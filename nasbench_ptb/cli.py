@@ -94,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", type=int, default=-1,
                    help="standalone checkpoint the policies see (index, default -1: final)")
     e.add_argument("--seed", type=int, help="policies see this standalone seed only (default: mean over seeds)")
+    e.add_argument("--real", metavar="FILE", help="also judge the real searches of this search-results file "
+                   "(nasbench_ptb search); its space is the default for --space")
     e.add_argument("--json", action="store_true")
 
     r = sub.add_parser("report", help="figures and a Markdown report of the search-phase analyses")
@@ -101,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--table", help="a table file (default: the default table of the space)")
     r.add_argument("--out", required=True, help="output folder (PNG per analysis + report.md)")
     r.add_argument("--runs", type=int, default=10)
+    r.add_argument("--real", metavar="FILE", help="add the real searches of this search-results file (Fig. 3)")
 
     s = sub.add_parser("serve", help="serve the tables over HTTP (read-only)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -227,7 +230,7 @@ def _bench(args):
 
 def cmd_evaluate(args) -> int:
     from . import api
-    from .evaluate import evaluate, format_table, real_best
+    from .evaluate import evaluate, evaluate_real, format_table, real_best
     from .policies import default_policies
     from .simulator import Budget
 
@@ -239,6 +242,13 @@ def cmd_evaluate(args) -> int:
     if args.runs < 1 or args.budget_queries < 1 or (args.budget_seconds is not None and args.budget_seconds <= 0):
         raise UserError("--runs and --budget-queries must be ≥ 1, --budget-seconds > 0")
     try:
+        real = None
+        if args.real:
+            from .search_results import read as read_searches
+
+            real = read_searches(args.real)
+            if args.space == "2node" and not args.table:  # the parser's default: follow the file's space
+                args.space = real.space.name
         bench = _bench(args)
         budget = Budget(args.budget_queries, args.budget_seconds)
         sa = bench.table.standalone
@@ -247,6 +257,8 @@ def cmd_evaluate(args) -> int:
         if sa is not None and args.seed is not None and args.seed not in sa.seeds:
             raise UserError(f"--seed {args.seed}: the table's standalone seeds are {list(map(int, sa.seeds))}")
         results = evaluate(bench.table, [known[n] for n in names], args.runs, budget, args.checkpoint, args.seed)
+        if real is not None:
+            results += evaluate_real(bench.table, real)
         best = real_best(bench.table)
     except (ValueError, api.TableError) as exc:
         raise UserError(str(exc)) from None
@@ -269,8 +281,13 @@ def cmd_report(args) -> int:
     try:
         from .report import write_report
 
+        real = None
+        if args.real:
+            from .search_results import read as read_searches
+
+            real = read_searches(args.real)
         bench = _bench(args)
-        path = write_report(bench.table, Path(args.out), args.runs)
+        path = write_report(bench.table, Path(args.out), args.runs, real=real)
     except (ValueError, ImportError, api.TableError) as exc:
         raise UserError(str(exc)) from None
     except OSError as exc:

@@ -10,6 +10,7 @@ import numpy as np
 
 from .policies import Policy
 from .schema import Status, Table
+from .search_results import Search, SearchResults
 from .simulator import Budget, Simulator
 from .summary import final_valid, mean_over_ok, ranks
 
@@ -48,12 +49,6 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
     bounds standalone queries (WS policies pay one super-net training instead). Policies see standalone values
     at ``checkpoint`` (a cheaper, noisier fidelity; -1 = final) of every seed or of ``seed`` only; choices are
     always judged by their final standalone result over all ok seeds."""
-    valid, test, ranks = _stats(table)
-    if np.isnan(valid).all():
-        raise ValueError("the table has no ok standalone run to judge choices with")
-    best = int(np.nanargmin(valid))
-    genos = list(table.space)
-    best_iso = genos[best].iso_hash
     ws_ok = [int(s) for s, st in zip(table.ws.seeds, table.ws.status) if st == Status.OK] if table.ws is not None else []
     out = []
     for policy in policies:
@@ -65,14 +60,49 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
             sim = Simulator(table, rng, budget, checkpoint, seed, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None)
             choices.append(int(policy.search(sim)))
             costs.append(sim.seconds)
-        v = np.array([valid[c] for c in choices])
-        t = np.array([test[c] for c in choices])
-        out.append(PolicyResult(
-            policy.name, runs, tuple(choices), float(np.nanmean(v)), float(np.nanstd(v)), float(np.nanmean(t)),
-            float(np.nanstd(t)), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(ranks[choices])),
-            float(np.mean([c == best for c in choices])), float(np.mean([genos[c].iso_hash == best_iso for c in choices])),
-            float(np.nanmean(v) - valid[best]), float(np.mean(costs)),
-        ))
+        out.append(judge(table, policy.name, choices, costs))
+    return out
+
+
+def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float]) -> PolicyResult:
+    """One row of Table 3: the chosen architectures' final standalone results (mean over ok seeds), their ranks,
+    how often the best (or a renumbering of it) was found, the regret, and the mean search cost."""
+    valid, test, rank = _stats(table)
+    if np.isnan(valid).all():
+        raise ValueError("the table has no ok standalone run to judge choices with")
+    best = int(np.nanargmin(valid))
+    genos = list(table.space)
+    choices = [int(c) for c in choices]
+    v, t = valid[choices], test[choices]
+    return PolicyResult(
+        name, len(choices), tuple(choices), float(np.nanmean(v)), float(np.nanstd(v)), float(np.nanmean(t)),
+        float(np.nanstd(t)), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(rank[choices])),
+        float(np.mean([c == best for c in choices])),
+        float(np.mean([genos[c].iso_hash == genos[best].iso_hash for c in choices])),
+        float(np.nanmean(v) - valid[best]), float(np.mean(costs)),
+    )
+
+
+def evaluate_real(table: Table, results: SearchResults) -> list[PolicyResult]:
+    """The real searches of a search-results file judged by the table (ok runs only; their final choices and
+    their measured search seconds), one row per algorithm named ``<algo> (real)``."""
+    if results.space.name != table.space.name:
+        raise ValueError(f"the searches ran on {results.space.name}, the table is {table.space.name}")
+    out = []
+    for algo, s in sorted(results.searches.items()):
+        ok = s.status == Status.OK
+        if not ok.any():
+            raise ValueError(f"no {algo} search of the file ended ok")
+        out.append(judge(table, f"{algo} (real, {results.preset})", s.final[ok], s.seconds[ok, -1]))
+    return out
+
+
+def trajectory_ranks(table: Table, s: Search) -> np.ndarray:
+    """``[R, E]`` standalone rank (1 = best) of the architecture each search would return at each search epoch
+    (the paper's Fig. 3); NaN for a search that had diverged by then."""
+    _, _, rank = _stats(table)
+    out = rank[s.choice].astype(float)
+    out[~np.isfinite(s.estimate)] = np.nan
     return out
 
 

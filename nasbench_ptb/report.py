@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 
 from . import analyses as an
-from .evaluate import evaluate, format_table, real_best
+from .evaluate import evaluate, evaluate_real, format_table, real_best, trajectory_ranks
 from .policies import default_policies
 from .schema import Table
+from .search_results import SearchResults
 from .space import OPS, parse
 
 
@@ -29,8 +30,9 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Path:
-    """Write the figures and ``report.md`` into ``out``; returns the Markdown path."""
+def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real: SearchResults | None = None) -> Path:
+    """Write the figures and ``report.md`` into ``out``; returns the Markdown path. ``real``: the real searches
+    of a search-results file, judged beside the simulated policies, with their trajectories (Fig. 3)."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# nasbench-ptb report: {table.space.name} / {table.preset}{title}", ""]
@@ -38,6 +40,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Pa
     mask = an.attempted(table)
 
     ev = evaluate(table, [p for p in default_policies().values() if table.ws is not None or not p.uses_ws], runs)
+    ev += evaluate_real(table, real) if real is not None else []
     md += [f"## Search policies ({runs} runs each, budget 10 standalone queries)", "", format_table(ev, real_best(table)), ""]
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.barh([r.policy for r in ev], [r.valid_mean for r in ev], xerr=[r.valid_std for r in ev], color="tab:blue")
@@ -48,6 +51,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "") -> Pa
     md += [f"![policies]({_save(fig, out / 'policies.png')})", ""]
     plt.close(fig)
 
+    md += _trajectories(plt, table, real, out) if real is not None else []
     if table.ws is not None:
         t = an.ws_tau_over_training(table)
         fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -129,3 +133,22 @@ def _sharing_amount(table, mask: np.ndarray) -> list[str]:
              "| WS seed | whole-space sharing | subspace-only sharing |", "|---|---|---|"]
             + [f"| {int(s)} | {fmt(w)} | {fmt(v)} |" for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
             + [""])
+
+
+def _trajectories(plt, table: Table, real: SearchResults, out: Path) -> list[str]:
+    """Fig. 3: the standalone rank of the architecture each real search would return, per search epoch."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    rows = ["| algorithm | seeds | rank of the choice at each search epoch (mean over seeds) |", "|---|---|---|"]
+    for k, (algo, s) in enumerate(sorted(real.searches.items())):
+        ranks = trajectory_ranks(table, s)
+        color = f"C{k}"
+        for r in ranks:
+            ax.plot(s.epochs, r, color=color, alpha=0.25, lw=0.8)
+        mean = np.nanmean(ranks, axis=0)
+        ax.plot(s.epochs, mean, "-o", color=color, label=algo, ms=3)
+        rows.append(f"| {algo} | {len(s.seeds)} | " + " ".join(f"{v:.1f}" for v in mean) + " |")
+    ax.set(xlabel="search epoch (super-net training)", ylabel="standalone rank of the current choice",
+           ylim=(table.space.size + 1, 0))
+    ax.legend(fontsize=7)
+    return ([f"## Real search phases over search epochs (Fig. 3; {real.preset} preset)", "",
+             f"![search trajectories]({_save(fig, out / 'search_trajectories.png')})", ""] + rows + [""])
