@@ -72,6 +72,31 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any preset value")
     se.add_argument("--force", action="store_true", help="replace an --out that is not a search-results file")
 
+    v = sub.add_parser("verify", help="retrain architectures of a table with new seeds: do its numbers hold?")
+    v.add_argument("archs", nargs="*", metavar="ARCH",
+                   help="genotypes, hashes or ids (default: the table's top 3 and its median cell)")
+    v.add_argument("--space", default="2node", help="whose default table (default 2node)")
+    v.add_argument("--table", help="a table file (default: the default table of --space)")
+    v.add_argument("--preset", help="train at this preset instead of the table's own")
+    v.add_argument("--seeds", type=int, default=2, help="new seeds per architecture (default 2)")
+    v.add_argument("--reuse-seeds", action="store_true",
+                   help="retrain the table's own seeds instead: a reproduction check (same numbers expected)")
+    v.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    v.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
+    v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
+    v.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train one architecture standalone and write its curves (a one-cell table)")
+    t.add_argument("arch", help="genotype (canonical or DARTS repr), or an id with --space")
+    t.add_argument("--space", help="2node, 3node, ... (inferred from a genotype)")
+    t.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu)")
+    t.add_argument("--seeds", type=int, help="seeds (default: the preset's)")
+    t.add_argument("--out", help="table path (default: ./train-<hash>-<preset>.h5)")
+    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
+    t.add_argument("--force", action="store_true", help="replace an existing --out (see build --force)")
+
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
     i.add_argument("--top", type=int, default=5)
@@ -221,7 +246,7 @@ def cmd_query(args) -> int:
     return 0
 
 
-def _bench(args):
+def bench_of(args):
     """``--table`` if given, else the default table of ``--space``."""
     from . import api
 
@@ -249,7 +274,7 @@ def cmd_evaluate(args) -> int:
             real = read_searches(args.real)
             if args.space == "2node" and not args.table:  # the parser's default: follow the file's space
                 args.space = real.space.name
-        bench = _bench(args)
+        bench = bench_of(args)
         budget = Budget(args.budget_queries, args.budget_seconds)
         sa = bench.table.standalone
         if sa is not None and not -len(sa.epochs) <= args.checkpoint < len(sa.epochs):
@@ -286,7 +311,7 @@ def cmd_report(args) -> int:
             from .search_results import read as read_searches
 
             real = read_searches(args.real)
-        bench = _bench(args)
+        bench = bench_of(args)
         path = write_report(bench.table, Path(args.out), args.runs, real=real)
     except (ValueError, ImportError, api.TableError) as exc:
         raise UserError(str(exc)) from None
@@ -326,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from . import cli_train  # the commands that train (torch is imported only when they run)
 
-        commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
+        commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search,
+                    "verify": cli_train.cmd_verify, "train": cli_train.cmd_train, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
                     "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)
     except UserError as exc:

@@ -2,6 +2,8 @@
 torch-based builder only when it runs, so the rest of the CLI stays numpy + h5py."""
 from __future__ import annotations
 
+import numpy as np
+
 from . import schema, summary
 from .cli import UserError
 from .sampling import stratified_sample
@@ -146,4 +148,92 @@ def cmd_search(args) -> int:
         finals = ", ".join(sp.from_id(int(i)).canonical for i in s.final)
         print(f"{algo}: {len(s.seeds)} searches, {float(s.seconds[:, -1].sum()):.0f} s; chose {finals}")
     print(f"wrote {out}: {sp.name}/{preset.name}, {', '.join(sorted(results.searches))}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import json
+
+    from . import api
+    from .cli import bench_of
+    from .verification import compare, default_archs, format_rows
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    try:
+        bench = bench_of(args)
+        table = bench.table
+        if table.standalone is None:
+            raise UserError(f"{bench.path} has no standalone runs to verify")
+        archs = [bench.resolve(int(a) if a.strip().isdigit() else a) for a in args.archs] if args.archs else default_archs(table)
+    except (ValueError, api.TableError, api.ArchNotFoundError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        from nasbench_ptb.builder import presets, verify
+        from nasbench_ptb.builder.data import DataError
+    except ImportError as exc:
+        raise UserError(f"verify needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    own = [int(s) for s in table.standalone.seeds]
+    seeds = own if args.reuse_seeds else list(range(max(own) + 1, max(own) + 1 + args.seeds))
+    try:
+        base = presets.get(args.preset) if args.preset else verify.table_preset(table)
+        p = presets.override(base, _key_values(args.set, "--set"))
+        valid, test, seconds = verify.retrain(table, archs, seeds, p, args.device, args.data)
+    except (ValueError, verify.BuildError, DataError) as exc:
+        raise UserError(str(exc)) from None
+    rows, tau = compare(table, archs, valid, test)
+    if args.json:
+        print(json.dumps({"table": str(bench.path), "preset": p.name, "seeds": seeds, "seconds": seconds,
+                          "tau_b": tau, "archs": [vars(r) for r in rows]}, indent=2))
+        return 0
+    print(f"{table.space.name} table {bench.path} ({table.preset}); retrained at preset {p.name} with seeds "
+          f"{', '.join(map(str, seeds))}" + (" (the table's own: a reproduction check)" if args.reuse_seeds else "")
+          + f" in {seconds:.0f} s")
+    print(format_rows(rows, tau))
+    if args.reuse_seeds:
+        st = table.standalone
+        ok = st.status[archs] == schema.Status.OK
+        diff = np.abs(valid - np.where(ok, st.valid_ppl[archs, :, -1], np.nan))
+        print(f"largest |retrained − table| final validation ppl over the {int(ok.sum())} reproduced runs: "
+              f"{np.nanmax(diff):.4g}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .space import parse
+
+    try:
+        if args.arch.strip().isdigit():
+            if not args.space:
+                raise ValueError(f"an id ({args.arch}) needs --space")
+            sp = get_space(args.space)
+            geno = sp.from_id(int(args.arch))
+        else:
+            geno = parse(args.arch)
+            sp = get_space(args.space) if args.space else get_space(geno.n)
+            geno = sp.parse(geno)
+        if args.seeds is not None and args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        from nasbench_ptb.builder import build as build_mod, presets
+        from nasbench_ptb.builder.data import DataError
+    except ImportError as exc:
+        raise UserError(f"train needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    preset = _preset(presets, args.preset, args.set)
+    out = args.out or f"train-{geno.hash}-{preset.name}.h5"
+    try:
+        table = build_mod.build(sp, preset, out, [geno], args.seeds, args.device, args.data, True, "standalone",
+                                force=args.force)
+    except (build_mod.BuildError, DataError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    sa = table.standalone
+    print(f"{geno.canonical} ({sp.name}, id {geno.id}, hash {geno.hash}) at preset {preset.name}:")
+    print("epoch   " + " ".join(f"{e:8.2f}" for e in sa.epochs))
+    for k, s in enumerate(sa.seeds):
+        st = schema.Status(int(sa.status[geno.id, k])).name.lower()
+        print(f"seed {int(s)}  " + " ".join(f"{v:8.2f}" for v in sa.valid_ppl[geno.id, k])
+              + f"   valid ppl; test {sa.test_ppl[geno.id, k]:.2f} ({st})")
+    print(f"wrote {out}")
     return 0

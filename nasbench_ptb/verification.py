@@ -1,0 +1,91 @@
+"""Do the table's numbers hold? Architectures retrained with new seeds, compared with what the table says.
+
+Per architecture: the table's final validation/test ppl (mean ± std over its ok seeds) next to the retrained
+ones, and a z-score of the difference of the means, ``(retrained − table) / sqrt(s_t²/n_t + s_r²/n_r)`` with
+each side's sample std (ddof 1; a side with a single seed contributes the other side's variance, so one seed
+each gives NaN). Over the verified architectures: Kendall tau-b between the retrained and the table rankings.
+numpy only: the builder's ``verify`` trains, this module judges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .analyses import tau_b
+from .schema import Status, Table
+from .summary import final_valid, mean_over_ok, ranks
+
+
+@dataclass(frozen=True)
+class Verified:
+    arch: int
+    genotype: str
+    table_valid: tuple[float, float, int]  # mean, std, ok seeds
+    retrained_valid: tuple[float, float, int]
+    table_test: tuple[float, float, int]
+    retrained_test: tuple[float, float, int]
+    z_valid: float
+    z_test: float
+
+
+def default_archs(table: Table) -> list[int]:
+    """The table's top 3 by mean final validation ppl and its median cell (among architectures with an ok run)."""
+    valid = mean_over_ok(final_valid(table), table.standalone.status)
+    r = ranks(valid)
+    ok = np.flatnonzero(np.isfinite(valid))
+    if len(ok) == 0:
+        raise ValueError("the table has no ok standalone run to verify")
+    order = ok[np.argsort(r[ok], kind="stable")]
+    return [int(a) for a in dict.fromkeys([*order[:3], order[len(order) // 2]])]
+
+
+def _stats(values: np.ndarray) -> tuple[float, float, int]:
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return (float("nan"), float("nan"), 0)
+    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v))
+
+
+def z_score(table: tuple[float, float, int], new: tuple[float, float, int]) -> float:
+    (mt, st, nt), (mr, sr, nr) = table, new
+    if nt == 0 or nr == 0:
+        return float("nan")
+    st, sr = (sr if np.isnan(st) else st), (st if np.isnan(sr) else sr)
+    se = np.sqrt(st**2 / nt + sr**2 / nr)
+    if not np.isfinite(se):
+        return float("nan")
+    if se == 0:
+        return 0.0 if mr == mt else float(np.sign(mr - mt) * np.inf)
+    return float((mr - mt) / se)
+
+
+def compare(table: Table, archs: Sequence[int], valid: np.ndarray, test: np.ndarray) -> tuple[list[Verified], float]:
+    """``valid``/``test``: ``[len(archs), K]`` retrained final ppl (NaN where a run diverged)."""
+    sa = table.standalone
+    ok = sa.status == Status.OK
+    fv = final_valid(table)
+    out = []
+    for j, a in enumerate(archs):
+        tv, tt = _stats(np.where(ok[a], fv[a], np.nan)), _stats(np.where(ok[a], sa.test_ppl[a], np.nan))
+        rv, rt = _stats(np.asarray(valid[j], float)), _stats(np.asarray(test[j], float))
+        out.append(Verified(int(a), table.space.from_id(int(a)).canonical, tv, rv, tt, rt, z_score(tv, rv),
+                            z_score(tt, rt)))
+    if len(out) > 1:
+        tau = tau_b(np.array([v.retrained_valid[0] for v in out]), np.array([v.table_valid[0] for v in out]))
+    else:
+        tau = float("nan")
+    return out, tau
+
+
+def format_rows(rows: Sequence[Verified], tau: float) -> str:
+    fmt = lambda m: (f"{m[0]:.2f} ± {m[1]:.2f} ({m[2]})" if m[2] > 1 else f"{m[0]:.2f} (1)") if m[2] else "–"  # noqa: E731
+    z = lambda v: "n/a" if np.isnan(v) else f"{v:+.2f}"  # noqa: E731
+    lines = ["| architecture | table valid | retrained valid | z | table test | retrained test | z |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {v.genotype} (id {v.arch}) | {fmt(v.table_valid)} | {fmt(v.retrained_valid)} | {z(v.z_valid)} | "
+              f"{fmt(v.table_test)} | {fmt(v.retrained_test)} | {z(v.z_test)} |" for v in rows]
+    lines.append(f"\nKendall tau-b, retrained vs table ranking of these {len(rows)} architectures: "
+                 + ("n/a" if np.isnan(tau) else f"{tau:+.3f}"))
+    return "\n".join(lines)

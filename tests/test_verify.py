@@ -1,0 +1,67 @@
+"""verify and train: the judging math by hand, and a table built by the test reproduced by retraining."""
+import json
+
+import numpy as np
+import pytest
+
+from nasbench_ptb import schema
+from nasbench_ptb.cli import main
+from nasbench_ptb.verification import compare, default_archs, z_score
+
+from helpers import synthetic_table
+
+
+def test_z_score_by_hand():
+    assert z_score((100.0, 2.0, 4), (103.0, 2.0, 4)) == pytest.approx(3.0 / np.sqrt(4 / 4 + 4 / 4))
+    # a single seed has no std (NaN): the other side's stands in
+    assert z_score((100.0, 3.0, 2), (97.0, np.nan, 1)) == pytest.approx(-3.0 / np.sqrt(9 / 2 + 9 / 1))
+    assert np.isnan(z_score((100.0, np.nan, 1), (101.0, np.nan, 1)))
+    assert z_score((100.0, 0.0, 2), (100.0, 0.0, 2)) == 0.0 and z_score((100.0, 0.0, 2), (101.0, 0.0, 2)) == np.inf
+    assert np.isnan(z_score((100.0, 1.0, 2), (np.nan, np.nan, 0)))
+
+
+def test_default_archs_and_compare_on_the_synthetic_table(tmp_path):
+    table = synthetic_table(tmp_path / "t.h5")  # final valid = 100 + key_valid(id) + seed; best 27, then 14, 1 (missing)...
+    archs = default_archs(table)
+    order = [a for a in np.argsort((7 * np.arange(32) + 3) % 32) if a not in (1, 3)]  # 1 missing, 3 diverged
+    assert archs == [int(order[0]), int(order[1]), int(order[2]), int(order[len(order) // 2])]
+    assert archs[0] == 27
+    # retrained: the table's order reversed for the first two, and one diverged run
+    valid = np.array([[110.0, 112.0], [100.0, 102.0], [120.0, np.nan], [130.0, 130.0]])
+    rows, tau = compare(table, archs, valid, valid - 10)
+    assert rows[0].table_valid == pytest.approx((100.5, np.std([100, 101], ddof=1), 2))
+    assert rows[2].retrained_valid[2] == 1 and rows[0].retrained_valid == pytest.approx((111.0, np.sqrt(2), 2))
+    assert rows[0].z_valid == pytest.approx((111.0 - 100.5) / np.sqrt(0.5 / 2 + 2 / 2))
+    assert tau == pytest.approx(2 / 3)  # 5 of 6 pairs agree: (5 − 1) / 6
+
+
+def test_verify_reproduces_a_table_built_by_the_test_and_train_writes_curves(tmp_path, ptb_path, capsys):
+    t = tmp_path / "t.h5"
+    common = ["--preset", "smoke", "--data", str(ptb_path)]
+    assert main(["build", "--space", "2node", "--mode", "standalone", "--archs", "4-7", "--seeds", "2", "--quiet",
+                 "--out", str(t), *common]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--table", str(t), "--reuse-seeds", "4", "5", "--json", "--data", str(ptb_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    table = schema.read(t)
+    assert out["seeds"] == [0, 1] and [a["arch"] for a in out["archs"]] == [4, 5]
+    for a in out["archs"]:  # same seeds, same protocol: the same numbers (the slot engine's contract)
+        want = table.standalone.valid_ppl[a["arch"], :, -1]
+        assert a["retrained_valid"][0] == pytest.approx(want.mean(), rel=1e-5)
+        assert a["z_valid"] == pytest.approx(0.0, abs=1e-3)
+    assert main(["verify", "--table", str(t), "--seeds", "1", "--data", str(ptb_path)]) == 0
+    text = capsys.readouterr().out
+    assert "with seeds 2 " in text and text.count("| ") >= 4 * 7  # default: top 3 and the median of the 4 trained
+    for bad, message in ((["verify", "--table", str(t), "tanh:0|relu:1|relu:2"], "in space 2node"),
+                         (["verify", "--table", str(t), "--seeds", "0"], "--seeds must be at least 1"),
+                         (["verify", "--table", str(t), "5", "--set", "bogus=1"], "unknown preset field"),
+                         (["train", "7"], "needs --space")):
+        assert main(bad) == 1, bad
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    out_t = tmp_path / "one.h5"
+    assert main(["train", "relu:0|tanh:1", "--seeds", "1", "--out", str(out_t), *common]) == 0
+    text = capsys.readouterr().out
+    one = schema.read(out_t)
+    assert schema.Status(one.standalone.status[12, 0]) == schema.Status.OK and "hash 075eea6d27e6313b" in text
+    assert f"{one.standalone.valid_ppl[12, 0, -1]:8.2f}" in text
