@@ -12,15 +12,12 @@ import sys
 import numpy as np
 
 from . import schema, summary
+from .cli_base import UserError, bench_of
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class UserError(Exception):
-    """A problem with what the user asked for; printed as one line."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -244,13 +241,6 @@ def cmd_query(args) -> int:
             print(f"{label} {w.seed} ({w.status}): final valid ppl {w.final_valid_ppl:.2f}, test {w.test_ppl:.2f}, "
                   f"rank {w.rank}, sampled {w.samples}x")
     return 0
-
-
-def bench_of(args):
-    """``--table`` if given, else the default table of ``--space``."""
-    from . import api
-
-    return api.load(args.table) if args.table else api.spaces([api.get_space(args.space).name])[0]
 
 
 def cmd_evaluate(args) -> int:

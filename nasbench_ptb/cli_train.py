@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import schema, summary
-from .cli import UserError
+from .cli_base import UserError, bench_of
 from .sampling import stratified_sample
 from .space import space as get_space
 
@@ -61,11 +61,7 @@ def cmd_build(args) -> int:
             archs = [sp.from_id(i) for i in sample.ids]
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    try:
-        from nasbench_ptb.builder import build as build_mod, presets
-        from nasbench_ptb.builder.data import DataError
-    except ImportError as exc:
-        raise UserError(f"build needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    build_mod, presets, DataError = _builder("build", "build", "presets")
     preset = _preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
@@ -84,6 +80,17 @@ def cmd_build(args) -> int:
     return 0
 
 
+
+
+def _builder(command: str, *modules: str) -> list:
+    """The builder modules a training command needs, and the data loader's error type; one line without torch."""
+    import importlib
+
+    try:
+        mods = [importlib.import_module(f"nasbench_ptb.builder.{m}") for m in modules]
+        return [*mods, importlib.import_module("nasbench_ptb.builder.data").DataError]
+    except ImportError as exc:
+        raise UserError(f"{command} needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -131,11 +138,7 @@ def cmd_search(args) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     options = {k: _option_value(v) for k, v in _key_values(args.option, "--option").items()}
-    try:
-        from nasbench_ptb.builder import presets, search
-        from nasbench_ptb.builder.data import DataError
-    except ImportError as exc:
-        raise UserError(f"search needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    presets, search, DataError = _builder("search", "presets", "search")
     preset = _preset(presets, args.preset, args.set)
     out = args.out or f"search-{sp.name}-{preset.name}.h5"
     try:
@@ -155,7 +158,6 @@ def cmd_verify(args) -> int:
     import json
 
     from . import api
-    from .cli import bench_of
     from .verification import compare, default_archs, format_rows
 
     if args.seeds < 1:
@@ -168,11 +170,7 @@ def cmd_verify(args) -> int:
         archs = [bench.resolve(int(a) if a.strip().isdigit() else a) for a in args.archs] if args.archs else default_archs(table)
     except (ValueError, api.TableError, api.ArchNotFoundError) as exc:
         raise UserError(str(exc)) from None
-    try:
-        from nasbench_ptb.builder import presets, verify
-        from nasbench_ptb.builder.data import DataError
-    except ImportError as exc:
-        raise UserError(f"verify needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    presets, verify, DataError = _builder("verify", "presets", "verify")
     own = [int(s) for s in table.standalone.seeds]
     seeds = own if args.reuse_seeds else list(range(max(own) + 1, max(own) + 1 + args.seeds))
     try:
@@ -216,11 +214,7 @@ def cmd_train(args) -> int:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    try:
-        from nasbench_ptb.builder import build as build_mod, presets
-        from nasbench_ptb.builder.data import DataError
-    except ImportError as exc:
-        raise UserError(f"train needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    build_mod, presets, DataError = _builder("train", "build", "presets")
     preset = _preset(presets, args.preset, args.set)
     out = args.out or f"train-{geno.hash}-{preset.name}.h5"
     try:
