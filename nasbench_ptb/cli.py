@@ -94,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     t.add_argument("--force", action="store_true", help="replace an existing --out (see build --force)")
 
+    x = sub.add_parser("export", help="write a table as Parquet, CSV or a Syne Tune blackbox")
+    x.add_argument("table", help="a table file")
+    x.add_argument("--format", required=True, choices=("parquet", "csv", "syne-tune"))
+    x.add_argument("--out", required=True, help="output file (parquet, csv) or folder (syne-tune)")
+
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
     i.add_argument("--top", type=int, default=5)
@@ -116,6 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", type=int, default=-1,
                    help="standalone checkpoint the policies see (index, default -1: final)")
     e.add_argument("--seed", type=int, help="policies see this standalone seed only (default: mean over seeds)")
+    e.add_argument("--policy", action="append", default=[], metavar="MODULE:NAME",
+                   help="also run your own policy (name, uses_ws, search(sim); see docs/example_policy.py)")
     e.add_argument("--real", metavar="FILE", help="also judge the real searches of this search-results file "
                    "(nasbench_ptb search); its space is the default for --space")
     e.add_argument("--json", action="store_true")
@@ -246,10 +253,14 @@ def cmd_query(args) -> int:
 def cmd_evaluate(args) -> int:
     from . import api
     from .evaluate import evaluate, evaluate_real, format_table, real_best
-    from .policies import default_policies
+    from .policies import default_policies, load_policy
     from .simulator import Budget
 
     known = default_policies()
+    try:
+        own = [load_policy(spec) for spec in args.policy]
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else list(known)
     unknown = [n for n in names if n not in known]
     if unknown or not names:
@@ -271,7 +282,8 @@ def cmd_evaluate(args) -> int:
             raise UserError(f"--checkpoint {args.checkpoint}: the table has {len(sa.epochs)} checkpoints")
         if sa is not None and args.seed is not None and args.seed not in sa.seeds:
             raise UserError(f"--seed {args.seed}: the table's standalone seeds are {list(map(int, sa.seeds))}")
-        results = evaluate(bench.table, [known[n] for n in names], args.runs, budget, args.checkpoint, args.seed)
+        results = evaluate(bench.table, [known[n] for n in names] + own, args.runs, budget, args.checkpoint,
+                           args.seed)
         if real is not None:
             results += evaluate_real(bench.table, real)
         best = real_best(bench.table)
@@ -311,6 +323,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+
+    try:
+        path = export(schema.read(args.table), args.format, args.out)
+    except (ValueError, ImportError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
+    print(f"wrote {path} ({args.format})")
+    return 0
+
+
 def cmd_serve(args) -> int:
     import os
 
@@ -342,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import cli_train  # the commands that train (torch is imported only when they run)
 
         commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search,
-                    "verify": cli_train.cmd_verify, "train": cli_train.cmd_train, "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
+                    "verify": cli_train.cmd_verify, "train": cli_train.cmd_train, "export": cmd_export,
+                    "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
                     "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)
     except UserError as exc:

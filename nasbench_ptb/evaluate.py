@@ -58,10 +58,24 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
         for r in range(runs):
             rng = np.random.default_rng([r, zlib.crc32(policy.name.encode())])
             sim = Simulator(table, rng, budget, checkpoint, seed, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None)
-            choices.append(int(policy.search(sim)))
+            choices.append(_checked_choice(policy, sim, table))
             costs.append(sim.seconds)
         out.append(judge(table, policy.name, choices, costs))
     return out
+
+
+def _checked_choice(policy: Policy, sim: Simulator, table: Table) -> int:
+    """The policy's choice, refused in one line when its search fails or returns something that is not an id."""
+    try:
+        choice = policy.search(sim)
+    except Exception as exc:  # noqa: BLE001 — a user's policy may raise anything; name it, do not hide it
+        raise ValueError(f"policy {policy.name} failed: {type(exc).__name__}: {exc} (call "
+                         "nasbench_ptb.evaluate.evaluate(table, [policy]) in Python for the traceback)") from exc
+    if isinstance(choice, (bool, np.bool_)) or not isinstance(choice, (int, np.integer)) \
+            or not 0 <= int(choice) < table.space.size:
+        raise ValueError(f"policy {policy.name} returned {choice!r}, not an architecture id of {table.space.name} "
+                         f"(0..{table.space.size - 1})")
+    return int(choice)
 
 
 def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float]) -> PolicyResult:

@@ -214,3 +214,42 @@ class NaoLike:
 def default_policies() -> dict[str, Policy]:
     return {p.name: p for p in (RandomChoice(), RandomSearch(), RegularizedEvolution(), LocalSearch(), EnasLike(),
                                 NaoLike(), WSTop1())}
+
+
+def load_policy(spec: str) -> Policy:
+    """A user's policy from ``package.module:Name``: ``Name`` is a policy object, or a class or function that
+    returns one when called without arguments. It must follow :class:`Policy` (``name``, ``uses_ws``,
+    ``search(sim) -> architecture id``); anything else is refused naming what is wrong. The working directory is
+    importable, so a policy file beside the user's command works."""
+    import importlib
+    import os
+    import sys
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--policy {spec!r}: expected package.module:Name")
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 — whatever the user's module raises on import
+        raise ValueError(f"--policy {spec}: cannot import {module_name} ({type(exc).__name__}: {exc})") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if not hasattr(module, attr):
+        raise ValueError(f"--policy {spec}: {module_name} has no {attr!r}")
+    obj = getattr(module, attr)
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "search")):
+        try:
+            obj = obj()
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"--policy {spec}: calling {attr}() failed ({type(exc).__name__}: {exc})") from None
+    problems = [p for p, ok in (("a str attribute 'name'", isinstance(getattr(obj, "name", None), str)),
+                                ("a bool attribute 'uses_ws'", isinstance(getattr(obj, "uses_ws", None), bool)),
+                                ("a method search(sim)", callable(getattr(obj, "search", None)))) if not ok]
+    if problems:
+        raise ValueError(f"--policy {spec}: not a search policy: it lacks {', '.join(problems)}")
+    return obj

@@ -1,0 +1,156 @@
+"""``nasbench_ptb export``: a table in the formats other tools read.
+
+- **long** (Parquet, CSV): one row per (architecture, seed, checkpoint) of ``/standalone`` and one per
+  (architecture, super-net seed, checkpoint) of ``/ws`` and ``/ws_subspace`` (column ``part``), with the genotype
+  columns (``node<k>_pred``, ``node<k>_op``), hash, iso hash and status. A value that does not exist is NaN, never
+  imputed: ``test_ppl`` and ``best_epoch`` exist once per run (on its last checkpoint's row), a missing run's rows
+  are all NaN with status ``missing``, a diverged run's values after divergence are NaN. (pandas + pyarrow.)
+- **syne-tune**: a Syne Tune tabular blackbox (``syne_tune.blackbox_repository`` serialized form): one
+  configuration per architecture with hyperparameters ``node<k>_pred`` / ``node<k>_op`` (categorical), fidelity
+  ``hp_checkpoint`` = 1..C (checkpoint index; epochs in the metadata), the standalone seeds as seeds, objectives
+  ``metric_valid_ppl``, ``metric_test_ppl``, ``metric_elapsed_time``. Syne Tune has no missing values, so:
+  every architecture must have a trained run for every seed (a table with ``missing`` runs is refused); a
+  diverged run counts as no better than guessing uniformly — ppl = vocabulary size (``ntokens``) from its
+  divergence on, test ppl likewise — with the elapsed time frozen at the time it had spent; the test ppl (measured
+  once, at the run's best validation checkpoint) is reported at every fidelity.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .schema import Status, Table
+
+FORMATS = ("parquet", "csv", "syne-tune")
+_STATUS = {int(s): s.name.lower() for s in Status}
+
+
+def _genotype_columns(table: Table) -> dict[str, np.ndarray]:
+    genos = list(table.space)
+    cols = {"id": np.arange(len(genos)), "genotype": np.array([g.canonical for g in genos], dtype=object),
+            "hash": np.array([g.hash for g in genos], dtype=object),
+            "iso_hash": np.array([g.iso_hash for g in genos], dtype=object)}
+    for k in range(table.space.n):
+        cols[f"node{k + 1}_pred"] = np.array([g.preds[k] for g in genos])
+        cols[f"node{k + 1}_op"] = np.array([g.nodes[k][0] for g in genos], dtype=object)
+    return cols
+
+
+def long_columns(table: Table) -> dict[str, np.ndarray]:
+    """The long format as columns (equal-length arrays), standalone rows first, then each WS part."""
+    arch = _genotype_columns(table)
+    blocks = []
+    sa = table.standalone
+    if sa is not None:
+        N, S, C = sa.valid_ppl.shape
+        a, s, c = (x.ravel() for x in np.meshgrid(np.arange(N), np.arange(S), np.arange(C), indexing="ij"))
+        last = c == C - 1
+        blocks.append({
+            "part": np.full(a.size, "standalone", dtype=object), "arch": a, "seed": sa.seeds[s], "checkpoint": c,
+            "epoch": sa.epochs[c], "train_loss": sa.train_loss[a, s, c], "valid_ppl": sa.valid_ppl[a, s, c],
+            "seconds": sa.seconds[a, s, c], "test_ppl": np.where(last, sa.test_ppl[a, s], np.nan),
+            "best_epoch": np.where(last, sa.best_epoch[a, s], np.nan), "status": sa.status[a, s],
+            "valid_tokens": np.full(a.size, np.nan), "samples": np.full(a.size, np.nan)})
+    for name in ("ws", "ws_subspace"):
+        ws = getattr(table, name)
+        if ws is None:
+            continue
+        S, C, N = ws.valid_ppl.shape
+        a, s, c = (x.ravel() for x in np.meshgrid(np.arange(N), np.arange(S), np.arange(C), indexing="ij"))
+        member = np.ones(N, bool) if ws.archs is None else np.isin(np.arange(N), ws.archs)
+        keep = member[a]  # a subspace super-net has no value for the architectures outside it
+        a, s, c = a[keep], s[keep], c[keep]
+        last = c == C - 1
+        blocks.append({
+            "part": np.full(a.size, name, dtype=object), "arch": a, "seed": ws.seeds[s], "checkpoint": c,
+            "epoch": ws.epochs[c], "train_loss": ws.train_loss[s, c], "valid_ppl": ws.valid_ppl[s, c, a],
+            "seconds": ws.seconds[s, c], "test_ppl": np.where(last, ws.test_ppl[s, a], np.nan),
+            "best_epoch": np.full(a.size, np.nan), "status": ws.status[s],
+            "valid_tokens": ws.valid_tokens[c].astype(float), "samples": ws.samples[s, a].astype(float)})
+    if not blocks:
+        raise ValueError("the table holds neither standalone runs nor super-nets")
+    out = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+    ids = out.pop("arch")
+    cols = {"part": out.pop("part"), **{k: v[ids] for k, v in arch.items()}, **out}
+    cols["status"] = np.array([_STATUS[int(v)] for v in cols["status"]], dtype=object)
+    return cols
+
+
+def _frame(table: Table):
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("export needs pandas (and pyarrow for Parquet): pip install 'nasbench-ptb[export]'") from None
+    return pd.DataFrame(long_columns(table))
+
+
+def syne_tune_arrays(table: Table) -> dict:
+    """The blackbox's parts as plain arrays: hyperparameter columns, objectives ``[N, S, C, 3]``, fidelities."""
+    sa = table.standalone
+    if sa is None:
+        raise ValueError("a Syne Tune blackbox needs standalone runs; this table has none")
+    missing = sa.status == Status.MISSING
+    if missing.any():
+        archs = np.flatnonzero(missing.any(axis=1))
+        raise ValueError(f"{int(missing.sum())} standalone runs are missing (architectures "
+                         f"{', '.join(map(str, archs[:8]))}{' …' if len(archs) > 8 else ''}); Syne Tune has no "
+                         "missing values, so only a table with every run trained can be a blackbox")
+    uniform = float(table.config.get("ntokens") or 10_000)
+    valid = np.where(np.isfinite(sa.valid_ppl), sa.valid_ppl, uniform)
+    test = np.where(np.isfinite(sa.test_ppl), sa.test_ppl, uniform)[:, :, None].repeat(valid.shape[2], axis=2)
+    seconds = sa.seconds.copy()
+    for c in range(1, seconds.shape[2]):  # a diverged run's clock stops at the time it had spent
+        seconds[:, :, c] = np.where(np.isfinite(seconds[:, :, c]), seconds[:, :, c], seconds[:, :, c - 1])
+    seconds = np.nan_to_num(seconds, nan=0.0)
+    cols = _genotype_columns(table)
+    hp = {k: v for k, v in cols.items() if k.startswith("node")}
+    return {"hyperparameters": hp, "objectives": np.stack([valid, test, seconds], axis=-1),
+            "fidelities": np.arange(1, valid.shape[2] + 1), "epochs": sa.epochs,
+            "objectives_names": ["metric_valid_ppl", "metric_test_ppl", "metric_elapsed_time"]}
+
+
+def write_syne_tune(table: Table, out: Path) -> None:
+    try:
+        import pandas as pd
+        from syne_tune.blackbox_repository.blackbox_tabular import BlackboxTabular, serialize
+        from syne_tune.config_space import choice, randint
+    except ImportError as exc:
+        raise ImportError(f"export --format syne-tune needs Syne Tune's blackbox repository ({exc}): "
+                          "pip install 'nasbench-ptb[syne-tune]'") from None
+    arr = syne_tune_arrays(table)
+    hp = pd.DataFrame(arr["hyperparameters"])
+    space = {k: choice(sorted(set(v.tolist()))) for k, v in arr["hyperparameters"].items()}
+    C = len(arr["fidelities"])
+    bb = BlackboxTabular(hyperparameters=hp, configuration_space=space,
+                         fidelity_space={"hp_checkpoint": randint(lower=1, upper=C)},
+                         objectives_evaluations=arr["objectives"].astype(np.float32),
+                         fidelity_values=arr["fidelities"], objectives_names=arr["objectives_names"])
+    serialize({f"ptb-{table.space.name}": bb}, str(out), metadata={
+        "metric_elapsed_time": "metric_elapsed_time", "metric_default": "metric_valid_ppl",
+        "time_attr": "hp_checkpoint", "checkpoint_epochs": [float(e) for e in arr["epochs"]],
+        "space": table.space.name, "preset": table.preset,
+        "missing_values": "diverged runs: ppl = vocabulary size from divergence on, elapsed time frozen"})
+
+
+def export(table: Table, fmt: str, out: str | Path) -> Path:
+    """Write ``table`` as ``fmt`` to ``out`` (a file for parquet/csv, a folder for syne-tune); returns the path."""
+    out = Path(out)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt == "syne-tune":
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out} is a file; a Syne Tune blackbox is a folder")
+        write_syne_tune(table, out)
+        return out
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; give a file path such as {out / ('table.' + fmt)}")
+    df = _frame(table)
+    if fmt == "parquet":
+        try:
+            df.to_parquet(out, index=False)
+        except ImportError:
+            raise ImportError("export --format parquet needs pyarrow: pip install 'nasbench-ptb[export]'") from None
+    else:
+        df.to_csv(out, index=False)
+    return out
