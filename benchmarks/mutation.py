@@ -48,6 +48,9 @@ def main() -> int:
         print("mutmut is not installed: pip install mutmut", file=sys.stderr)
         return 1
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nasbench_mutation_"))
+    if args.keep and work.exists() and any(work.iterdir()):
+        print(f"--keep {work}: the folder exists and is not empty; remove it or name another", file=sys.stderr)
+        return 1
     for name in ("nasbench_ptb", "builder", "api", "benchmarks", "tests", "pyproject.toml"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
