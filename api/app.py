@@ -2,7 +2,10 @@
 
     GET /arch/{hash}            one architecture (``?curves=false`` omits the curves)
     GET /arch?genotype=…        the same by genotype (canonical string or DARTS repr)
-    GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id&order=asc|desc&limit=&offset=
+    GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id|ws_valid_ppl&ws_seed=&order=asc|desc
+                                &limit=&offset=, filters &status=ok|diverged|missing &op=<activation> &iso=<iso hash>
+    GET /ws/{space}             weight sharing vs standalone: final values per super-net, tau-b per checkpoint
+    GET /                       the explorer page (static HTML + script from the package, no CDN)
     GET /spaces                 every loaded table: space, preset, every training value, coverage, device
     GET /health
     GET /docs, /redoc           the OpenAPI documentation, its scripts served from the package (works offline)
@@ -26,7 +29,7 @@ import numpy as np
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import nasbench_ptb
@@ -34,7 +37,7 @@ from nasbench_ptb import api as nb
 from nasbench_ptb.space import parse
 
 from .asgi import CachedArchs, HeadAsGet
-from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel
+from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel, WsView
 
 HASH_PATTERN = r"^[0-9a-f]{16}$"
 HASH_RE = re.compile(HASH_PATTERN)
@@ -54,18 +57,21 @@ class Store:
         self._orders: dict[tuple, list[LeaderboardRow]] = {}
         self._pages: OrderedDict[tuple, bytes] = OrderedDict()  # least recently used first
 
-    def leaderboard_json(self, bench: nb.Benchmark, sort: str, order: str, limit: int, offset: int) -> bytes:
-        """A leaderboard page, serialised once; rows are sorted once per (space, sort, order)."""
-        key = (bench.space.name, sort, order, limit, offset)
+    def leaderboard_json(self, bench: nb.Benchmark, sort: str, order: str, limit: int, offset: int,
+                         ws_seed: int | None = None, filters: tuple = ()) -> bytes:
+        """A leaderboard page, serialised once; rows are sorted once per (space, sort, order, WS seed) and
+        filtered by ``filters`` ((name, value) pairs: status, op, iso)."""
+        key = (bench.space.name, sort, order, ws_seed, filters, limit, offset)
         body = self._pages.get(key)
         if body is not None:
             self._pages.move_to_end(key)
             return body
-        rows = self._orders.get(key[:3])
+        rows = self._orders.get(key[:4])
         if rows is None:
-            rows = self._orders[key[:3]] = _leaderboard_rows(bench, sort, order)
-        page = Leaderboard(space=bench.space.name, sort=sort, order=order, total=len(rows), limit=limit,
-                           offset=offset, items=rows[offset : offset + limit])
+            rows = self._orders[key[:4]] = _leaderboard_rows(bench, sort, order, ws_seed)
+        rows = [r for r in rows if all(_keep(r, name, value) for name, value in filters)]
+        page = Leaderboard(space=bench.space.name, sort=sort, order=order, ws_seed=ws_seed, filters=dict(filters),
+                           total=len(rows), limit=limit, offset=offset, items=rows[offset : offset + limit])
         body = self._pages[key] = page.model_dump_json().encode()
         if len(self._pages) > PAGE_CACHE:
             self._pages.popitem(last=False)
@@ -80,6 +86,13 @@ class Store:
             except nb.ArchNotFoundError:
                 return None
             body = self._by_hash[arch_hash, curves] = self.record_json(bench, arch, curves)
+        return body
+
+    def ws_json(self, bench: nb.Benchmark) -> bytes:
+        key = ("ws", bench.space.name)
+        body = self._json.get(key)
+        if body is None:
+            body = self._json[key] = _ws_view(bench).model_dump_json().encode()
         return body
 
     def record_json(self, bench: nb.Benchmark, arch: int, curves: bool) -> bytes:
@@ -173,32 +186,83 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
     @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}, **INVALID})
     async def leaderboard(request: Request, space: Optional[str] = None,
-                    sort: Literal["valid_ppl", "test_ppl", "id"] = "valid_ppl",
+                    sort: Literal["valid_ppl", "test_ppl", "id", "ws_valid_ppl"] = "valid_ppl",
                     order: Literal["asc", "desc"] = "asc",
-                    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0)):
+                    limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+                    ws_seed: Optional[int] = Query(None, description="the super-net sort=ws_valid_ppl ranks by "
+                                                                      "(default: the first)"),
+                    status: Optional[Literal["ok", "diverged", "missing"]] = None,
+                    op: Optional[Literal["tanh", "relu", "sigmoid", "identity"]] = Query(
+                        None, description="only cells with a node of this activation"),
+                    iso: Optional[str] = Query(None, pattern=HASH_PATTERN, description="only this iso class")):
         st = store(request)
         try:
             bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
-        except ValueError as exc:  # a malformed space name
+            if sort == "ws_valid_ppl":
+                bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 422 naming it
+        except ValueError as exc:  # a malformed space name, a WS seed the table lacks
             return _error(422, str(exc))
         except nb.TableError as exc:
             return _error(404, str(exc))
-        return _json(st.leaderboard_json(bench, sort, order, limit, offset))
+        filters = tuple((k, v) for k, v in (("status", status), ("op", op), ("iso", iso)) if v is not None)
+        return _json(st.leaderboard_json(bench, sort, order, limit, offset,
+                                         ws_seed if sort == "ws_valid_ppl" else None, filters))
+
+    @app.get("/ws/{space}", response_model=WsView, responses={404: {"model": ErrorModel}, **INVALID})
+    async def ws_view(request: Request, space: str = Path(pattern=r"^[0-9]+node$", description="e.g. 2node")):
+        st = store(request)
+        try:
+            bench = st.tables.bench(space)
+        except ValueError as exc:
+            return _error(422, str(exc))
+        except nb.TableError as exc:
+            return _error(404, str(exc))
+        if bench.table.ws is None or bench.table.standalone is None:
+            return _error(404, f"the {bench.space.name} table has no weight-sharing and standalone results to compare")
+        return _json(st.ws_json(bench))
+
+    @app.get("/", include_in_schema=False)
+    async def explorer():
+        return FileResponse(os.path.join(STATIC, "explorer", "index.html"))
 
     return app
 
 
-def _leaderboard_rows(bench: nb.Benchmark, sort: str, order: str) -> list[LeaderboardRow]:
-    ids, _ = bench.order(sort, order == "desc")  # the same ordering as Benchmark.best(); no value always last
+def _leaderboard_rows(bench: nb.Benchmark, sort: str, order: str, ws_seed: int | None) -> list[LeaderboardRow]:
+    ids, _ = bench.order(sort, order == "desc", ws_seed)  # the same ordering as Benchmark.best(); no value last
     rows = [bench.query(i, curves=False) for i in ids]
     return [
         LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
-                       hash=r.hash, status=r.standalone.status if r.standalone else "missing",
+                       hash=r.hash, iso_hash=r.iso_hash, status=r.standalone.status if r.standalone else "missing",
                        n_seeds=r.standalone.n_seeds if r.standalone else 0,
                        valid_ppl=_finite(r.standalone.valid_ppl) if r.standalone else None,
-                       test_ppl=_finite(r.standalone.test_ppl) if r.standalone else None)
+                       test_ppl=_finite(r.standalone.test_ppl) if r.standalone else None,
+                       ws_valid_ppl=[_finite(w.final_valid_ppl) for w in r.ws], ws_rank=[w.rank for w in r.ws])
         for r in rows
     ]
+
+
+def _keep(row: LeaderboardRow, name: str, value: str) -> bool:
+    if name == "status":
+        return row.status == value
+    if name == "op":
+        return value in [node.split(":")[0] for node in row.genotype.split("|")]
+    return row.iso_hash == value
+
+
+def _ws_view(bench: nb.Benchmark) -> WsView:
+    from nasbench_ptb import analyses
+
+    table = bench.table
+    sa = bench.values("valid_ppl")
+    ids = np.flatnonzero(np.isfinite(sa))
+    t = analyses.ws_tau_over_training(table)
+    ws = table.ws
+    return WsView(space=bench.space.name, ids=ids.tolist(), standalone_valid_ppl=[_finite(v) for v in sa[ids]],
+                  seeds=[int(s) for s in ws.seeds], status=[nb.schema.Status(int(x)).name.lower() for x in ws.status],
+                  final_valid_ppl=[[_finite(v) for v in ws.valid_ppl[k, -1, ids]] for k in range(len(ws.seeds))],
+                  tau_final=[_finite(v) for v in t.tau[:, -1]], epochs=[float(e) for e in t.epochs],
+                  tau_over_training=[[_finite(v) for v in row] for row in t.tau])
 
 
 def _finite(v: float) -> Optional[float]:

@@ -63,16 +63,35 @@ class LeaderboardRow(BaseModel):
     id: int
     genotype: str
     hash: str
+    iso_hash: str
     status: str
     n_seeds: int
     valid_ppl: Optional[float]
     test_ppl: Optional[float]
+    ws_valid_ppl: list[Optional[float]] = []  # final validation ppl under each super-net (WsView.seeds order)
+    ws_rank: list[Optional[int]] = []  # its rank under each super-net
+
+
+class WsView(BaseModel):
+    """Weight sharing against standalone training over one space: what the explorer's WS view plots."""
+
+    space: str
+    ids: list[int]  # architectures with a standalone value (the scatter's points)
+    standalone_valid_ppl: list[Optional[float]]
+    seeds: list[int]
+    status: list[str]
+    final_valid_ppl: list[list[Optional[float]]]  # [seed][point]
+    tau_final: list[Optional[float]]  # Kendall tau-b per super-net at its last checkpoint
+    epochs: list[float]
+    tau_over_training: list[list[Optional[float]]]  # [seed][checkpoint]
 
 
 class Leaderboard(BaseModel):
     space: str
     sort: str
     order: str
+    ws_seed: Optional[int] = None
+    filters: dict = {}
     total: int
     limit: int
     offset: int

@@ -176,21 +176,41 @@ class Benchmark:
             raise KeyError(f"no WS seed {ws_seed} in this table")
         return self._ws_ranks["ws"][int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
 
-    def values(self, metric: str) -> np.ndarray:
-        """Mean standalone ``valid_ppl`` (final checkpoint) or ``test_ppl`` over ok seeds per id (NaN: none)."""
+    def values(self, metric: str, ws_seed: int | None = None) -> np.ndarray:
+        """Mean standalone ``valid_ppl`` (final checkpoint) or ``test_ppl`` over ok seeds per id (NaN: none);
+        ``ws_valid_ppl``: the final validation ppl under super-net ``ws_seed`` (default: the first; NaN where it
+        is not finite or the super-net is not ok)."""
+        if metric == "ws_valid_ppl":
+            return self._ws_final(ws_seed)
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS + ('ws_valid_ppl',))})")
         sa = self.table.standalone
         if sa is None:  # a weight-sharing-only table: no architecture has a standalone value
             return np.full(self.space.size, np.nan)
         return self._sa_mean if metric == "valid_ppl" else summary.mean_over_ok(sa.test_ppl, sa.status)
 
-    def order(self, sort: str = "valid_ppl", descending: bool = False) -> tuple[list[int], int]:
-        """Every id ordered by ``sort`` (a metric or ``"id"``), ties by id; architectures without a value come
-        last whatever the direction. Returns (ids, how many have a value). ``best()`` and ``GET /archs`` use it."""
+    def _ws_final(self, ws_seed: int | None) -> np.ndarray:
+        ws = self.table.ws
+        if ws is None:
+            raise ValueError(f"the {self.space.name} table has no weight-sharing super-nets")
+        seeds = [int(s) for s in ws.seeds]
+        seed = seeds[0] if ws_seed is None else int(ws_seed)
+        if seed not in seeds:
+            raise ValueError(f"no super-net with WS seed {seed} (the table's: {', '.join(map(str, seeds))})")
+        k = seeds.index(seed)
+        if ws.status[k] != schema.Status.OK:
+            return np.full(self.space.size, np.nan)
+        v = ws.valid_ppl[k, -1]
+        return np.where(np.isfinite(v), v, np.nan)
+
+    def order(self, sort: str = "valid_ppl", descending: bool = False,
+              ws_seed: int | None = None) -> tuple[list[int], int]:
+        """Every id ordered by ``sort`` (a metric, ``ws_valid_ppl`` of super-net ``ws_seed``, or ``"id"``), ties
+        by id; architectures without a value come last whatever the direction. Returns (ids, how many have a
+        value). ``best()`` and ``GET /archs`` use it."""
         if sort == "id":
             return list(range(self.space.size))[:: -1 if descending else 1], self.space.size
-        values = self.values(sort)
+        values = self.values(sort, ws_seed)
         has = np.flatnonzero(~np.isnan(values))
         keyed = sorted(has.tolist(), key=lambda i: (-values[i] if descending else values[i], i))
         return keyed + np.flatnonzero(np.isnan(values)).tolist(), len(has)

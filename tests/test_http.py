@@ -209,7 +209,7 @@ def test_openapi_conformance_of_every_route(tables):
     with TestClient(app):  # runs the lifespan: tables loaded
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [operation.ok() for operation in schema.get_all_operations()]
-        assert len(operations) == 5
+        assert len(operations) == 6
         for op in operations:
             for mode in schemathesis.GenerationMode:  # valid requests, and requests that break the schema
                 if mode == schemathesis.GenerationMode.NEGATIVE and not op.path_parameters and not op.query:
