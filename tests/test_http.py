@@ -273,3 +273,30 @@ def test_leaderboard_of_a_table_without_standalone_runs(tmp_path):
         r = c.get("/archs", params={"limit": 3})
         assert r.status_code == 200 and [row["id"] for row in r.json()["items"]] == [0, 1, 2]
         assert all(row["valid_ppl"] is None and row["status"] == "missing" for row in r.json()["items"])
+
+
+def test_leaderboard_filters_ws_sort_and_the_ws_view(client):
+    from nasbench_ptb import summary
+
+    get = lambda **p: client.get("/archs", params={"space": "2node", "limit": 1000, **p})  # noqa: E731
+    assert [r["id"] for r in get(status="missing").json()["items"]] == [1]
+    assert [r["id"] for r in get(status="diverged").json()["items"]] == [3]
+    ok = get(status="ok").json()
+    assert ok["total"] == 30 and ok["filters"] == {"status": "ok"}
+    relu = get(op="relu").json()["items"]
+    assert relu and all("relu" in r["genotype"] for r in relu) and len(relu) == 32 - 3 * 6  # 3 ops × (2 preds × 3 ops) lack relu
+    g = parse("sigmoid:0|identity:0")
+    assert [r["id"] for r in get(iso=g.iso_hash, sort="id").json()["items"]] == [19, 26]
+    ws = get(sort="ws_valid_ppl", ws_seed=1).json()
+    assert ws["ws_seed"] == 1 and ws["items"][0]["id"] == 4 and ws["items"][0]["ws_rank"][1] == 1
+    assert ws["items"][0]["ws_valid_ppl"][1] == pytest.approx(1000 - 31)
+    r = get(sort="ws_valid_ppl", ws_seed=7)
+    assert r.status_code == 422 and "no super-net with WS seed 7" in r.json()["detail"]
+    assert get(op="gelu").status_code == 422 and get(iso="XYZ").status_code == 422
+    view = client.get("/ws/2node").json()
+    assert view["seeds"] == [0, 1, 2] and view["status"] == ["ok", "ok", "diverged"] and len(view["ids"]) == 30
+    assert view["tau_final"][2] is None and view["final_valid_ppl"][2] == [None] * 30
+    table = client.app.state.store.tables.bench("2node").table
+    want = summary.ws_vs_standalone_tau(table)[0].tau  # over the 31 attempted cells; the view's scatter has 30
+    assert view["tau_final"][0] == pytest.approx(want)
+    assert client.get("/ws/9node").status_code == 404 and client.get("/ws/two").status_code == 422
