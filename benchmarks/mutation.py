@@ -59,9 +59,13 @@ def main() -> int:
         listed = ", ".join(f'"{m}"' for m in args.modules)
         text = re.sub(r"only_mutate = \[.*?\]", f"only_mutate = [{listed}]", text, flags=re.S)
         (work / "pyproject.toml").write_text(text)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([mutmut, "run", "--max-children", str(args.max_children)], cwd=work, env=env,
-                   stdout=subprocess.DEVNULL)
+    # the scratch copy is not beside ../shared: point the tests at the PTB copy the checkout's tests use
+    env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([mutmut, "run", "--max-children", str(args.max_children)], cwd=work, env=env,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"mutmut run failed (exit {run.returncode}):\n{(run.stdout + run.stderr)[-3000:]}", file=sys.stderr)
+        return 1
     results = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True,
                              text=True).stdout
     status = dict(re.findall(r"^\s*(\S+): (\w[\w ]*)$", results, flags=re.M))
