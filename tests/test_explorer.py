@@ -102,6 +102,10 @@ def test_leaderboard_sorts_filters_and_pages(server, browser):
     WebDriverWait(browser, 15).until(lambda d: d.execute_script("return document.body.dataset.ready"))
     rows = browser.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr td:nth-child(2)")
     assert rows and all("identity" in r.text for r in rows)
+    assert visit(browser, f"{server}/#/?space=2node&limit=40") == []
+    row = browser.find_element(By.CSS_SELECTOR, "#leaderboard tbody tr[data-id='19'] a.iso")
+    click_and_wait(browser, row)  # sigmoid:0|identity:0's iso class: it and identity:0|sigmoid:0
+    assert sorted(ids(browser)) == [19, 26]
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
