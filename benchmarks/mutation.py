@@ -51,7 +51,7 @@ def main() -> int:
     if args.keep and work.exists() and any(work.iterdir()):
         print(f"--keep {work}: the folder exists and is not empty; remove it or name another", file=sys.stderr)
         return 1
-    for name in ("nasbench_ptb", "builder", "api", "benchmarks", "tests", "pyproject.toml"):
+    for name in ("nasbench_ptb", "builder", "api", "benchmarks", "docs", "tests", "pyproject.toml"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     if args.modules:
