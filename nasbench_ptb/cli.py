@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -300,25 +301,26 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+@contextmanager
+def _writing(out: str):
+    """Errors of a command that reads a table and writes ``out``, as one line each."""
+    try:
+        yield
+    except (ValueError, ImportError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
 def cmd_report(args) -> int:
     from pathlib import Path
 
-    from . import api
+    from .report import write_report
+    from .search_results import read as read_searches
 
-    try:
-        from .report import write_report
-
-        real = None
-        if args.real:
-            from .search_results import read as read_searches
-
-            real = read_searches(args.real)
-        bench = bench_of(args)
-        path = write_report(bench.table, Path(args.out), args.runs, real=real)
-    except (ValueError, ImportError, api.TableError) as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(f"cannot write the report to {args.out}: {exc.strerror or exc}") from None
+    with _writing(args.out):
+        real = read_searches(args.real) if args.real else None
+        path = write_report(bench_of(args).table, Path(args.out), args.runs, real=real)
     print(f"wrote {path} and its figures")
     return 0
 
@@ -326,12 +328,8 @@ def cmd_report(args) -> int:
 def cmd_export(args) -> int:
     from .export import export
 
-    try:
+    with _writing(args.out):
         path = export(schema.read(args.table), args.format, args.out)
-    except (ValueError, ImportError, schema.TableError) as exc:
-        raise UserError(str(exc)) from None
-    except OSError as exc:
-        raise UserError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     print(f"wrote {path} ({args.format})")
     return 0
 
