@@ -79,9 +79,9 @@ def test_simulator_oracles_seed_checkpoint_and_ws_seed(table):
     w1 = Simulator(table, np.random.default_rng(0), ws_seed=1)
     assert w0.ws_query(5) == pytest.approx(1000 - key_valid(5)) and w1.ws_query(5) == pytest.approx(1007 - key_valid(5))
     assert w0.ws_query(6) == np.inf and w0.ws_seed == 0
-    with pytest.raises(ValueError, match="WS seed 2 is not ok in this table"):
+    with pytest.raises(ValueError, match=r"^WS seed 2 is not ok in this table$"):
         Simulator(table, np.random.default_rng(0), ws_seed=2)
-    with pytest.raises(ValueError, match=r"this run has no WS oracle \(table without /ws, or no ws_seed\)"):
+    with pytest.raises(ValueError, match=r"^this run has no WS oracle \(table without /ws, or no ws_seed\)$"):
         mean.ws_query(0)
 
 
@@ -100,7 +100,7 @@ def test_simulator_charges_budgets_at_their_exact_boundary(table):
 
 def test_simulator_best_seen_breaks_ties_by_id_and_refuses_empty(table):
     sim = Simulator(table, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="no architecture queried yet"):
+    with pytest.raises(ValueError, match=r"^no architecture queried yet$"):
         sim.best_seen()
     sim._valid[[9, 4]] = 50.0  # two architectures with the same value: the lower id wins
     sim.query(9)
@@ -112,10 +112,10 @@ def test_simulator_best_seen_breaks_ties_by_id_and_refuses_empty(table):
 def test_simulator_refuses_tables_without_standalone_runs(table):
     import dataclasses
 
-    with pytest.raises(ValueError, match="search simulation needs a table with a standalone part"):
+    with pytest.raises(ValueError, match=r"^search simulation needs a table with a standalone part$"):
         Simulator(dataclasses.replace(table, standalone=None), np.random.default_rng(0))
     table.standalone.status[:] = 1
-    with pytest.raises(ValueError, match="no architecture of this table has a standalone run"):
+    with pytest.raises(ValueError, match=r"^no architecture of this table has a standalone run$"):
         Simulator(table, np.random.default_rng(0))
     table.standalone.status[7, 0] = 0  # one architecture is enough
     assert Simulator(table, np.random.default_rng(0)).candidates.tolist() == [7]
@@ -184,3 +184,29 @@ def test_iso_twins_of_the_two_node_space(table):
     assert pairs == want and len(twins) == len(want) and all(a < b for a, b in pairs)
     a, b, va, vb = twins[0]
     assert va == pytest.approx(hand_mean(a)) and vb == pytest.approx(hand_mean(b))
+
+
+def test_summaries_of_partial_and_one_sided_tables(table):
+    """A table without standalone runs, without super-nets, with a diverged first super-net, with fewer than two
+    attempted cells, and with a recorded sample: each summary says what exists and nothing else."""
+    import dataclasses
+
+    assert summary.coverage(dataclasses.replace(table, standalone=None)) == summary.Coverage(0, 0, 0, 0, 0)
+    assert summary.ws_vs_standalone_tau(dataclasses.replace(table, ws=None)) == []
+    assert summary.ws_vs_standalone_tau(dataclasses.replace(table, standalone=None)) == []
+    ws = table.ws
+    ws.status[:] = [2, 0, 0]
+    rows = summary.ws_vs_standalone_tau(table)
+    assert np.isnan(rows[0].tau) and rows[1].tau == pytest.approx((7 - 435 - 23) / 465)  # later seeds still computed
+    # the sample's own seed-to-seed tau: on archs 27, 18, 9, 2 seed 1 reverses the order of the first three
+    table.standalone.valid_ppl[[27, 18, 9], 1, -1] = [300.0, 200.0, 100.0]
+    table.attrs["samples"] = [{"ids": [27, 18, 9, 2], "n": 4, "seed": 5, "method": "stratified"}]
+    whole, sample = summary.seed_taus(table)
+    assert whole["sample"] is None and whole["archs"] == 31
+    assert sample["sample"] == {"n": 4, "seed": 5, "method": "stratified"} and sample["archs"] == 4
+    # pairs among 27, 18, 9: all 3 discordant; arch 2 (last on seed 0, 118 on seed 1): concordant with 9 only
+    assert sample["tau"] == pytest.approx((1 - 5) / 6)
+    table.standalone.status[:] = 1
+    table.standalone.status[7] = 0  # one attempted cell: no ranking to compare
+    rows = summary.ws_vs_standalone_tau(table)
+    assert [r.archs for r in rows] == [1, 1, 1] and all(np.isnan(r.tau) for r in rows)
