@@ -139,3 +139,25 @@ def test_report_shows_the_amount_of_sharing_once_with_or_without_whole_space_sup
         table = schema.Table(t.space, t.preset, t.config, t.standalone, ws, t.attrs, sub)
         md = write_report(table, tmp_path / f"rep-{ws is None}", runs=2).read_text()
         assert md.count("## Amount of sharing") == 1, "whole-space WS" if ws is not None else "subspace only"
+
+
+def test_amount_of_sharing_edge_cases(tmp_path):
+    """A diverged subspace super-net counts as absent even when its values look finite; ids outside the
+    subspace get no subspace taus; a table with no super-nets at all gives empty results; the error is exact."""
+    import dataclasses
+
+    from nasbench_ptb import schema
+    t = synthetic_table(tmp_path / "t.h5")
+    ids = np.array([4, 6, 9, 12, 20])
+    sub = schema.WeightSharing.empty(32, [0, 1], np.array([0.5, 1.0]), [100, 1000], ids)
+    sub.valid_ppl[:, :, ids] = 10.0 + key_valid(ids)  # both super-nets rank like standalone...
+    sub.status[:] = [Status.OK, Status.DIVERGED]  # ...but the second one diverged
+    t = dataclasses.replace(t, ws_subspace=sub)
+    amount = an.sharing_amount(t)
+    assert amount.subspace[0] == pytest.approx(1.0) and np.isnan(amount.subspace[1])
+    outside = an.sharing_amount(t, np.array([4, 6, 7]))  # 7 is not in the subspace
+    assert np.isnan(outside.subspace).all() and outside.whole[0] == pytest.approx(-1.0)
+    bare = an.sharing_amount(dataclasses.replace(t, ws=None, ws_subspace=None), ids)
+    assert bare.seeds.size == 0 and bare.whole.size == 0 and bare.subspace_over_training.shape == (0, 0)
+    with pytest.raises(ValueError, match=r"^this table has no super-nets over a subspace \(build --ws-archs\)$"):
+        an.sharing_amount(dataclasses.replace(t, ws_subspace=None))
