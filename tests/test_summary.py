@@ -210,3 +210,28 @@ def test_summaries_of_partial_and_one_sided_tables(table):
     table.standalone.status[7] = 0  # one attempted cell: no ranking to compare
     rows = summary.ws_vs_standalone_tau(table)
     assert [r.archs for r in rows] == [1, 1, 1] and all(np.isnan(r.tau) for r in rows)
+
+
+def test_sharing_summary_of_a_table_with_subspace_supernets(table):
+    """info's amount-of-sharing line: the subspace, its super-nets, how many are ok, and per seed the tau-b with
+    subspace-only and whole-space sharing (taus only where every subspace cell has a standalone run)."""
+    import dataclasses
+
+    from nasbench_ptb import schema
+
+    ids = np.array([4, 6, 9, 12, 20])
+    sub = schema.WeightSharing.empty(32, [0, 1], np.array([0.5, 1.0]), [100, 1000], ids)
+    sub.valid_ppl[0, :, ids] = (10.0 + key_valid(ids))[:, None]  # seed 0 ranks the subspace like standalone
+    sub.valid_ppl[1, :, ids] = np.nan
+    sub.status[:] = [schema.Status.OK, schema.Status.DIVERGED]
+    t = dataclasses.replace(table, ws_subspace=sub)
+    out = summary.sharing(t)
+    assert out["ids"] == [4, 6, 9, 12, 20] and out["seeds"] == [0, 1] and out["ok"] == 1
+    taus = {row["seed"]: row for row in out["taus"]}
+    assert sorted(taus) == [0, 1, 2]  # the union of the whole-space and subspace super-nets' seeds
+    assert taus[0]["subspace_only"] == pytest.approx(1.0) and taus[0]["whole_space"] == pytest.approx(-1.0)
+    assert np.isnan(taus[1]["subspace_only"]) and taus[1]["whole_space"] == pytest.approx(-1.0)
+    assert np.isnan(taus[2]["whole_space"])  # whole-space WS seed 2 diverged
+    t.standalone.status[6] = schema.Status.MISSING  # a subspace cell without standalone runs: no taus at all
+    assert summary.sharing(t)["taus"] == [] and summary.sharing(t)["ok"] == 1
+    assert summary.sharing(dataclasses.replace(t, standalone=None))["taus"] == []
