@@ -11,7 +11,7 @@ export NASBENCH_PTB_DATA := $(DATA)
 $(BIN)/nasbench_ptb: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0   # the CPU wheel first, so pip never pulls a CUDA build
-	$(BIN)/pip install -q -e '.[build,serve,plot,export,syne-tune,dev]'
+	$(BIN)/pip install -q -e '.[build,serve,plot,export,syne-tune,cluster,dev]'
 	touch $@
 
 install: $(BIN)/nasbench_ptb

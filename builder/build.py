@@ -28,14 +28,13 @@ from nasbench_ptb.space import Genotype, SearchSpace
 
 from . import data, guard, parts
 from .engine import count_params
+from .executors import Executor, Failed, LocalExecutor, Work, device_name, resolve_device, unit_tokens
 from .parts import BuildError
 from .presets import Preset
 from .progress import Progress
-from .standalone import train_runs
-from .ws import train_supernets
 
 MODES = ("standalone", "ws", "both")
-__all__ = ["BuildError", "MODES", "build"]
+__all__ = ["BuildError", "MODES", "build", "device_name", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -95,16 +94,6 @@ def _ids(ids: Sequence[int]) -> str:
     return ",".join(map(str, ids))
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise BuildError(f"unknown device {name!r} (auto, cpu or cuda)")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BuildError("--device cuda requested but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def _make_writable(out: Path, folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -130,12 +119,6 @@ def software() -> dict:
             "h5py": h5py.__version__, "nasbench_ptb": nasbench_ptb.__version__}
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def build(
     sp: SearchSpace,
     p: Preset,
@@ -151,6 +134,7 @@ def build(
     sample: dict | None = None,
     ws_archs: Sequence[Genotype] | None = None,
     force: bool = False,
+    executor: Executor | None = None,
 ) -> schema.Table:
     """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
     write the table to ``out``.
@@ -161,13 +145,16 @@ def build(
     ``archs`` is; its units carry it, and the table lists it under ``samples`` with the seeds asked for it.
     ``ws_archs``: the super-nets share their weights among these architectures only (``/ws_subspace``).
     ``force``: replace an existing ``out`` that is not this build's own earlier table (see :mod:`builder.guard`).
-    Nothing is created before the output, the device and the data have been checked.
+    ``executor``: where units train (default :class:`builder.executors.LocalExecutor`; ``builder.cluster`` has
+    Ray); the parts, resume and the table are the same for every executor.
+    Nothing is created before the output, the device, the data and the executor have been checked.
     """
     if mode not in MODES:
         raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     out = Path(out)
     guard.check_path(out)
-    dev = resolve_device(device)
+    executor = executor or LocalExecutor()
+    dev = executor.connect(device)
     corpus = data.load(data_dir)
     fps = {kind: parts.fingerprint(sp, p, kind) for kind in parts.KINDS}
     folder = out.with_name(out.name + ".parts")
@@ -181,8 +168,9 @@ def build(
     if not force:
         guard.check_existing(out, sp, p, _read_parts(folder, fps) if folder.is_dir() else None, req.runs())
     _make_writable(out, folder)
+    work = Work(sp, p, corpus, dev, None if data_dir is None else str(data_dir))
     with guard.exclusive(folder, out):
-        return _build_locked(sp, p, out, folder, fps, corpus, dev, req, quiet, mode, time_limit, sample)
+        return _build_locked(work, out, folder, fps, executor, req, quiet, mode, time_limit, sample)
 
 
 @dataclass(frozen=True)
@@ -200,8 +188,9 @@ class _Request:
         return {"standalone": {(a, s) for s in self.seeds for a in self.arch_ids}, self.ws_kind: set(self.ws_seeds)}
 
 
-def _build_locked(sp, p, out, folder, fps, corpus, dev, req: _Request, quiet, mode, time_limit,
+def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Request, quiet, mode, time_limit,
                   sample) -> schema.Table:
+    sp, p = work.sp, work.p
     found = _read_parts(folder, fps)
     have = guard.in_parts(found)
     asked = req.runs()
@@ -213,40 +202,50 @@ def _build_locked(sp, p, out, folder, fps, corpus, dev, req: _Request, quiet, mo
     n_done = -(-len(asked["standalone"] & have["standalone"]) // p.slots_per_unit) \
         - (-len(asked[req.ws_kind] & have[req.ws_kind]) // p.ws_slots_per_unit)
     n_units = n_done + len(todo)
-    train_len = len(corpus.train[: p.train_tokens])
-    planned = sum(len(u.seeds) * (p.epochs if u.kind == "standalone" else p.ws_epochs) for u in todo) * train_len
+    train_len = len(work.corpus.train[: p.train_tokens])
     progress = Progress(n_units, n_done, quiet=quiet, label=f"{sp.name}/{p.name}",
-                        planned_tokens=planned)
-    started = time.perf_counter()
-    for i, unit in enumerate(todo):  # i units trained so far in this run
-        t0 = time.perf_counter()
-        if time_limit is not None:
-            per_unit = (t0 - started) / i if i else 0.0
-            if t0 - started + per_unit >= time_limit:
-                progress.note(f"time limit: {len(todo) - i} of {n_units} units left for a later run of the "
-                              "same command")
-                break
-        if unit.kind == "standalone":
-            genos = [sp.from_id(a) for a in unit.arch_ids]
-            res = train_runs(corpus, genos, unit.seeds, p, dev, on_batch=progress.tokens)
-            arrays = {"arch_ids": unit.arch_ids, **vars(res)}
-        else:
-            res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=progress.tokens,
-                                  arch_ids=unit.arch_ids or None)
-            arrays = {**vars(res), **({"arch_ids": unit.arch_ids} if unit.arch_ids else {})}
-        attrs = {"fingerprint": fps[unit.kind], "unit_seconds": time.perf_counter() - t0, "device": device_name(dev)}
-        if sample is not None and unit.kind == "standalone":
+                        planned_tokens=sum(unit_tokens(u, p, train_len) for u in todo))
+    started, unit_seconds, failed = time.perf_counter(), [], []
+
+    def may_start(left: int) -> bool:
+        """No unit starts that would end after the time limit, judged from the units trained so far."""
+        if time_limit is None:
+            return True
+        per_unit = sum(unit_seconds) / len(unit_seconds) if unit_seconds else 0.0
+        if time.perf_counter() - started + per_unit < time_limit:
+            return True
+        progress.note(f"time limit: {left} of {n_units} units left for a later run of the same command")
+        return False
+
+    for res in executor.run(todo, work, may_start, progress):
+        if isinstance(res, Failed):
+            failed.append(res)
+            progress.unit_failed(f"unit {res.unit.key} ({_describe(res.unit)}) failed: {res.error}")
+            continue
+        attrs = {"fingerprint": fps[res.unit.kind], "unit_seconds": res.seconds, "device": res.device}
+        if sample is not None and res.unit.kind == "standalone":
             attrs["sample"] = json.dumps({**sample, "seeds": req.seeds}, sort_keys=True)
-        parts.write(folder / f"{unit.key}.h5", {**arrays, "seeds": unit.seeds}, attrs)
+        parts.write(folder / f"{res.unit.key}.h5", res.arrays, attrs)
+        unit_seconds.append(res.seconds)
         progress.unit_done()
     progress.close()
-    table = assemble(sp, p, folder, fps, corpus.ntokens, dev, mode, subspace)
+    table = assemble(sp, p, folder, fps, work.corpus.ntokens, work.dev, mode, subspace)
     try:
         schema.write(table, out)
     except OSError as exc:
         raise BuildError(f"cannot write the table {out}: {exc.strerror or exc}; the finished units are kept in "
                          f"{folder}, rerun the same command when the problem is fixed") from None
+    if failed:
+        raise BuildError(f"{len(failed)} unit(s) failed ({'; '.join(_describe(f.unit) for f in failed)}); the "
+                         f"table {out} holds every finished unit, rerun the same command to train the rest")
     return table
+
+
+def _describe(unit: Unit) -> str:
+    """A unit in words, for errors: its kind, architectures and seeds."""
+    if unit.kind == "standalone":
+        return f"standalone runs (arch:seed) {','.join(f'{a}:{s}' for a, s in zip(unit.arch_ids, unit.seeds))}"
+    return f"{unit.kind} super-net seeds {_ids(unit.seeds)}"
 
 
 def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standalone:

@@ -1,4 +1,4 @@
-"""A dependency-free progress line for builds: units done, arch-tokens/s, ETA.
+"""A dependency-free progress line for builds: units done (in flight and failed, on a cluster), arch-tokens/s, ETA.
 
 On a terminal it redraws one line; in a log (``nohup … > log``) it appends a line every ``log_every`` seconds.
 """
@@ -18,7 +18,8 @@ class Progress:
         self.interval = 0.5 if self.tty else log_every
         self.t0 = self.last = time.perf_counter()
         self.arch_tokens = 0
-        self.unit_fraction = 0.0
+        self.in_flight: int | None = None  # units running now, where an executor runs several at once
+        self.failed = 0
         self._draw(force=True)
 
     def tokens(self, n: int) -> None:
@@ -28,6 +29,15 @@ class Progress:
     def unit_done(self) -> None:
         self.done += 1
         self._draw(force=True)
+
+    def unit_failed(self, text: str) -> None:
+        self.failed += 1
+        self.note(text)
+        self._draw(force=True)
+
+    def set_in_flight(self, n: int) -> None:
+        self.in_flight = n
+        self._draw()
 
     def note(self, text: str) -> None:
         """A message on its own line (shown even when quiet: it says why the build stopped)."""
@@ -47,7 +57,10 @@ class Progress:
             eta = f"~{max(self.planned_tokens - self.arch_tokens, 0) / rate / 60:.1f} min (training only)"
         else:
             eta = "?"
-        return (f"build {self.label}: units {self.done}/{self.units} | {rate / 1000:.1f}k arch-tokens/s | "
+        extra = [f"{self.in_flight} in flight"] if self.in_flight is not None else []
+        extra += [f"{self.failed} failed"] if self.failed else []
+        units = f"units {self.done}/{self.units}" + (f" ({', '.join(extra)})" if extra else "")
+        return (f"build {self.label}: {units} | {rate / 1000:.1f}k arch-tokens/s | "
                 f"elapsed {elapsed / 60:.1f} min | ETA {eta}")
 
     def _draw(self, force: bool = False) -> None:

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--time-limit", type=float, metavar="MIN",
                    help="start no unit that would end after MIN minutes; write what is done (rerun to continue)")
+    b.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where units train: this process (default) or Ray tasks on a cluster (extra: cluster)")
+    b.add_argument("--address", help="Ray: auto (the cluster this machine is in) or HEAD:PORT; default: a Ray on "
+                                     "this machine")
+    b.add_argument("--unit-cpus", type=int, metavar="N", help="Ray: CPUs (torch threads) per unit (default 1)")
+    b.add_argument("--unit-gpus", type=float, metavar="F", help="Ray: GPUs per unit, fractions allowed (default 0)")
 
     se = sub.add_parser("search", help="run real search phases (DARTS, ENAS, NAO, random-WS) on the super-net")
     se.add_argument("--algo", required=True, action="append",

@@ -61,13 +61,21 @@ def cmd_build(args) -> int:
             archs = [sp.from_id(i) for i in sample.ids]
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    build_mod, presets, DataError = _builder("build", "build", "presets")
+    ray_flags = [f for f in ("address", "unit_cpus", "unit_gpus") if getattr(args, f, None) is not None]
+    if args.executor != "ray" and ray_flags:
+        raise UserError(f"--{ray_flags[0].replace('_', '-')} applies to --executor ray")
+    build_mod, presets, cluster, DataError = _builder("build", "build", "presets", "cluster")
     preset = _preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
+        executor = None
+        if args.executor == "ray":
+            executor = cluster.RayExecutor(args.address, 1 if args.unit_cpus is None else args.unit_cpus,
+                                          0.0 if args.unit_gpus is None else args.unit_gpus)
         limit = args.time_limit * 60 if args.time_limit is not None else None
         table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs, args.force)
+                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs, args.force,
+                                executor)
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)

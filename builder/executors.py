@@ -1,0 +1,119 @@
+"""Where a build's units train: one at a time in this process (``local``), or as Ray tasks (``builder.cluster``).
+
+An executor only trains; the driver (:mod:`builder.build`) plans the units, persists each finished one as a part
+file and assembles the table, the same way for every executor, so resume and ``--time-limit`` behave alike.
+:func:`train_unit` is the one definition of what training a unit means.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
+
+import torch
+
+from nasbench_ptb.space import SearchSpace
+
+from .parts import BuildError
+from .presets import Preset
+from .standalone import train_runs
+from .ws import train_supernets
+
+if TYPE_CHECKING:
+    from .build import Unit
+    from .progress import Progress
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise BuildError(f"unknown device {name!r} (auto, cpu or cuda)")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BuildError("--device cuda requested but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def train_unit(unit: "Unit", sp: SearchSpace, p: Preset, corpus, dev: torch.device,
+               on_batch: Callable[[int], None] | None = None) -> dict:
+    """Train one unit; its arrays as a part stores them (:mod:`builder.parts`), seeds included."""
+    if unit.kind == "standalone":
+        res = train_runs(corpus, [sp.from_id(a) for a in unit.arch_ids], unit.seeds, p, dev, on_batch=on_batch)
+        arrays = {"arch_ids": unit.arch_ids, **vars(res)}
+    else:
+        res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=on_batch, arch_ids=unit.arch_ids or None)
+        arrays = {**vars(res), **({"arch_ids": unit.arch_ids} if unit.arch_ids else {})}
+    return {**arrays, "seeds": unit.seeds}
+
+
+def unit_tokens(unit: "Unit", p: Preset, train_len: int) -> float:
+    """Training arch-tokens of a unit (slots × epochs × training tokens), for progress and ETAs."""
+    return len(unit.seeds) * (p.epochs if unit.kind == "standalone" else p.ws_epochs) * train_len
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A trained unit as it comes back to the driver."""
+
+    unit: "Unit"
+    arrays: dict
+    seconds: float  # wall-clock seconds of its training where it ran
+    device: str
+    worker: dict = field(default_factory=dict)  # where it ran (executor-specific: pid, corpus loads, attempts)
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A unit that could not be trained (after the executor's retries); the build goes on with the others."""
+
+    unit: "Unit"
+    error: str
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every unit of one build shares."""
+
+    sp: SearchSpace
+    p: Preset
+    corpus: object  # builder.data.Corpus, loaded by the driver
+    dev: torch.device
+    data_dir: str | None  # as the user gave it: remote workers locate PTB themselves from it
+
+
+class Executor(Protocol):
+    name: str
+
+    def connect(self, device: str) -> torch.device:
+        """Check that units can run and return the device they train on (``--device``: auto, cpu or cuda); a
+        ``BuildError`` of one line if they cannot. Called before anything is written."""
+
+    def run(self, todo: Iterable["Unit"], work: Work, may_start: Callable[[int], bool],
+            progress: "Progress") -> Iterator[Finished | Failed]:
+        """Train the units, yielding each as it finishes; ``may_start(k)`` (``k`` units not yet started) is asked
+        before each start, and no unit starts once it says no."""
+
+
+class LocalExecutor:
+    """Units one after the other in this process (the default, and what tests and debugging use)."""
+
+    name = "local"
+
+    def connect(self, device: str) -> torch.device:
+        return resolve_device(device)
+
+    def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed]:
+        todo = list(todo)
+        for i, unit in enumerate(todo):
+            if not may_start(len(todo) - i):
+                return
+            t0 = time.perf_counter()
+            arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=progress.tokens)
+            yield Finished(unit, arrays, time.perf_counter() - t0, device_name(work.dev))
