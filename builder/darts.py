@@ -22,9 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from nasbench_ptb.space import id_of_choices
+
 from .cell import ACTIVATIONS, highway, slot_mm
 from .engine import MaskSampler, evaluate, train_loss
-from .search import Context, genotype_of_choices
+from .search import Context
 from .trainer import batchify, to_ppl
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1
@@ -159,7 +161,7 @@ class Darts:
         self.cell.training = False
         loss = evaluate(params, self.cell, ctx.valid(last), ctx.p.bptt, ctx.p.amp).cpu().numpy()
         ppl = to_ppl(loss, live)
-        choice = np.array([genotype_of_choices(c).id for c in self.cell.choices()], dtype=np.int64)
+        choice = np.asarray(id_of_choices(np.asarray(self.cell.choices()).T), dtype=np.int64)
         est = np.where(np.isfinite(ppl), ppl, np.inf)
         return choice, np.where(live, est, np.nan), np.log(est), {"alphas": self.alpha.detach().cpu().numpy().copy()}
 

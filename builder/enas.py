@@ -18,6 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from nasbench_ptb.space import id_of_choices
+
 from .engine import SlotGenotypes
 from .search import Context
 from .ws import evaluate_all
@@ -91,14 +93,6 @@ class Reinforce:
         return self.c.sample(count, self.gen)[0].cpu().numpy()
 
 
-def ids_of(choices: np.ndarray, n: int) -> np.ndarray:
-    """Architecture ids of local choices ``[count, n]`` (the id's mixed-radix digits)."""
-    ids = np.zeros(len(choices), dtype=np.int64)
-    for k in range(1, n + 1):
-        ids = ids * OPS * k + choices[:, k - 1]
-    return ids
-
-
 class Enas:
     name = "enas"
 
@@ -117,7 +111,7 @@ class Enas:
                         "reward_c": reward_c}
 
     def genotypes(self) -> SlotGenotypes:
-        ids = torch.as_tensor(np.concatenate([ids_of(a.draw(1), self.ctx.sp.n) for a in self.agents]),
+        ids = torch.as_tensor(np.concatenate([id_of_choices(a.draw(1).T) for a in self.agents]),
                               device=self.ctx.device)
         return SlotGenotypes(self.genos.preds[ids], self.genos.ops[ids], uniform=None)
 
@@ -130,17 +124,16 @@ class Enas:
         return w
 
     def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
-        n = ctx.sp.n
         for s in np.flatnonzero(live):
             def reward(choices: np.ndarray, s=s) -> np.ndarray:
-                ids = ids_of(choices, n)
+                ids = id_of_choices(choices.T)
                 genos = SlotGenotypes(self.genos.preds[ids], self.genos.ops[ids], uniform=None)
                 loss = evaluate_all(params, s, genos, self._window(), ctx.p.bptt, amp=ctx.p.amp)
                 return np.where(np.isfinite(loss), self.c / np.exp(np.minimum(loss, 700.0)), 0.0)
 
             for _ in range(self.steps):
                 self.agents[s].step(self.batch, reward)
-        cands = [ids_of(a.draw(self.derive), n) for a in self.agents]
+        cands = [id_of_choices(a.draw(self.derive).T) for a in self.agents]
         choice, est, switch = ctx.best_of(params, live, cands, last)
         entropy = np.array([a.last_entropy for a in self.agents])
         return choice, est, switch, {"entropy": entropy}

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from nasbench_ptb.analyses import tau_b
+from nasbench_ptb.space import id_of_choices
 
 from .engine import SlotGenotypes
-from .enas import OPS, ids_of
+from .enas import OPS
 from .search import Context
 
 
@@ -35,7 +36,7 @@ def tokens_of(sp, ids) -> np.ndarray:
 
 
 def ids_of_tokens(tokens: np.ndarray, n: int) -> np.ndarray:
-    return ids_of(OPS * tokens[:, 0::2] + (tokens[:, 1::2] - n), n)
+    return id_of_choices((OPS * tokens[:, 0::2] + (tokens[:, 1::2] - n)).T)
 
 
 class EPD(torch.nn.Module):

@@ -21,7 +21,7 @@ import torch
 from nasbench_ptb import search_results
 from nasbench_ptb.schema import Status, TableError
 from nasbench_ptb.search_results import ALGORITHMS, Search, SearchResults
-from nasbench_ptb.space import OPS, Genotype, SearchSpace
+from nasbench_ptb.space import SearchSpace
 
 from . import data, guard
 from .engine import SlotGenotypes
@@ -70,11 +70,6 @@ class Context:
             k = int(np.argmin(ppl))
             choice[s], est[s] = ids[k], ppl[k]
         return choice, est, np.log(np.where(np.isfinite(est), est, np.inf))
-
-
-def genotype_of_choices(choices: Sequence[int]) -> Genotype:
-    """Node k's local choice ``4·pred + op`` (the id's mixed-radix digits, ARCHITECTURE.md §2) to a genotype."""
-    return Genotype(tuple((OPS[int(c) % len(OPS)], int(c) // len(OPS)) for c in choices))
 
 
 class RandomWS:

@@ -39,6 +39,16 @@ def is_hash(key: object) -> bool:
     return isinstance(key, str) and _HASH.match(key) is not None
 
 
+def id_of_choices(choices):
+    """The paper's id of local choices: ``id = id·4k + (4·pred_k + op_k)`` accumulated from node 1, i.e. node k's
+    choice is a digit in base ``4k``. ``choices[k-1]`` is node k's choice: ints give an int; arrays (numpy or
+    torch, ``[n, count]``, e.g. ``sampled.T``) give the ids of a whole batch — the one definition of the id."""
+    value = 0
+    for k, c in enumerate(choices, start=1):
+        value = value * 4 * k + c
+    return value
+
+
 @dataclass(frozen=True)
 class Genotype:
     """One cell: ``nodes[k-1] = (op, pred)`` for node k. Validated on construction."""
@@ -77,13 +87,20 @@ class Genotype:
         """``op:pred|op:pred…`` — the one string every layer uses."""
         return "|".join(f"{op}:{pred}" for op, pred in self.nodes)
 
+    @property
+    def choices(self) -> tuple[int, ...]:
+        """Node k's local choice ``4·pred + op``: the digits of the id (what searchers sample per node)."""
+        return tuple(4 * pred + OPS.index(op) for op, pred in self.nodes)
+
+    @classmethod
+    def of_choices(cls, choices: Sequence[int]) -> "Genotype":
+        """The genotype of local choices (inverse of :attr:`choices`)."""
+        return cls(tuple((OPS[int(c) % 4], int(c) // 4) for c in choices))
+
     @cached_property
     def id(self) -> int:
-        """The paper's id: ``id = id·4k + (4·pred_k + op_k)`` accumulated from node 1."""
-        value = 0
-        for k, (op, pred) in enumerate(self.nodes, start=1):
-            value = value * 4 * k + 4 * pred + OPS.index(op)
-        return value
+        """The paper's id (see :func:`id_of_choices`)."""
+        return id_of_choices(self.choices)
 
     @cached_property
     def hash(self) -> str:

@@ -7,11 +7,11 @@ import torch
 from nasbench_ptb import search_results
 from nasbench_ptb.builder import search
 from nasbench_ptb.builder.darts import Darts, RelaxedCell
-from nasbench_ptb.builder.enas import Controller, Reinforce, ids_of
+from nasbench_ptb.builder.enas import Controller, Reinforce
 from nasbench_ptb.builder.nao import Nao, tokens_of
 from nasbench_ptb.cli import main
 from nasbench_ptb.schema import Status, TableError
-from nasbench_ptb.space import space
+from nasbench_ptb.space import Genotype, id_of_choices, space
 
 from helpers import tiny_corpus, tiny_preset
 
@@ -79,7 +79,7 @@ def test_darts_alphas_move_toward_the_choice_whose_loss_is_lower():
         opt.zero_grad()
         (student.step(x, h, params, None, None) - target).pow(2).mean().backward()
         opt.step()
-    g = search.genotype_of_choices(student.choices()[0])
+    g = Genotype.of_choices(student.choices()[0])
     assert g.canonical == "relu:0|sigmoid:1"
 
 
@@ -116,18 +116,18 @@ def test_enas_controller_concentrates_on_the_best_arm():
     agent = Reinforce(Controller(SP.n, 32, seed=0), seed=0, lr=0.01, entropy_weight=0.0)
 
     def share():
-        return float((ids_of(agent.draw(400), SP.n) == target).mean())
+        return float((id_of_choices(agent.draw(400).T) == target).mean())
 
     before = share()
     for _ in range(150):
-        agent.step(10, lambda ch: np.where(ids_of(ch, SP.n) == target, 1.0, 0.1))
+        agent.step(10, lambda ch: np.where(id_of_choices(ch.T) == target, 1.0, 0.1))
     assert before < 0.15 and share() > 0.6
 
 
 def test_enas_samples_are_valid_cells_with_consistent_log_probabilities():
     c = Controller(space("3node").n, 16, seed=1)
     choices, logp, entropy = c.sample(500, torch.Generator().manual_seed(0))
-    ids = ids_of(choices.numpy(), 3)
+    ids = id_of_choices(choices.numpy().T)
     assert ((ids >= 0) & (ids < 384)).all() and len(set(ids.tolist())) > 100
     assert (choices[:, 0] < 4).all() and (choices[:, 1] < 8).all()  # node 1: predecessor 0 only; node 2: 0..1
     assert (logp < 0).all() and (entropy > 0).all()

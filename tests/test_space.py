@@ -1,8 +1,9 @@
 import hashlib
 
+import numpy as np
 import pytest
 
-from nasbench_ptb.space import OPS, Genotype, SearchSpace, parse, space
+from nasbench_ptb.space import OPS, Genotype, SearchSpace, id_of_choices, parse, space
 
 
 def test_sizes_and_names():
@@ -86,3 +87,13 @@ def test_wrong_node_count_for_space():
     with pytest.raises(ValueError, match="predecessor must be an integer"):
         Genotype((("tanh", "0"),))
     assert OPS == ("tanh", "relu", "sigmoid", "identity")
+
+
+def test_id_of_choices_is_the_id_for_one_cell_and_for_batches():
+    g = parse("relu:0|sigmoid:1|identity:2")
+    assert g.choices == (1, 6, 11) and id_of_choices(g.choices) == (1 * 8 + 6) * 12 + 11 == g.id == 179
+    assert Genotype.of_choices((1, 6, 11)) == g
+    sp = space("3node")
+    batch = np.array([c.choices for c in sp])  # [384, 3]
+    np.testing.assert_array_equal(id_of_choices(batch.T), np.arange(sp.size))
+    assert all(Genotype.of_choices(row) == sp.from_id(i) for i, row in enumerate(batch))
