@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from .simulator import BudgetExhausted, Simulator
-from .space import OPS, Genotype, SearchSpace
+from .space import OPS, Genotype, SearchSpace, id_of_choices
 
 
 class Policy(Protocol):
@@ -45,6 +45,15 @@ def encode(sp: SearchSpace, ids: np.ndarray) -> np.ndarray:
         for k, (o, p) in enumerate(zip(g.ops, g.preds)):
             x[row, index[(k, o, p)]] = 1.0
     return x
+
+
+def regression_targets(y: np.ndarray) -> np.ndarray:
+    """A predictor's targets from WS log-ppl: a diverged (non-finite) value becomes 1 worse than the worst finite
+    one, so the predictor learns to avoid it without an infinite target; all diverged: all 0 (nothing to learn)."""
+    finite = np.isfinite(y)
+    if not finite.any():
+        return np.zeros(len(y))
+    return np.where(finite, y, y[finite].max() + 1.0)
 
 
 def _in(sim: Simulator, ids) -> list[int]:
@@ -165,7 +174,7 @@ class EnasLike:
             for _ in range(self.batch):
                 probs = [np.exp(l - l.max()) / np.exp(l - l.max()).sum() for l in logits]
                 slots = [int(sim.rng.choice(len(p), p=p)) for p in probs]
-                g = Genotype(tuple((OPS[s % 4], s // 4) for s in slots))
+                g = Genotype.of_choices(slots)
                 reward = -np.log(sim.ws_query(g.id)) if g.id in allowed else -np.inf
                 reward = reward if np.isfinite(reward) else -50.0
                 baseline = reward if baseline is None else self.baseline_decay * baseline + (1 - self.baseline_decay) * reward
@@ -175,7 +184,7 @@ class EnasLike:
                     grads[k] += (reward - baseline) * (onehot - p)
             for k in range(sp.n):
                 logits[k] += self.lr * grads[k] / self.batch
-        best = Genotype(tuple((OPS[int(np.argmax(l)) % 4], int(np.argmax(l)) // 4) for l in logits)).id
+        best = id_of_choices([int(np.argmax(l)) for l in logits])
         return best if best in allowed else int(sim.candidates[0])
 
 
@@ -198,8 +207,7 @@ class NaoLike:
         seen = {int(a): np.log(sim.ws_query(a)) for a in sim.rng.choice(cands, size=min(n0, len(cands)), replace=False)}
         for _ in range(self.iterations):
             ids = np.array(list(seen))
-            y = np.array([seen[a] for a in ids])
-            y = np.where(np.isfinite(y), y, np.nanmax(np.where(np.isfinite(y), y, np.nan)) + 1.0)
+            y = regression_targets(np.array([seen[a] for a in ids]))
             x = encode(sim.space, ids)
             w = np.linalg.solve(x.T @ x + self.ridge * np.eye(x.shape[1]), x.T @ y)
             unseen = np.array([a for a in cands if int(a) not in seen])

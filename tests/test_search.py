@@ -239,3 +239,45 @@ def test_the_documented_example_policy_runs(tmp_path, monkeypatch):
     a, b = (evaluate(table, [policy], runs=4, budget=Budget(queries=6))[0] for _ in range(2))
     assert a.choices == b.choices and all(c in range(32) and c not in (1,) for c in a.choices)
     assert a.mean_rank < 16  # greedy over neighbours beats the middle of the ranking with 6 of 31 queries
+
+
+def test_nao_like_pool_and_proposals_by_the_numbers():
+    """NaoLike's budget of WS evaluations: a random pool of round(pool · N) distinct cells (at least 2), then
+    ``per_iter`` predicted-best unseen cells per iteration; on an additive (linear) landscape the predictor,
+    fitted on the pool, proposes the optimum in its first iteration even when the pool misses it."""
+    base = synthetic_table_in_memory("3node")
+    sp = base.space
+    x = encode(sp, np.arange(sp.size))
+    logppl = 5 + x @ np.random.default_rng(7).normal(size=x.shape[1]) * 0.3
+    logppl[[1, 3]] = np.inf  # not candidates (missing, diverged everywhere standalone)
+    best = int(np.argmin(logppl))
+    table = with_ws(base, np.exp(logppl))
+    for pool, per_iter, iterations, n0 in ((0.2, 3, 3, 77), (0.0, 2, 4, 2)):
+        for r in range(3):
+            sim = Simulator(table, np.random.default_rng(r), ws_seed=0)
+            asked = []
+            ask = sim.ws_query
+            sim.ws_query = lambda a: asked.append(int(a)) or ask(a)
+            choice = NaoLike(pool=pool, per_iter=per_iter, iterations=iterations).search(sim)
+            assert len(asked) == len(set(asked)) == n0 + per_iter * iterations, (pool, r)
+            assert choice == min(asked, key=lambda a: logppl[a])
+            if pool:
+                assert best in asked[: n0 + per_iter] and choice == best  # found by the first proposals
+
+
+def test_regression_targets_make_diverged_values_the_worst_by_one():
+    from nasbench_ptb.policies import regression_targets
+    np.testing.assert_array_equal(regression_targets(np.array([1.0, np.inf, 3.0, np.nan])), [1.0, 4.0, 3.0, 4.0])
+    np.testing.assert_array_equal(regression_targets(np.array([np.inf, np.nan])), [0.0, 0.0])
+    np.testing.assert_array_equal(regression_targets(np.array([2.0, 5.0])), [2.0, 5.0])
+
+
+def test_nao_like_that_sees_the_whole_space_stops_and_returns_its_best(table):
+    """A pool of all but one candidate: one proposal completes the space, the next iteration has nothing to
+    propose; the choice is the WS best of all 31 candidates (id 4: WS reverses key_valid)."""
+    sim = Simulator(table, np.random.default_rng(0), ws_seed=0)
+    asked = []
+    ask = sim.ws_query
+    sim.ws_query = lambda a: asked.append(int(a)) or ask(a)
+    assert NaoLike(pool=0.97, per_iter=3, iterations=3).search(sim) == 4
+    assert sorted(asked) == sim.candidates.tolist() and len(asked) == 31
