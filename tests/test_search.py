@@ -281,3 +281,63 @@ def test_nao_like_that_sees_the_whole_space_stops_and_returns_its_best(table):
     sim.ws_query = lambda a: asked.append(int(a)) or ask(a)
     assert NaoLike(pool=0.97, per_iter=3, iterations=3).search(sim) == 4
     assert sorted(asked) == sim.candidates.tolist() and len(asked) == 31
+
+
+def test_load_policy_accepts_objects_classes_and_factories_and_names_every_problem(tmp_path, monkeypatch):
+    """How ``module:Name`` resolves (a class or a factory is called, a policy object — even a callable one — is
+    not), that the working directory wins over other paths and is removed again, and every error message whole."""
+    import sys
+
+    from nasbench_ptb.policies import load_policy
+
+    policy = ("class P:\n    name = 'p'\n    uses_ws = False\n    def search(self, sim):\n        return 0\n")
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "userpol.py").write_text("class P:\n    name = 'decoy'\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "userpol.py").write_text(
+        policy + "class Called(P):\n    def __call__(self):\n        raise AssertionError('a policy object is not called')\n"
+        "instance = Called()\n"
+        "def factory():\n    return P()\n"
+        "def broken():\n    raise RuntimeError('no')\n"
+        "nothing = 3\n")
+    monkeypatch.syspath_prepend(str(decoy))  # another userpol first on the path: the working directory must win
+    monkeypatch.chdir(work)
+    monkeypatch.delitem(sys.modules, "userpol", raising=False)
+    before = list(sys.path)
+    assert load_policy("userpol:P").name == "p" and sys.path == before
+    assert load_policy("userpol:instance") is sys.modules["userpol"].instance
+    assert isinstance(load_policy("userpol:factory"), sys.modules["userpol"].P)
+    errors = {
+        "userpol": "--policy 'userpol': expected package.module:Name",
+        ":P": "--policy ':P': expected package.module:Name",
+        "userpol:": "--policy 'userpol:': expected package.module:Name",
+        "userpol:P:x": "--policy userpol:P:x: userpol has no 'P:x'",
+        "nowhere_at_all:X": "--policy nowhere_at_all:X: cannot import nowhere_at_all (ModuleNotFoundError: No module "
+                            "named 'nowhere_at_all')",
+        "userpol:broken": "--policy userpol:broken: calling broken() failed (RuntimeError: no)",
+        "userpol:nothing": "--policy userpol:nothing: not a search policy: it lacks a str attribute 'name', a bool "
+                           "attribute 'uses_ws', a method search(sim)",
+    }
+    for spec, message in errors.items():
+        with pytest.raises(ValueError) as err:
+            load_policy(spec)
+        assert str(err.value) == message, spec
+    assert sys.path == before
+
+
+def test_user_policy_file_beside_the_command_is_found_by_the_installed_script(tmp_path):
+    """The console script's own folder, not the working directory, heads its sys.path: load_policy adds the
+    working directory, so a policy file beside the user's command is found."""
+    import os
+    import shutil
+
+    synthetic_table(tmp_path / "2node-x.h5")
+    (tmp_path / "beside.py").write_text(
+        "class P:\n    name = 'beside'\n    uses_ws = False\n    def search(self, sim):\n        return 27\n")
+    script = shutil.which("nasbench_ptb", path=os.path.dirname(sys.executable))
+    res = subprocess.run([script, "evaluate", "--table", "2node-x.h5", "--policies", "random", "--policy",
+                          "beside:P", "--runs", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "| beside | 100.50 ± 0.00 |" in res.stdout  # id 27, the best: 100 + key_valid 0 + mean seed offset
