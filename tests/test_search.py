@@ -341,3 +341,20 @@ def test_user_policy_file_beside_the_command_is_found_by_the_installed_script(tm
                           "beside:P", "--runs", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "| beside | 100.50 ± 0.00 |" in res.stdout  # id 27, the best: 100 + key_valid 0 + mean seed offset
+
+
+def test_table3_text_and_the_real_best_record_exactly(table):
+    """The printed Table 3 and the REAL-BEST record (also in --json) to the character: a budget of the whole space
+    finds id 27 (valid 100 + 0 + mean seed offset 0.5; test 90 + key_test 14 + 0.5); the search cost is the final
+    checkpoint's 10 s for each of the 30 queried candidates with a timed run (id 3 diverged on every seed)."""
+    best = real_best(table)
+    assert best == {"policy": "REAL-BEST", "arch": 27, "genotype": "identity:0|identity:0", "valid": 100.5,
+                    "test": 104.5}
+    res = evaluate(table, [RandomSearch()], runs=2, budget=Budget(queries=32))
+    assert format_table(res, best).split("\n") == [
+        "| policy | valid ppl (mean ± std) | test ppl (mean ± std) | best valid | best test | mean rank | P(best) | "
+        "P(best iso) | regret | search cost (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| random_search | 100.50 ± 0.00 | 104.50 ± 0.00 | 100.50 | 104.50 | 1.0 | 1.00 | 1.00 | 0.00 | 300 |",
+        "| REAL-BEST (identity:0|identity:0) | 100.50 | 104.50 | 100.50 | 104.50 | 1.0 | 1.00 | 1.00 | 0.00 | – |",
+    ]
