@@ -26,7 +26,7 @@ from nasbench_ptb.space import id_of_choices
 
 from .cell import ACTIVATIONS, highway, slot_mm
 from .engine import MaskSampler, evaluate, train_loss
-from .search import Context
+from .search import Context, Method
 from .trainer import batchify, to_ppl
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1
@@ -82,7 +82,7 @@ class RelaxedCell:
                          for k in range(1, self.n + 1)], axis=1)
 
 
-class Darts:
+class Darts(Method):
     name = "darts"
 
     def __init__(self, ctx: Context, order: int = 1, arch_lr: float = 3e-3, arch_weight_decay: float = 1e-3):

@@ -21,7 +21,7 @@ import torch
 from nasbench_ptb.space import id_of_choices
 
 from .engine import SlotGenotypes
-from .search import Context
+from .search import Context, Method
 from .ws import evaluate_all
 
 OPS = 4
@@ -93,7 +93,7 @@ class Reinforce:
         return self.c.sample(count, self.gen)[0].cpu().numpy()
 
 
-class Enas:
+class Enas(Method):
     name = "enas"
 
     def __init__(self, ctx: Context, controller_steps: int = 50, controller_batch: int = 10,

@@ -23,7 +23,7 @@ from nasbench_ptb.space import id_of_choices
 
 from .engine import SlotGenotypes
 from .enas import OPS
-from .search import Context
+from .search import Context, Method
 
 
 def tokens_of(sp, ids) -> np.ndarray:
@@ -99,7 +99,7 @@ def normalised_score(ppl: np.ndarray) -> np.ndarray:
     return np.where(finite, (hi - np.where(finite, ppl, hi)) / (hi - lo), 0.0)
 
 
-class Nao:
+class Nao(Method):
     name = "nao"
 
     def __init__(self, ctx: Context, pool_fraction: float = 0.2, max_new: int = 3, top: int = 100,

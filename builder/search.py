@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,14 +31,21 @@ from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
 from .ws import ArchSampler, evaluate_all
 
 
-class Method(Protocol):
-    """What a search method plugs into the driver."""
+class Method:
+    """What a search method plugs into the driver; each algorithm subclasses it."""
+
+    name: str
+
+    def attach(self, tr: SlotTrainer) -> None:
+        """Called once with the shared-weight trainer before training (DARTS hooks its architecture step into it)."""
 
     def genotypes(self) -> SlotGenotypes:
         """The cells the next mini-batch trains, one per slot (search seed)."""
+        raise NotImplementedError
 
     def checkpoint(self, ctx: "Context", params: dict, live: np.ndarray, last: bool) -> tuple:
         """At a search epoch: ``(choice [A] ids, estimate [A] ppl, switch loss [A], extras {name: [A, ...]})``."""
+        raise NotImplementedError
 
 
 class Context:
@@ -72,7 +79,7 @@ class Context:
         return choice, est, np.log(np.where(np.isfinite(est), est, np.inf))
 
 
-class RandomWS:
+class RandomWS(Method):
     """Li & Talwalkar: super-net trained with uniformly sampled cells; at each search epoch the best of
     ``candidates`` random architectures (distinct, drawn anew) under the shared weights."""
 
@@ -115,8 +122,7 @@ def run(algo: str, corpus, sp: SearchSpace, seeds: Sequence[int], p: Preset, dev
     ctx = Context(corpus, sp, seeds, p, device)
     method = make(algo, ctx, dict(options or {}))
     tr = SlotTrainer(corpus, seeds, sp.n, p, device, p.ws_bptt, p.hidden_clip)
-    if hasattr(method, "attach"):
-        method.attach(tr)
+    method.attach(tr)
     A, C = len(seeds), p.ws_checkpoints
     choice, estimate = np.zeros((A, C), dtype=np.int64), np.full((A, C), np.nan)
     extras: dict[str, list] = {}
