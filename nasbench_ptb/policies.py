@@ -47,6 +47,14 @@ def encode(sp: SearchSpace, ids: np.ndarray) -> np.ndarray:
     return x
 
 
+def score_function(probs: np.ndarray, slot: int) -> np.ndarray:
+    """The gradient of ``log softmax(logits)[slot]`` with respect to the logits, ``onehot(slot) − probs``: the
+    direction REINFORCE moves a categorical choice's logits, scaled by the advantage."""
+    grad = -np.asarray(probs, dtype=float)
+    grad[slot] += 1.0
+    return grad
+
+
 def regression_targets(y: np.ndarray) -> np.ndarray:
     """A predictor's targets from WS log-ppl: a diverged (non-finite) value becomes 1 worse than the worst finite
     one, so the predictor learns to avoid it without an infinite target; all diverged: all 0 (nothing to learn)."""
@@ -179,9 +187,7 @@ class EnasLike:
                 reward = reward if np.isfinite(reward) else -50.0
                 baseline = reward if baseline is None else self.baseline_decay * baseline + (1 - self.baseline_decay) * reward
                 for k, (p, s) in enumerate(zip(probs, slots)):
-                    onehot = np.zeros_like(p)
-                    onehot[s] = 1.0
-                    grads[k] += (reward - baseline) * (onehot - p)
+                    grads[k] += (reward - baseline) * score_function(p, s)
             for k in range(sp.n):
                 logits[k] += self.lr * grads[k] / self.batch
         best = id_of_choices([int(np.argmax(l)) for l in logits])

@@ -12,13 +12,13 @@ SP = space("2node")
 
 def _constructed_search(algo="nao", final=(27, 27, 4, 0), status=(0, 0, 0, 2)):
     """A search file whose answer is known: on the synthetic table (best 27, worst ok 4 — key_valid 0 and 31)."""
-    R, E = len(final), 2
-    choice = np.array([[5, f] for f in final])
+    R, E = len(final), 3
+    choice = np.array([[5, 6, f] for f in final])
     est = np.full((R, E), 300.0)
-    est[np.array(status) != 0, 1] = np.nan
-    secs = np.array([[10.0, 20.0 + r] for r in range(R)])
-    return search_results.Search(algo, np.arange(R), np.array([0.5, 1.0]), choice, est, secs, np.array(final),
-                                 np.array(status, dtype=np.int8))
+    est[np.array(status) != 0, -1] = np.nan
+    secs = np.array([[10.0, 15.0, 20.0 + r] for r in range(R)])  # cumulative: the cost is the last epoch's
+    return search_results.Search(algo, np.arange(R), np.array([1 / 3, 2 / 3, 1.0]), choice, est, secs,
+                                 np.array(final), np.array(status, dtype=np.int8))
 
 
 def test_evaluate_real_judges_the_final_choices_by_hand(tmp_path):
@@ -36,7 +36,11 @@ def test_evaluate_real_judges_the_final_choices_by_hand(tmp_path):
     assert row.mean_rank == pytest.approx((1 + 1 + 30) / 3) and row.p_best == pytest.approx(2 / 3)
     assert row.cost_seconds == pytest.approx(np.mean([20.0, 21.0, 22.0]))
     ranks = trajectory_ranks(table, res.searches["nao"])
-    assert ranks[0].tolist() == [ranks[0, 0], 1.0] and ranks[2, 1] == 30 and np.isnan(ranks[3, 1])
+    assert ranks.shape == (4, 3) and ranks[:, 2].tolist()[:3] == [1.0, 1.0, 30.0] and np.isnan(ranks[3, 2])
+    assert len(set(ranks[:, 0])) == 1 and ranks[0, 0] != ranks[0, 1] and not np.isnan(ranks[3, :2]).any()
+    with pytest.raises(ValueError, match="^no nao search of the file ended ok$"):
+        evaluate_real(table, search_results.SearchResults(SP, "cpu", {}, {"nao": _constructed_search(
+            final=(27, 4), status=(2, 2))}))
     with pytest.raises(ValueError, match="ran on 3node"):
         evaluate_real(table, search_results.SearchResults(space("3node"), "cpu", {}, {}))
 

@@ -81,6 +81,25 @@ def test_enas_like_follows_its_ws_reward(table):
     assert res.choices == (21,) * 3
 
 
+def test_enas_like_never_rewards_a_cell_without_standalone_results(table):
+    """Id 1 has no standalone run (not a candidate): however good under WS, the controller gets the penalty for
+    it, learns the best candidate (21) instead, and never returns it."""
+    values = np.full(32, 1000.0)
+    values[1], values[21] = 1.0, 50.0
+    res = evaluate(with_ws(table, values), [EnasLike(steps=150)], runs=3)[0]
+    assert res.choices == (21,) * 3
+
+
+def test_score_function_is_the_gradient_of_the_log_softmax():
+    from nasbench_ptb.policies import score_function
+    np.testing.assert_allclose(score_function(np.array([0.2, 0.3, 0.5]), 1), [-0.2, 0.7, -0.5])
+    logits, eps = np.array([0.3, -1.0, 2.0, 0.5]), 1e-6
+    logp = lambda z: z[2] - np.log(np.exp(z).sum())  # noqa: E731
+    numeric = [(logp(logits + eps * np.eye(4)[i]) - logp(logits - eps * np.eye(4)[i])) / (2 * eps) for i in range(4)]
+    probs = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(score_function(probs, 2), numeric, atol=1e-8)
+
+
 def test_nao_like_predictor_finds_the_best_of_a_linear_landscape(table):
     sp = space("2node")
     x = encode(sp, np.arange(32))
