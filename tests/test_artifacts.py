@@ -102,3 +102,23 @@ def test_shipped_parts_resume_with_the_current_code():
         [kind] = [k for k, prefix in parts.KINDS.items() if path.name.startswith(prefix)]
         with h5py.File(path, "r") as f:
             assert f.attrs["fingerprint"] == parts.fingerprint(space(exp["space"]), presets.get(exp["preset"]), kind)
+
+
+def test_shipped_real_searches_as_documented():
+    """README: the real search phases of the 2-node space at the cpu preset, 5 search seeds per algorithm, judged
+    against the shipped 2-node table (same space and training configuration)."""
+    from nasbench_ptb import search_results
+
+    res = search_results.read(ARTIFACTS / "search-2node-cpu.h5")  # verifies the content digest
+    table = api.load(ARTIFACTS / "2node-cpu.h5").table
+    assert res.space.name == "2node" and res.preset == "cpu"
+    shared = set(res.config) & set(table.config)  # the table predates the `amp` field (its default, off)
+    assert len(shared) > 20 and all(res.config[k] == table.config[k] for k in shared)
+    assert res.config.get("amp", "off") == table.config.get("amp", "off")
+    assert sorted(res.searches) == ["darts", "enas", "nao", "random_ws"]
+    for algo, s in res.searches.items():
+        assert s.seeds.tolist() == [0, 1, 2, 3, 4], algo
+        ok = s.status == Status.OK
+        assert ok.sum() >= 4, algo
+        assert ((s.final[ok] >= 0) & (s.final[ok] < 32)).all() and (np.diff(s.seconds[ok], axis=1) > 0).all(), algo
+        assert s.choice.shape == (5, len(s.epochs)) and (s.choice[ok, -1] == s.final[ok]).all(), algo

@@ -6,7 +6,7 @@ import pytest
 
 from nasbench_ptb import schema
 from nasbench_ptb.cli import main
-from nasbench_ptb.verification import compare, default_archs, z_score
+from nasbench_ptb.verification import compare, default_archs, pooled_seed_sd, pooled_z, z_score
 
 from helpers import synthetic_table
 
@@ -18,6 +18,17 @@ def test_z_score_by_hand():
     assert np.isnan(z_score((100.0, np.nan, 1), (101.0, np.nan, 1)))
     assert z_score((100.0, 0.0, 2), (100.0, 0.0, 2)) == 0.0 and z_score((100.0, 0.0, 2), (101.0, 0.0, 2)) == np.inf
     assert np.isnan(z_score((100.0, 1.0, 2), (np.nan, np.nan, 0)))
+
+
+def test_pooled_seed_sd_and_its_z_by_hand():
+    values = np.array([[10.0, 12.0], [20.0, np.nan], [30.0, 31.0], [5.0, 9.0]])
+    # deviations²: (1 + 1) + (0.25 + 0.25) + (4 + 4) = 10.5 over (1 + 1 + 1) degrees of freedom; the lone 20 is out
+    assert pooled_seed_sd(values) == pytest.approx(np.sqrt(10.5 / 3))
+    assert np.isnan(pooled_seed_sd(np.array([[1.0, np.nan], [2.0, np.nan]])))
+    sd = 2.0
+    assert pooled_z((100.0, 0.1, 2), (103.0, 0.0, 2), sd) == pytest.approx(3.0 / (2.0 * np.sqrt(1 / 2 + 1 / 2)))
+    assert pooled_z((100.0, np.nan, 1), (98.0, np.nan, 3), sd) == pytest.approx(-2.0 / (2.0 * np.sqrt(1 + 1 / 3)))
+    assert np.isnan(pooled_z((100.0, 1.0, 2), (np.nan, np.nan, 0), sd)) and np.isnan(pooled_z((1, 0, 1), (2, 0, 1), 0.0))
 
 
 def test_default_archs_and_compare_on_the_synthetic_table(tmp_path):
@@ -32,6 +43,9 @@ def test_default_archs_and_compare_on_the_synthetic_table(tmp_path):
     assert rows[0].table_valid == pytest.approx((100.5, np.std([100, 101], ddof=1), 2))
     assert rows[2].retrained_valid[2] == 1 and rows[0].retrained_valid == pytest.approx((111.0, np.sqrt(2), 2))
     assert rows[0].z_valid == pytest.approx((111.0 - 100.5) / np.sqrt(0.5 / 2 + 2 / 2))
+    # every ok cell's two seeds differ by 1 (final valid 100 + key + seed): pooled sd sqrt(0.5); test likewise
+    assert rows[0].z_valid_pooled == pytest.approx((111.0 - 100.5) / (np.sqrt(0.5) * np.sqrt(1 / 2 + 1 / 2)))
+    assert rows[2].z_test_pooled == pytest.approx((110.0 - rows[2].table_test[0]) / (np.sqrt(0.5) * np.sqrt(1.5)))
     assert tau == pytest.approx(2 / 3)  # 5 of 6 pairs agree: (5 − 1) / 6
 
 
