@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from .simulator import BudgetExhausted, Simulator
-from .space import OPS, Genotype, SearchSpace, id_of_choices
+from .space import OPS, Genotype, SearchSpace
 
 
 class Policy(Protocol):
@@ -45,6 +45,15 @@ def encode(sp: SearchSpace, ids: np.ndarray) -> np.ndarray:
         for k, (o, p) in enumerate(zip(g.ops, g.preds)):
             x[row, index[(k, o, p)]] = 1.0
     return x
+
+
+def most_probable(sp: SearchSpace, logits: list[np.ndarray], candidates: np.ndarray) -> int:
+    """The candidate most probable under independent per-node softmax choices (``logits[k]`` over node k+1's
+    ``4·pred + op``): the per-node argmax when that cell is a candidate, else the next most probable one."""
+    logp = [l - l.max() - np.log(np.exp(l - l.max()).sum()) for l in logits]
+    digits = np.array([sp.from_id(int(c)).choices for c in candidates])
+    score = sum(lp[digits[:, k]] for k, lp in enumerate(logp))
+    return int(candidates[int(np.argmax(score))])
 
 
 def score_function(probs: np.ndarray, slot: int) -> np.ndarray:
@@ -190,8 +199,7 @@ class EnasLike:
                     grads[k] += (reward - baseline) * score_function(p, s)
             for k in range(sp.n):
                 logits[k] += self.lr * grads[k] / self.batch
-        best = id_of_choices([int(np.argmax(l)) for l in logits])
-        return best if best in allowed else int(sim.candidates[0])
+        return most_probable(sp, logits, sim.candidates)
 
 
 @dataclass

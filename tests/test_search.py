@@ -90,6 +90,18 @@ def test_enas_like_never_rewards_a_cell_without_standalone_results(table):
     assert res.choices == (21,) * 3
 
 
+def test_most_probable_skips_a_non_candidate_argmax_by_hand():
+    from nasbench_ptb.policies import most_probable
+    sp = space("2node")  # id = 8 · c1 + c2
+    node1, node2 = np.array([2.0, 1.9, 0, 0]), np.array([0, 3.0, 2.8, 0, 0, 0, 0, 0])
+    everything = np.arange(32)
+    assert most_probable(sp, [node1, node2], everything) == 1  # the per-node argmax: c1 = 0, c2 = 1
+    # without id 1, the next most probable: (1, 1) = 9 at 1.9 + 3.0 beats (0, 2) = 2 at 2.0 + 2.8
+    assert most_probable(sp, [node1, node2], np.delete(everything, 1)) == 9
+    assert most_probable(sp, [node1, node2], np.array([30, 2, 31])) == 2
+    assert most_probable(sp, [np.zeros(4), np.zeros(8)], np.array([5, 3, 7])) == 5  # ties: the first
+
+
 def test_score_function_is_the_gradient_of_the_log_softmax():
     from nasbench_ptb.policies import score_function
     np.testing.assert_allclose(score_function(np.array([0.2, 0.3, 0.5]), 1), [-0.2, 0.7, -0.5])
