@@ -1,4 +1,4 @@
-"""File integrity helpers shared by the builder and the query side: checksums and atomic writes."""
+"""File integrity helpers shared by the builder and the query side: checksums, atomic writes, checked reads."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +7,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import h5py
 
@@ -50,3 +50,22 @@ def write_h5(path: str | os.PathLike, fill: Callable[[h5py.File], None]) -> None
         fh.write(buffer.getbuffer())
         fh.flush()
         os.fsync(fh.fileno())
+
+
+T = TypeVar("T")
+
+
+def read_h5(path: str | os.PathLike, what: str, read: Callable[[h5py.File], T], error: type[Exception]) -> T:
+    """Open one of our HDF5 files (a table, a search-results file) and hand it to ``read``: a missing path, and
+    whatever a damaged file makes h5py or ``read`` raise, become one ``error`` naming the path and the cause;
+    ``read``'s own ``error`` (a precise complaint) passes through."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what} file")
+    try:
+        with h5py.File(path, "r") as f:
+            return read(f)
+    except error:
+        raise
+    except Exception as exc:  # noqa: BLE001 — whatever a damaged file makes h5py or the parsers raise
+        raise error(f"{path}: unreadable or truncated {what} file ({type(exc).__name__}: {exc})") from None

@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .files import write_h5
+from .files import read_h5, write_h5
 from .space import SearchSpace, space as get_space
 
 FORMAT_VERSION = 1
@@ -264,29 +264,24 @@ def _read_part(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Pat
 def read(path: str | os.PathLike) -> Table:
     """Load a whole table; raises :class:`TableError` naming the path and the problem."""
     path = Path(path)
-    if not path.is_file():
-        raise TableError(f"{path}: no such table file")
-    try:
-        with h5py.File(path, "r") as f:
-            version = f.attrs.get("format_version")
-            if version is None:
-                raise TableError(f"{path}: not a nasbench-ptb table (no format_version attribute)")
-            if int(version) != FORMAT_VERSION:
-                raise TableError(f"{path}: format_version {int(version)}, this library reads {FORMAT_VERSION}")
-            arrays = _datasets(f)
-            stored = f.attrs.get(DIGEST)
-            if stored is not None and str(stored) != content_digest(f, arrays):  # tables written before it have none
-                raise TableError(f"{path}: content digest mismatch: the file is corrupted (a changed byte or a "
-                                 "partial write); rebuild it or fetch it again")
-            sp = get_space(str(f.attrs["space"]))
-            ids = arrays["archs/id"]
-            if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
-                raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
-            parts = {name: _read_part(arrays, name, sp.size, path) if name in f else None for name in PARTS}
-            attrs = read_attrs(f)
-            return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), parts["standalone"], parts["ws"],
-                         attrs, parts["ws_subspace"])
-    except TableError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — whatever a damaged file makes h5py or the parsers raise
-        raise TableError(f"{path}: unreadable or truncated table ({type(exc).__name__}: {exc})") from None
+
+    def parse(f: h5py.File) -> Table:
+        version = f.attrs.get("format_version")
+        if version is None:
+            raise TableError(f"{path}: not a nasbench-ptb table (no format_version attribute)")
+        if int(version) != FORMAT_VERSION:
+            raise TableError(f"{path}: format_version {int(version)}, this library reads {FORMAT_VERSION}")
+        arrays = _datasets(f)
+        stored = f.attrs.get(DIGEST)
+        if stored is not None and str(stored) != content_digest(f, arrays):  # tables written before it have none
+            raise TableError(f"{path}: content digest mismatch: the file is corrupted (a changed byte or a "
+                             "partial write); rebuild it or fetch it again")
+        sp = get_space(str(f.attrs["space"]))
+        ids = arrays["archs/id"]
+        if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
+            raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
+        parts = {name: _read_part(arrays, name, sp.size, path) if name in f else None for name in PARTS}
+        return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), parts["standalone"], parts["ws"],
+                     read_attrs(f), parts["ws_subspace"])
+
+    return read_h5(path, "table", parse, TableError)

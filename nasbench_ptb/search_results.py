@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .files import write_h5
+from .files import read_h5, write_h5
 from .schema import DIGEST, Status, TableError, content_digest, read_attrs, write_header
 from .space import SearchSpace, space as get_space
 
@@ -113,34 +113,30 @@ def _arrays(f: h5py.File) -> dict[str, np.ndarray]:
 def read(path: str | os.PathLike) -> SearchResults:
     """Load a search-results file; raises :class:`TableError` naming the path and the problem."""
     path = Path(path)
-    if not path.is_file():
-        raise TableError(f"{path}: no such search-results file")
-    try:
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise TableError(f"{path}: not a nasbench-ptb search-results file (format attribute)")
-            if int(f.attrs["format_version"]) != FORMAT_VERSION:
-                raise TableError(f"{path}: format_version {int(f.attrs['format_version'])}, this library reads "
-                                 f"{FORMAT_VERSION}")
-            arrays = _arrays(f)
-            if str(f.attrs.get(DIGEST)) != content_digest(f, arrays):
-                raise TableError(f"{path}: content digest mismatch: the file is corrupted")
-            sp = get_space(str(f.attrs["space"]))
-            searches = {}
-            for algo in f:
-                ex = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"{algo}/extra/")}
-                s = Search(algo, *(arrays[f"{algo}/{n}"] for n in ("seeds", "epochs", "choice", "estimate",
-                                                                    "seconds", "final", "status")),
-                           options=json.loads(f[algo].attrs["options"]), extra=ex)
-                bad = [int(a) for a in np.concatenate([s.choice.ravel(), s.final]) if not 0 <= a < sp.size]
-                if bad:
-                    raise TableError(f"{path}: {algo} names architecture id {bad[0]}, not in {sp.name}")
-                if not np.isin(s.status, [int(Status.OK), int(Status.DIVERGED)]).all():
-                    raise TableError(f"{path}: {algo}/status holds an unknown status code")
-                searches[algo] = s
-            attrs = read_attrs(f, skip=("format",))
-            return SearchResults(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), searches, attrs)
-    except TableError:
-        raise
-    except Exception as exc:  # noqa: BLE001 — whatever a damaged file makes h5py or the parsers raise
-        raise TableError(f"{path}: unreadable search-results file ({type(exc).__name__}: {exc})") from None
+
+    def parse(f: h5py.File) -> SearchResults:
+        if f.attrs.get("format") != FORMAT:
+            raise TableError(f"{path}: not a nasbench-ptb search-results file (format attribute)")
+        if int(f.attrs["format_version"]) != FORMAT_VERSION:
+            raise TableError(f"{path}: format_version {int(f.attrs['format_version'])}, this library reads "
+                             f"{FORMAT_VERSION}")
+        arrays = _arrays(f)
+        if str(f.attrs.get(DIGEST)) != content_digest(f, arrays):
+            raise TableError(f"{path}: content digest mismatch: the file is corrupted")
+        sp = get_space(str(f.attrs["space"]))
+        searches = {}
+        for algo in f:
+            ex = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"{algo}/extra/")}
+            s = Search(algo, *(arrays[f"{algo}/{n}"] for n in ("seeds", "epochs", "choice", "estimate",
+                                                                "seconds", "final", "status")),
+                       options=json.loads(f[algo].attrs["options"]), extra=ex)
+            bad = [int(a) for a in np.concatenate([s.choice.ravel(), s.final]) if not 0 <= a < sp.size]
+            if bad:
+                raise TableError(f"{path}: {algo} names architecture id {bad[0]}, not in {sp.name}")
+            if not np.isin(s.status, [int(Status.OK), int(Status.DIVERGED)]).all():
+                raise TableError(f"{path}: {algo}/status holds an unknown status code")
+            searches[algo] = s
+        return SearchResults(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), searches,
+                             read_attrs(f, skip=("format",)))
+
+    return read_h5(path, "search-results", parse, TableError)
