@@ -26,6 +26,15 @@ ROOT = Path(__file__).resolve().parents[1]
 EQUIVALENT = Path(__file__).with_name("equivalent_mutants.txt")
 
 
+INSTALLED = {"builder": "builder", "api": "server"}  # repository folder → subpackage of nasbench_ptb
+
+
+def installed_path(module: str) -> str:
+    """``builder/optim.py`` → ``nasbench_ptb/builder/optim.py`` (the layout of the scratch copy)."""
+    head, sep, rest = module.partition("/")
+    return f"nasbench_ptb/{INSTALLED[head]}/{rest}" if sep and head in INSTALLED else module
+
+
 def equivalents() -> dict[str, str]:
     """Mutant name -> why it behaves as the original."""
     out = {}
@@ -51,14 +60,23 @@ def main() -> int:
     if args.keep and work.exists() and any(work.iterdir()):
         print(f"--keep {work}: the folder exists and is not empty; remove it or name another", file=sys.stderr)
         return 1
-    for name in ("nasbench_ptb", "builder", "api", "benchmarks", "docs", "tests", "pyproject.toml"):
+    # The copy lays the packages out as installed (builder/ → nasbench_ptb/builder, api/ → nasbench_ptb/server):
+    # mutmut names a mutant after its file's path, and its trampolines match that name against the function's
+    # module at run time, which is nasbench_ptb.builder.… — with builder/ at the top, no builder mutant would ever
+    # be activated (all reported "no tests").
+    for name in ("nasbench_ptb", "benchmarks", "docs", "tests", "pyproject.toml"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    if args.modules:
-        text = (work / "pyproject.toml").read_text()
-        listed = ", ".join(f'"{m}"' for m in args.modules)
-        text = re.sub(r"only_mutate = \[.*?\]", f"only_mutate = [{listed}]", text, flags=re.S)
-        (work / "pyproject.toml").write_text(text)
+    for folder, package in INSTALLED.items():
+        shutil.copytree(ROOT / folder, work / "nasbench_ptb" / package)
+    text = (work / "pyproject.toml").read_text()
+    listed = args.modules or re.search(r"only_mutate = \[(.*?)\]", text, flags=re.S).group(1).replace('"', "").replace(
+        ",", " ").split()
+    listed = ", ".join(f'"{installed_path(m)}"' for m in listed)
+    text = re.sub(r"only_mutate = \[.*?\]", f"only_mutate = [{listed}]", text, flags=re.S)
+    text = re.sub(r"source_paths = \[.*?\]", 'source_paths = ["nasbench_ptb/"]', text, flags=re.S)
+    text = re.sub(r"also_copy = \[.*?\]", 'also_copy = ["benchmarks/", "docs/"]', text, flags=re.S)
+    (work / "pyproject.toml").write_text(text)
     # the scratch copy is not beside ../shared: point the tests at the PTB copy the checkout's tests use
     env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([mutmut, "run", "--max-children", str(args.max_children)], cwd=work, env=env,

@@ -79,3 +79,57 @@ def test_verify_reproduces_a_table_built_by_the_test_and_train_writes_curves(tmp
     one = schema.read(out_t)
     assert schema.Status(one.standalone.status[12, 0]) == schema.Status.OK and "hash 075eea6d27e6313b" in text
     assert f"{one.standalone.valid_ppl[12, 0, -1]:8.2f}" in text
+
+
+def test_z_score_edge_cases_by_hand():
+    # a single table seed has no std: the retrained side's stands in for it
+    assert z_score((100.0, np.nan, 1), (103.0, 2.0, 4)) == pytest.approx(3.0 / np.sqrt(4 / 1 + 4 / 4))
+    assert z_score((100.0, 0.0, 2), (99.0, 0.0, 2)) == -np.inf  # lower, with no spread on either side
+
+
+def test_compare_edge_cases_and_the_printed_table(tmp_path):
+    from nasbench_ptb.verification import format_rows
+
+    table = synthetic_table(tmp_path / "t.h5")
+    # two architectures: a tau exists; one retrained seed only (no std); one with none (every run diverged)
+    rows, tau = compare(table, [27, 14], np.array([[101.0, np.nan], [np.nan, np.nan]]), np.array([[95.0], [96.0]]))
+    assert [r.genotype for r in rows] == ["identity:0|identity:0", table.space.from_id(14).canonical]
+    assert rows[0].retrained_valid[0] == 101.0 and np.isnan(rows[0].retrained_valid[1]) and rows[0].retrained_valid[2] == 1
+    assert np.isnan(rows[1].retrained_valid[0]) and np.isnan(rows[1].retrained_valid[1]) and rows[1].retrained_valid[2] == 0
+    assert tau == 1.0  # every retrained run diverged: ranked last (NaN → last), as the table ranks 14 below 27
+    rows2, tau2 = compare(table, [27, 14], np.array([[104.0], [101.0]]), np.array([[95.0], [96.0]]))
+    assert tau2 == pytest.approx(-1.0)  # two architectures, order swapped
+    _, tau1 = compare(table, [27], np.array([[101.0]]), np.array([[95.0]]))
+    assert np.isnan(tau1)
+    assert format_rows(rows, tau).split("\n") == [
+        "| architecture | table valid | retrained valid | z | z (pooled sd) | table test | retrained test | z | "
+        "z (pooled sd) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| identity:0|identity:0 (id 27) | 100.50 ± 0.71 (2) | 101.00 (1) | {rows[0].z_valid:+.2f} | "
+        f"{rows[0].z_valid_pooled:+.2f} | 104.50 ± 0.71 (2) | 95.00 (1) | {rows[0].z_test:+.2f} | "
+        f"{rows[0].z_test_pooled:+.2f} |",
+        f"| {rows[1].genotype} (id 14) | {rows[1].table_valid[0]:.2f} ± 0.71 (2) | – | n/a | n/a | "
+        f"{rows[1].table_test[0]:.2f} ± 0.71 (2) | 96.00 (1) | {rows[1].z_test:+.2f} | {rows[1].z_test_pooled:+.2f} |",
+        "",
+        "Kendall tau-b, retrained vs table ranking of these 2 architectures: +1.000",
+    ]
+    assert format_rows(rows[:1], float("nan")).endswith("of these 1 architectures: n/a")
+    assert format_rows(rows2, tau2).endswith("of these 2 architectures: -1.000")
+
+
+def test_default_archs_with_one_cell_ties_and_none(tmp_path):
+    import dataclasses
+
+    from nasbench_ptb.schema import Status
+
+    table = synthetic_table(tmp_path / "t.h5")
+    sa = table.standalone
+    flat = dataclasses.replace(sa, valid_ppl=np.where(np.isnan(sa.valid_ppl), np.nan, 200.0))
+    ok_ids = [a for a in range(32) if a not in (1, 3)]  # every ok cell ties: stable order, by id
+    assert default_archs(dataclasses.replace(table, standalone=flat)) == [0, 2, 4, ok_ids[len(ok_ids) // 2]]
+    only = np.full(sa.status.shape, Status.MISSING, dtype=sa.status.dtype)
+    only[5] = Status.OK
+    assert default_archs(dataclasses.replace(table, standalone=dataclasses.replace(sa, status=only))) == [5]
+    none = dataclasses.replace(sa, status=np.full(sa.status.shape, Status.MISSING, dtype=sa.status.dtype))
+    with pytest.raises(ValueError, match="^the table has no ok standalone run to verify$"):
+        default_archs(dataclasses.replace(table, standalone=none))
