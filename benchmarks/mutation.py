@@ -92,7 +92,8 @@ def main() -> int:
     survivors = []
     for name, state in status.items():
         module = re.match(r"(.+?)\.x[_\u01c1]", name).group(1)  # mutmut names: <module>.x_<function> or .xǁ<class>ǁ
-        kind = "equivalent" if name in eq else state
+        # a mutant that makes the tests run past mutmut's timeout (an endless search loop) is detected, as in PIT
+        kind = "equivalent" if name in eq else ("killed" if state == "timeout" else state)
         per[module][kind] += 1
         if state == "survived" and name not in eq:
             survivors.append(name)

@@ -64,6 +64,11 @@ def score_function(probs: np.ndarray, slot: int) -> np.ndarray:
     return grad
 
 
+def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge regression weights ``(XᵀX + λI)⁻¹ Xᵀy`` (λ > 0 keeps a pool smaller than the encoding solvable)."""
+    return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)
+
+
 def regression_targets(y: np.ndarray) -> np.ndarray:
     """A predictor's targets from WS log-ppl: a diverged (non-finite) value becomes 1 worse than the worst finite
     one, so the predictor learns to avoid it without an infinite target; all diverged: all 0 (nothing to learn)."""
@@ -223,7 +228,7 @@ class NaoLike:
             ids = np.array(list(seen))
             y = regression_targets(np.array([seen[a] for a in ids]))
             x = encode(sim.space, ids)
-            w = np.linalg.solve(x.T @ x + self.ridge * np.eye(x.shape[1]), x.T @ y)
+            w = ridge_fit(x, y, self.ridge)
             unseen = np.array([a for a in cands if int(a) not in seen])
             if unseen.size == 0:
                 break

@@ -389,3 +389,81 @@ def test_table3_text_and_the_real_best_record_exactly(table):
         "| random_search | 100.50 ± 0.00 | 104.50 ± 0.00 | 100.50 | 104.50 | 1.0 | 1.00 | 1.00 | 0.00 | 300 |",
         "| REAL-BEST (identity:0|identity:0) | 100.50 | 104.50 | 100.50 | 104.50 | 1.0 | 1.00 | 1.00 | 0.00 | – |",
     ]
+
+
+def test_ridge_fit_by_hand():
+    from nasbench_ptb.policies import ridge_fit
+    np.testing.assert_allclose(ridge_fit(np.eye(2), np.array([2.0, 4.0]), 1.0), [1.0, 2.0])  # y / (1 + λ)
+    x = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]])  # an intercept and a slope, λ → 0: least squares
+    np.testing.assert_allclose(ridge_fit(x, np.array([1.0, 3.0, 5.0]), 1e-12), [1.0, 2.0], atol=1e-9)
+
+
+def test_evaluate_defaults_messages_and_choices_refused_by_the_numbers(table):
+    import dataclasses
+
+    from nasbench_ptb.evaluate import judge
+    from nasbench_ptb.schema import Status
+    assert len(evaluate(table, [RandomChoice()])[0].choices) == 10  # the paper's 10 runs by default
+    with pytest.raises(ValueError, match="^policy ws_top1 needs a table with weight-sharing results$"):
+        evaluate(dataclasses.replace(table, ws=None), [WSTop1()], runs=1)
+
+    class Returns:
+        uses_ws = False
+
+        def __init__(self, value):
+            self.value, self.name = value, f"returns_{value!r}"
+
+        def search(self, sim):
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    for value in (True, "3", 32, -1, 2.0):
+        with pytest.raises(ValueError) as err:
+            evaluate(table, [Returns(value)], runs=1)
+        assert str(err.value) == f"policy returns_{value!r} returned {value!r}, not an architecture id of 2node (0..31)"
+    assert evaluate(table, [Returns(np.int64(31))], runs=1)[0].choices == (31,)
+    with pytest.raises(ValueError) as err:
+        evaluate(table, [Returns(KeyError("x"))], runs=1)
+    assert str(err.value) == ("policy returns_KeyError('x') failed: KeyError: 'x' (call nasbench_ptb.evaluate."
+                              "evaluate(table, [policy]) in Python for the traceback)")
+    none_ok = dataclasses.replace(table.standalone, status=np.full_like(table.standalone.status, Status.DIVERGED))
+    with pytest.raises(ValueError, match="^the table has no ok standalone run to judge choices with$"):
+        judge(dataclasses.replace(table, standalone=none_ok), "x", [0], [0.0])
+
+
+def test_seed_picks_what_the_policies_see(table):
+    """Seed 1's final values reversed: a search over the whole space under --seed 1 returns seed 1's best (id 4,
+    key_valid 31), under --seed 0 seed 0's best (27); both are judged over all seeds."""
+    import dataclasses
+    sa = table.standalone
+    valid = sa.valid_ppl.copy()
+    valid[:, 1, -1] = 300.0 - valid[:, 1, -1]
+    t = dataclasses.replace(table, standalone=dataclasses.replace(sa, valid_ppl=valid))
+    full = Budget(queries=32)
+    assert evaluate(t, [RandomSearch()], runs=2, budget=full, seed=1)[0].choices == (4, 4)
+    assert evaluate(t, [RandomSearch()], runs=2, budget=full, seed=0)[0].choices == (27, 27)
+
+
+@pytest.mark.parametrize("policy", [RandomSearch(), RegularizedEvolution(), LocalSearch()])
+def test_a_budget_of_no_query_still_returns_a_candidate(table, policy):
+    sim = Simulator(table, np.random.default_rng(3), Budget(queries=0))
+    choice = policy.search(sim)
+    assert choice in sim.candidates.tolist() and sim.queries == 0
+    if isinstance(policy, RandomSearch):  # the first of its random order
+        assert choice == int(np.random.default_rng(3).permutation(sim.candidates)[0])
+
+
+def test_local_search_moves_only_to_strictly_better_neighbours():
+    """On a flat landscape no neighbour is better: local search queries its start and all 12 of its neighbours
+    before restarting (moving on ties would query a neighbour's neighbours instead)."""
+    table, _ = bowl(0)
+    flat = table.standalone.valid_ppl.copy()
+    flat[:] = 100.0
+    import dataclasses
+    t = dataclasses.replace(table, standalone=dataclasses.replace(table.standalone, valid_ppl=flat))
+    for r in range(3):
+        sim = Simulator(t, np.random.default_rng(r), Budget(queries=13))
+        LocalSearch().search(sim)
+        start, *rest = [a for a, _ in sim.history]
+        assert sorted(rest) == sorted(neighbours(t.space, start)) and len(rest) == 12
