@@ -97,3 +97,49 @@ def test_id_of_choices_is_the_id_for_one_cell_and_for_batches():
     batch = np.array([c.choices for c in sp])  # [384, 3]
     np.testing.assert_array_equal(id_of_choices(batch.T), np.arange(sp.size))
     assert all(Genotype.of_choices(row) == sp.from_id(i) for i, row in enumerate(batch))
+
+
+ERRORS = [
+    ("", "empty genotype string"),
+    ("  ", "empty genotype string"),
+    ("tanh", "genotype 'tanh': node 1 'tanh' is not of the form op:pred"),
+    ("relu:0|tanh:x", "genotype 'relu:0|tanh:x': node 2 'tanh:x' is not of the form op:pred"),
+    ("tanh:X0", "genotype 'tanh:X0': node 1 'tanh:X0' is not of the form op:pred"),
+    ("tanh:0:1", "genotype 'tanh:0:1': node 1 'tanh:0:1' is not of the form op:pred"),
+    ("tanh:0|relu:2", "node 2: predecessor 2 is not an earlier node (allowed 0..1)"),
+    ("tanh:0|relu:1|sigmoid:3", "node 3: predecessor 3 is not an earlier node (allowed 0..2)"),
+    ("gelu:0", "node 1: unknown op 'gelu' (known: tanh, relu, sigmoid, identity)"),
+    ([], "genotype '[]': expected a non-empty list of (op, pred) pairs"),
+    ([("tanh",)], "genotype \"[('tanh',)]\": expected (op, pred) pairs, got ('tanh',)"),
+    (["x"], "genotype \"['x']\": expected (op, pred) pairs, got 'x'"),
+    (3.5, "cannot parse a genotype from float 3.5"),
+    ("Genotype(recurrent=[('tanh', 0), ('relu', 1)], concat=range(1, 2))",
+     "genotype \"Genotype(recurrent=[('tanh', 0), ('relu', 1)], concat=range(1, 2))\": concat must be range(1, 3) "
+     "(the output averages every node)"),
+    ("Genotype(recurrent=[('tanh',)], concat=range(1, 2))",
+     "genotype \"Genotype(recurrent=[('tanh',)], concat=range(1, 2))\": expected (op, pred) pairs, got ('tanh',)"),
+]
+
+
+@pytest.mark.parametrize("value, message", ERRORS)
+def test_every_genotype_error_names_the_problem_exactly(value, message):
+    with pytest.raises(ValueError) as err:
+        parse(value)
+    assert str(err.value) == message
+
+
+def test_id_space_and_empty_genotype_errors_exactly():
+    sp = space("2node")
+    for bad in (True, "3", 32, -1):
+        with pytest.raises(ValueError) as err:
+            sp.from_id(bad)
+        assert str(err.value) == f"id {bad!r} is out of range for space 2node (0..31)"
+    assert space("1node").size == 4 and [g.canonical for g in space("1node")] == [f"{op}:0" for op in OPS]
+    for name in ("0node", "x"):
+        with pytest.raises(ValueError) as err:
+            space(name)
+        assert str(err.value) == f"unknown search space {name!r}; expected a name like '2node' or '3node'"
+    with pytest.raises(ValueError, match="^genotype has no nodes$"):
+        Genotype(())
+    with pytest.raises(ValueError, match=r"^node 1: expected \(op, pred\), got \('tanh',\)$"):
+        Genotype((("tanh",),))
