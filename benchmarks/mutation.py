@@ -51,11 +51,19 @@ def main() -> int:
     ap.add_argument("--modules", nargs="*", help="restrict to these files (default: pyproject's only_mutate)")
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--keep", help="run in this folder and keep it (default: a temporary one)")
+    ap.add_argument("--report", metavar="FOLDER", help="only summarise the results kept in FOLDER (a --keep of an "
+                                                        "earlier run), e.g. after judging more mutants equivalent")
     args = ap.parse_args()
     mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
     if not Path(mutmut).exists():
         print("mutmut is not installed: pip install mutmut", file=sys.stderr)
         return 1
+    env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1"}
+    if args.report:
+        if not (Path(args.report) / "mutants").is_dir():
+            print(f"--report {args.report}: no mutmut results there (run with --keep first)", file=sys.stderr)
+            return 1
+        return summarise(mutmut, Path(args.report), env)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="nasbench_mutation_"))
     if args.keep and work.exists() and any(work.iterdir()):
         print(f"--keep {work}: the folder exists and is not empty; remove it or name another", file=sys.stderr)
@@ -77,13 +85,20 @@ def main() -> int:
     text = re.sub(r"source_paths = \[.*?\]", 'source_paths = ["nasbench_ptb/"]', text, flags=re.S)
     text = re.sub(r"also_copy = \[.*?\]", 'also_copy = ["benchmarks/", "docs/"]', text, flags=re.S)
     (work / "pyproject.toml").write_text(text)
-    # the scratch copy is not beside ../shared: point the tests at the PTB copy the checkout's tests use
-    env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1"}
+    # (env: the scratch copy is not beside ../shared, so the tests get the PTB copy the checkout's tests use)
     run = subprocess.run([mutmut, "run", "--max-children", str(args.max_children)], cwd=work, env=env,
                          capture_output=True, text=True)
     if run.returncode != 0:
         print(f"mutmut run failed (exit {run.returncode}):\n{(run.stdout + run.stderr)[-3000:]}", file=sys.stderr)
         return 1
+    code = summarise(mutmut, work, env)
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return code
+
+
+def summarise(mutmut: str, work: Path, env: dict) -> int:
+    """Per module: killed (timeouts included), survived, judged equivalent, other; the kill rate; each survivor."""
     results = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, env=env, capture_output=True,
                              text=True).stdout
     status = dict(re.findall(r"^\s*(\S+): (\w[\w ]*)$", results, flags=re.M))
@@ -109,8 +124,6 @@ def main() -> int:
     for name in survivors:
         diff = subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
         print(f"\n--- survived: {name}\n{diff.strip()}")
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
