@@ -89,3 +89,38 @@ def test_the_loop_applies_the_switch_when_validation_gets_worse():
 def test_perplexity_is_capped_at_exp_700_and_nan_where_not_live_or_not_finite():
     out = to_ppl(np.array([800.0, 1.0, np.inf, 2.0]), np.array([True, True, True, False]))
     assert out[0] == np.exp(700.0) and out[1] == pytest.approx(np.e) and np.isnan(out[2]) and np.isnan(out[3])
+
+
+def _weights_after(steps_epoch=0.1, **changes):
+    tr, genos, _ = trainer(**changes)
+    tr.train_until(steps_epoch, genos)
+    return {k: v.detach().clone() for k, v in tr.params.items()}
+
+
+@pytest.mark.parametrize("changes", [
+    {"dropout_output": 0.0, "dropout_hidden": 0.0, "dropout_x": 0.0, "dropout_input": 0.0, "dropout_embedding": 0.0},
+    {"alpha": 2.0},  # AR (activation regularisation), off in the base preset
+    {"beta": 0.0},  # TAR (temporal activation regularisation), on in the base preset
+    {"weight_decay": 0.0},
+    {"clip": 1e-4},  # a tight gradient clip (the base one, 0.25, rarely binds this early)
+])
+def test_every_regulariser_of_a_step_reaches_the_weights(changes):
+    """Each preset value that shapes a training step changes the weights after a few mini-batches; a trainer
+    that dropped one (no dropout masks, no AR/TAR, no weight decay, no clipping) would train both alike."""
+    base, changed = _weights_after(), _weights_after(**changes)
+    assert any(not torch.equal(base[k], changed[k]) for k in base), changes
+
+
+def test_the_carried_hidden_state_is_clipped_only_when_asked():
+    sp = space("2node")
+    genos = SlotGenotypes.of([sp.from_id(0), sp.from_id(5)], "cpu")
+    p = tiny_preset()
+
+    def run(**kw):
+        tr = SlotTrainer(CORPUS, [0, 1], 2, p, torch.device("cpu"), "fixed", **kw)
+        tr.train_until(0.1, lambda: genos)
+        return tr.params["w0"].clone() if "w0" in tr.params else next(iter(tr.params.values())).clone()
+
+    default, off, tight, loose = run(), run(hidden_clip=0.0), run(hidden_clip=1e-3), run(hidden_clip=1e3)
+    assert torch.equal(default, off) and not torch.equal(default, tight)
+    assert torch.equal(loose, off)  # a bound above every state's norm scales nothing (never up)
