@@ -124,3 +124,37 @@ def test_the_carried_hidden_state_is_clipped_only_when_asked():
     default, off, tight, loose = run(), run(hidden_clip=0.0), run(hidden_clip=1e-3), run(hidden_clip=1e3)
     assert torch.equal(default, off) and not torch.equal(default, tight)
     assert torch.equal(loose, off)  # a bound above every state's norm scales nothing (never up)
+
+
+def test_batchify_needs_two_rows():
+    from nasbench_ptb.builder.trainer import batchify
+    assert batchify(np.arange(4), 2, torch.device("cpu")).tolist() == [[0, 2], [1, 3]]  # 2 rows: enough
+    with pytest.raises(ValueError, match="^3 tokens are too few for batch size 2$"):
+        batchify(np.arange(3), 2, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("rows, expected", [
+    # AWD-LSTM's loop (i < rows − 2): a lone last row pair is skipped, a 2-row tail is trained
+    (11, [(0, 3, False), (3, 3, False), (6, 3, False), (0, 3, True), (3, 3, False)]),
+    (12, [(0, 3, False), (3, 3, False), (6, 3, False), (9, 2, False), (0, 3, True)]),
+])
+def test_fixed_bptt_windows_and_epoch_boundaries_by_hand(rows, expected):
+    from nasbench_ptb.builder.trainer import BpttStream
+    s = BpttStream(3, "fixed", 0, rows)
+    assert [s.next() for _ in expected] == expected
+    with pytest.raises(ValueError, match=r"^unknown bptt mode 'x' \(awd, halving, fixed\)$"):
+        BpttStream(3, "x", 0, rows)
+
+
+def test_awd_variable_bptt_follows_its_distribution():
+    """AWD-LSTM: bptt, or bptt/2 with p = 0.05, then N(·, 5) rounded down, at least 5, at most bptt + 20."""
+    from nasbench_ptb.builder.trainer import BpttStream
+    s = BpttStream(70, "awd", 1, 10**8)
+    seq = np.array([s.next()[1] for _ in range(6000)])
+    half = seq < 52  # N(35, 5) and N(70, 5) do not overlap at 52
+    assert 0.04 < half.mean() < 0.06
+    assert abs(seq[~half].mean() - 69.5) < 0.3 and abs(seq[~half].std() - 5.0) < 0.25  # int() rounds down
+    assert abs(seq[half].mean() - 34.5) < 1.2 and seq.max() <= 90
+    small = BpttStream(6, "awd", 2, 10**8)
+    low = np.array([small.next()[1] for _ in range(2000)])
+    assert low.min() == 5 and (low == 5).mean() > 0.3  # N(6, 5) falls below 5 often: clipped to 5
