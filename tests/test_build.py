@@ -1,9 +1,7 @@
 """End-to-end builds through the CLI: coverage, resume after SIGKILL, clear errors."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -12,6 +10,8 @@ import pytest
 from nasbench_ptb import schema
 from nasbench_ptb.cli import main
 from nasbench_ptb.schema import Status
+
+from helpers import kill_after_parts
 
 # Small enough for seconds per unit on one core, real PTB and the real 10k vocabulary.
 FAST = ["--preset", "smoke", "--set", "train_tokens=600", "--set", "valid_tokens=200", "--set", "test_tokens=200",
@@ -72,14 +72,7 @@ def test_sigkill_mid_build_then_resume_gives_the_same_table(tmp_path, ptb_path):
             "--set", "slots_per_unit=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     parts = tmp_path / "killed.h5.parts"
-    proc = subprocess.Popen(_cli(*args, "--out", str(tmp_path / "killed.h5")), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("unit-*.h5"))) < 1:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in parts.glob("unit-*.h5")}
+    finished = kill_after_parts(_cli(*args, "--out", str(tmp_path / "killed.h5")), parts, 1, env)
     assert 1 <= len(finished) < 4, "the kill should land between units"
     assert not (tmp_path / "killed.h5").exists()  # no half-written table
 

@@ -23,6 +23,8 @@ from nasbench_ptb.builder import cluster, data, presets  # noqa: E402
 from nasbench_ptb.builder.executors import Failed, Finished, LocalExecutor, Work  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 
+from helpers import kill_after_parts  # noqa: E402
+
 FAST = ["--space", "2node", "--preset", "smoke", "--set", "train_tokens=600", "--set", "valid_tokens=200",
         "--set", "test_tokens=200", "--set", "checkpoints=3", "--epochs", "1", "--quiet", "--set", "slots_per_unit=2",
         "--set", "ws_epochs=1", "--set", "ws_checkpoints=2", "--set", "ws_valid_tokens=200",
@@ -125,13 +127,7 @@ def test_a_killed_driver_resumes_without_retraining(cluster_address, tmp_path, p
            "--unit-cpus", "1", "--out", str(tmp_path / "t.h5")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     parts = tmp_path / "t.h5.parts"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline and len(list(parts.glob("unit-*.h5"))) < 2:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished = {p.name: p.stat().st_mtime_ns for p in parts.glob("unit-*.h5")}
+    finished = kill_after_parts(cmd, parts, 2, env, timeout=180)
     assert 2 <= len(finished) < 12, "the kill should land mid-build"
     assert not (tmp_path / "t.h5").exists()
     resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
