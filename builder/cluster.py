@@ -18,7 +18,7 @@ from typing import Iterator
 
 import torch
 
-from .executors import Failed, Finished, Work, device_name, train_unit, unit_tokens
+from .executors import Failed, Finished, Work, check_device_name, device_name, train_unit, unit_tokens
 from .parts import BuildError
 
 _CORPORA: dict = {}  # per worker process: data_dir → Corpus
@@ -71,8 +71,7 @@ class RayExecutor:
         self._task = None
 
     def connect(self, device: str) -> torch.device:
-        if device not in ("auto", "cpu", "cuda"):
-            raise BuildError(f"unknown device {device!r} (auto, cpu or cuda)")
+        check_device_name(device)
         if device == "cuda" and not self.unit_gpus:
             raise BuildError("--device cuda on Ray needs a GPU share per unit: give --unit-gpus (e.g. 1 or 0.25)")
         if device == "cpu" and self.unit_gpus:

@@ -25,11 +25,16 @@ if TYPE_CHECKING:
     from .progress import Progress
 
 
+def check_device_name(name: str) -> None:
+    """``--device`` must be auto, cpu or cuda (wherever the units run)."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise BuildError(f"unknown device {name!r} (auto, cpu or cuda)")
+
+
 def resolve_device(name: str) -> torch.device:
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise BuildError(f"unknown device {name!r} (auto, cpu or cuda)")
     if name == "cuda" and not torch.cuda.is_available():
         raise BuildError("--device cuda requested but torch sees no CUDA device")
     return torch.device(name)
