@@ -6,8 +6,10 @@ On the device (one call; PTB travels as a carried, git-ignored copy)::
     cp -r ../shared/data/ptb .ptb                                         # here, once
     PYTHONUNBUFFERED=1 PYTHONPATH=. python3 benchmarks/device_build.py --data .ptb --budget 480   # carry [".ptb"]
 
-Everything comes back in ``$OUT`` (at most 8 files): ``device_build.log``, ``bench.json``, the tables
-``<space>-gpu.h5`` and ``gpu-parts.tar`` (the finished units, so a later lease continues). Back here::
+Everything comes back in ``$OUT`` (at most 8 files): ``device_build.log``, ``bench.json``, ``modes.json`` (eager vs
+compiled cell step vs CUDA graphs, and the evaluation phase: ``bench_step_modes.py``, run after the first table
+for at most ``--modes-seconds``), the tables ``<space>-gpu.h5`` and ``gpu-parts.tar`` (the finished units, so a
+later lease continues). Back here::
 
     python benchmarks/device_build.py --unpack <folder the files came back to>
 
@@ -152,6 +154,28 @@ def bench(args, corpus, device, p, log: Log) -> dict:
     return out
 
 
+def step_modes(args, sized: dict, out: Path, seconds: float, log: Log) -> dict:
+    """``bench_step_modes.py`` at the gpu preset (eager vs compiled cell step vs CUDA graphs, and evaluation) in
+    a subprocess bounded by ``seconds``, so that a hang or a crash in a compiler costs no table."""
+    if seconds < 20:
+        log(f"step modes: skipped, {seconds:.0f} s for them")
+        return {"skipped": f"{seconds:.0f} s left"}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_step_modes.py"), "--preset", "gpu", "--space", "2node",
+           "--data", args.data, "--device", args.device, "--steps", str(args.bench_steps),
+           "--compile-backend", args.compile_backend, "--json", str(out / "modes.json")]
+    for key, value in {**(TINY if args.tiny else {}), **sized}.items():
+        cmd += ["--set", f"{key}={value}"]
+    log(f"step modes: {seconds:.0f} s for them")
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        log(res.stdout.strip(), res.stderr.strip()[-2000:] if res.returncode else "")
+    except subprocess.TimeoutExpired:
+        log(f"step modes: stopped after {seconds:.0f} s")
+    path = out / "modes.json"
+    return json.loads(path.read_text()) if path.is_file() else {"error": "no figures (see the log)"}
+
+
 def size_epochs(rate: float, runs: int, train_tokens: int, target_s: float) -> float:
     """Epochs (a multiple of 1/4, 0.25 to 10) whose standalone training takes about ``target_s`` at ``rate``,
     leaving 40% of the target for validation, test and weight sharing."""
@@ -227,11 +251,15 @@ def run(args) -> int:
             log(f"sizing: {sized} (2node standalone training ≈ {0.6 * args.target_2node:.0f} s)")
         report["sized"] = sized
         overrides = {**(TINY if args.tiny else {}), **sized}
-        for name in args.spaces.split(","):
+        for i, name in enumerate(args.spaces.split(",")):
+            if i == 1:  # after the first table, before the rest: the tables come first
+                report["modes"] = step_modes(args, sized, out, min(args.modes_seconds, left() - 60), log)
             if left() < 30:
                 log(f"build {name}: skipped, {left():.0f} s left")
                 continue
             build(args, name, overrides, artifacts, left() - 45, log)
+        if "modes" not in report:
+            report["modes"] = step_modes(args, sized, out, min(args.modes_seconds, left() - 30), log)
     finally:
         report["seconds"] = time.perf_counter() - start
         (out / "bench.json").write_text(json.dumps(report, indent=1, default=float))
@@ -276,6 +304,9 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=os.environ.get("OUT", "device_out"))
     ap.add_argument("--artifacts", default=str(ROOT / "artifacts"))
+    ap.add_argument("--modes-seconds", type=float, default=90,
+                    help="at most this long for bench_step_modes.py after the first table (0: skip)")
+    ap.add_argument("--compile-backend", default="inductor", help="torch.compile backend for the step modes")
     ap.add_argument("--tiny", action="store_true", help="rehearsal: tiny model and data slices (CPU)")
     ap.add_argument("--unpack", metavar="FOLDER", help="here, after the lease: bring its files into --artifacts")
     args = ap.parse_args()

@@ -15,7 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "device_build.py"
 
 def lease(ptb_path, artifacts, out, *extra):
     cmd = [sys.executable, str(SCRIPT), "--data", str(ptb_path), "--tiny", "--artifacts", str(artifacts),
-           "--out", str(out), "--spaces", "2node", "--bench-steps", "1", "--target-2node", "2", *extra]
+           "--out", str(out), "--spaces", "2node", "--bench-steps", "1", "--target-2node", "2", "--compile-backend", "aot_eager", *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
@@ -31,7 +31,11 @@ def test_lease_rehearsal_then_unpack(tmp_path, ptb_path):
     assert two["engine_arch_tokens_s"] > 0 and two["plain_arch_tokens_s"] > 0 and bench["matmul_ceiling_flops"] > 0
     assert two["ratio"] == two["engine_arch_tokens_s"] / two["plain_arch_tokens_s"]  # the ratio of what it measured
     assert sorted(p.name for p in out.iterdir()) == ["2node-gpu.h5", "bench.json", "device_build.log",
-                                                     "gpu-parts.tar"]
+                                                     "gpu-parts.tar", "modes.json"]
+    modes = report["modes"]  # after the table: eager vs the compiled cell step at the sized unit, and evaluation
+    assert modes == json.loads((out / "modes.json").read_text())
+    assert modes["slots"] == 16 and modes["train"]["compile"]["agrees"] and set(modes["eval"]) == {"4"}
+    assert "step modes:" in log and "fastest that agrees with eager" in log
     table = schema.read(out / "2node-gpu.h5")
     assert summary.coverage(table).missing == 0 and table.config["amp"] == "bf16" and table.config["epochs"] == 0.25
     H, V = table.config["hidden"], table.config["ntokens"]
