@@ -41,10 +41,12 @@ from bench_engine import batches, runs_of, sync  # noqa: E402
 from nasbench_ptb.builder import data, presets  # noqa: E402
 from nasbench_ptb.builder.build import device_name, resolve_device  # noqa: E402
 from nasbench_ptb.builder.cell import cell_step  # noqa: E402
-from nasbench_ptb.builder.engine import (AMP_MODES, MaskSampler, SlotGenotypes, evaluate, init_params,  # noqa: E402
-                                         train_loss)
+from nasbench_ptb.builder.engine import (AMP_MODES, MaskSampler, SlotGenotypes, autocast, evaluate,  # noqa: E402
+                                         init_params, train_loss)
 from nasbench_ptb.builder.optim import SlotSGD  # noqa: E402
 from nasbench_ptb.builder.trainer import BpttStream, batchify  # noqa: E402
+from nasbench_ptb.cli_base import UserError  # noqa: E402
+from nasbench_ptb.cli_train import resolve_preset  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 
 MODES = ("eager", "graph", "compile", "graph+compile")
@@ -85,9 +87,8 @@ class Bench:
         return masks.draw(self.p.batch_size, self.corpus.ntokens, self.p.hidden, self.p.dropouts)
 
     def autocast(self):
-        # autocast's weight cache must be off while a CUDA graph is captured (and costs nothing here otherwise)
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.p.amp == "bf16",
-                              cache_enabled=False)
+        # autocast's weight cache must be off while a CUDA graph is captured; every mode runs the same way
+        return autocast(self.device, self.p.amp, cache=False)
 
     def tokens_per_step(self) -> int:
         return len(self.seeds) * self.p.bptt * self.p.batch_size
@@ -313,13 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
-    bad = [kv for kv in args.set if "=" not in kv]
-    if bad:
-        ap.error(f"--set {bad[0]!r}: expected KEY=VALUE")
-    try:
-        p = presets.override(presets.get(args.preset), dict(kv.split("=", 1) for kv in args.set) | (
-            {"amp": args.amp} if args.amp else {}))
-    except ValueError as exc:
+    try:  # the same --set parsing and refusals as `nasbench_ptb build`
+        p = resolve_preset(presets, args.preset, args.set, {"amp": args.amp})
+    except UserError as exc:
         ap.error(str(exc))
     args.modes = args.modes.split(",") if args.modes else [m for m in MODES if device.type == "cuda" or
                                                            not m.startswith("graph")]

@@ -59,10 +59,11 @@ class SlotGenotypes:
         return cls(preds, ops, uniform_choices(preds, ops))
 
 
-def autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str, cache: bool | None = None):
     """The mixed-precision context of a preset's ``amp``: bf16 matmuls, everything else as autocast decides
-    (the cell's state update and the cross-entropy stay fp32 since they mix with fp32 tensors)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16")
+    (the cell's state update and the cross-entropy stay fp32 since they mix with fp32 tensors). ``cache=False``
+    turns off the cache of bf16 weight copies, which a CUDA graph capture needs off (None: torch's setting)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16", cache_enabled=cache)
 
 
 def init_params(seeds: Sequence[int], ntokens: int, hidden: int, nodes: int, device: torch.device | str) -> dict:

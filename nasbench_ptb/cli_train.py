@@ -65,7 +65,7 @@ def cmd_build(args) -> int:
     if args.executor != "ray" and ray_flags:
         raise UserError(f"--{ray_flags[0].replace('_', '-')} applies to --executor ray")
     build_mod, presets, cluster, DataError = _builder("build", "build", "presets", "cluster")
-    preset = _preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
+    preset = resolve_preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
         executor = None
@@ -111,7 +111,7 @@ def _key_values(items: list[str], flag: str) -> dict:
     return out
 
 
-def _preset(presets, name: str, sets: list[str], extra: dict | None = None):
+def resolve_preset(presets, name: str, sets: list[str], extra: dict | None = None):
     """The preset ``name`` with ``--set KEY=VALUE`` (and named flags in ``extra``) applied; one line on error."""
     overrides = _key_values(sets, "--set")
     overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
@@ -147,7 +147,7 @@ def cmd_search(args) -> int:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     options = {k: _option_value(v) for k, v in _key_values(args.option, "--option").items()}
     presets, search, DataError = _builder("search", "presets", "search")
-    preset = _preset(presets, args.preset, args.set)
+    preset = resolve_preset(presets, args.preset, args.set)
     out = args.out or f"search-{sp.name}-{preset.name}.h5"
     try:
         results = search.search_file(algos, sp, preset, list(range(args.seeds)), out, args.device, args.data,
@@ -223,7 +223,7 @@ def cmd_train(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from None
     build_mod, presets, DataError = _builder("train", "build", "presets")
-    preset = _preset(presets, args.preset, args.set)
+    preset = resolve_preset(presets, args.preset, args.set)
     out = args.out or f"train-{geno.hash}-{preset.name}.h5"
     try:
         table = build_mod.build(sp, preset, out, [geno], args.seeds, args.device, args.data, True, "standalone",
