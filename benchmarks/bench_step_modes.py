@@ -93,6 +93,19 @@ class Bench:
     def tokens_per_step(self) -> int:
         return len(self.seeds) * self.p.bptt * self.p.batch_size
 
+    def timed(self, t0: float, step) -> tuple[np.ndarray, float, float]:
+        """``step(x, y) -> objectives [A]`` over every window: (objectives [steps + 1, A], seconds from ``t0`` to
+        the end of the first step, arch-tokens/s over the other steps)."""
+        losses = []
+        for s, (x, y) in enumerate(self.windows):
+            if s == 1:
+                sync(self.device)
+                first, t0 = time.perf_counter() - t0, time.perf_counter()
+            losses.append(step(x, y))
+        sync(self.device)
+        rate = self.args.steps * self.tokens_per_step() / (time.perf_counter() - t0)
+        return torch.stack(losses).cpu().numpy(), first, rate
+
     def train_eager(self, compiled: bool) -> tuple[np.ndarray, float, float, int]:
         """(objectives [steps + 1, A], first-step seconds, arch-tokens/s over the other steps, Python calls of
         the compiled cell step)."""
@@ -100,20 +113,17 @@ class Bench:
         params, opt, masks = self.fresh()
         geno, active = self.cell(compiled), torch.ones(len(self.seeds), dtype=torch.bool, device=device)
         h = torch.zeros(len(self.seeds), p.batch_size, p.hidden, device=device)
-        losses, t0 = [], time.perf_counter()
-        for s, (x, y) in enumerate(self.windows):
-            if s == 1:
-                sync(device)
-                first, t0 = time.perf_counter() - t0, time.perf_counter()
+
+        def step(x, y):
+            nonlocal h
             m = self.draw(masks)
             with self.autocast():
                 obj, _, h = train_loss(params, geno, x, y, h.detach(), m, p.beta, p.alpha)
             obj.sum().backward()
             opt.step(p.lr, active)
-            losses.append(obj.detach())
-        sync(device)
-        rate = self.args.steps * self.tokens_per_step() / (time.perf_counter() - t0)
-        return torch.stack(losses).cpu().numpy(), first, rate, getattr(geno, "calls", 0)
+            return obj.detach()
+
+        return (*self.timed(time.perf_counter(), step), getattr(geno, "calls", 0))
 
     def train_graph(self, compiled: bool) -> tuple[np.ndarray, float, float, int]:
         """The same steps replayed from one captured CUDA graph; the first value is warm-up + capture seconds."""
@@ -147,22 +157,19 @@ class Bench:
             for k, v in params.items():
                 v.copy_(initial[k])
         static_h.zero_()
-        masks, losses = MaskSampler(self.seeds, device), []
-        for s, (x, y) in enumerate(self.windows):
-            if s == 1:
-                sync(device)
-                first, t0 = time.perf_counter() - t0, time.perf_counter()
+        masks = MaskSampler(self.seeds, device)
+
+        def replay(x, y):
             static_x.copy_(x)
             static_y.copy_(y)
             for k, m in self.draw(masks).items():
                 if m is not None:
                     static_m[k].copy_(m)
             graph.replay()
-            losses.append(static_obj.clone())
             static_h.copy_(static_h_out)
-        sync(device)
-        rate = self.args.steps * self.tokens_per_step() / (time.perf_counter() - t0)
-        return torch.stack(losses).cpu().numpy(), first, rate, getattr(geno, "calls", 0)
+            return static_obj.clone()
+
+        return (*self.timed(t0, replay), getattr(geno, "calls", 0))
 
     def evaluation(self, batch: int, compiled: bool) -> tuple[np.ndarray, float]:
         """(validation loss per slot, arch-tokens/s) of ``engine.evaluate`` at ``batch`` (after one warm-up)."""

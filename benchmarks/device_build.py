@@ -154,7 +154,7 @@ def bench(args, corpus, device, p, log: Log) -> dict:
     return out
 
 
-def step_modes(args, sized: dict, out: Path, seconds: float, log: Log) -> dict:
+def step_modes(args, overrides: dict, out: Path, seconds: float, log: Log) -> dict:
     """``bench_step_modes.py`` at the gpu preset (eager vs compiled cell step vs CUDA graphs, and evaluation) in
     a subprocess bounded by ``seconds``, so that a hang or a crash in a compiler costs no table."""
     if seconds < 20:
@@ -163,7 +163,7 @@ def step_modes(args, sized: dict, out: Path, seconds: float, log: Log) -> dict:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_step_modes.py"), "--preset", "gpu", "--space", "2node",
            "--data", args.data, "--device", args.device, "--steps", str(args.bench_steps),
            "--compile-backend", args.compile_backend, "--json", str(out / "modes.json")]
-    for key, value in {**(TINY if args.tiny else {}), **sized}.items():
+    for key, value in overrides.items():
         cmd += ["--set", f"{key}={value}"]
     log(f"step modes: {seconds:.0f} s for them")
     try:
@@ -253,13 +253,13 @@ def run(args) -> int:
         overrides = {**(TINY if args.tiny else {}), **sized}
         for i, name in enumerate(args.spaces.split(",")):
             if i == 1:  # after the first table, before the rest: the tables come first
-                report["modes"] = step_modes(args, sized, out, min(args.modes_seconds, left() - 60), log)
+                report["modes"] = step_modes(args, overrides, out, min(args.modes_seconds, left() - 60), log)
             if left() < 30:
                 log(f"build {name}: skipped, {left():.0f} s left")
                 continue
             build(args, name, overrides, artifacts, left() - 45, log)
         if "modes" not in report:
-            report["modes"] = step_modes(args, sized, out, min(args.modes_seconds, left() - 30), log)
+            report["modes"] = step_modes(args, overrides, out, min(args.modes_seconds, left() - 30), log)
     finally:
         report["seconds"] = time.perf_counter() - start
         (out / "bench.json").write_text(json.dumps(report, indent=1, default=float))
