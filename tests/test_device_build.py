@@ -15,7 +15,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "device_build.py"
 
 def lease(ptb_path, artifacts, out, *extra):
     cmd = [sys.executable, str(SCRIPT), "--data", str(ptb_path), "--tiny", "--artifacts", str(artifacts),
-           "--out", str(out), "--spaces", "2node", "--bench-steps", "1", "--target-2node", "2", "--compile-backend", "aot_eager", *extra]
+           "--out", str(out), "--spaces", "2node", "--bench-steps", "1", "--target-2node", "2",
+           "--compile-backend", "aot_eager", *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
