@@ -250,7 +250,7 @@ def _describe(unit: Unit) -> str:
 
 def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standalone:
     seeds = sorted({int(s) for part in found for s in part["seeds"]}) or [0]
-    epochs = found[0]["epochs"] if found else np.full(p.checkpoints, np.nan)
+    epochs = found[0]["epochs"] if found else np.full(len(p.schedule('standalone')), np.nan)
     sa = schema.Standalone.empty(sp.size, seeds, epochs)
     for part in found:
         for j, (a, s) in enumerate(zip(part["arch_ids"], part["seeds"])):
@@ -265,7 +265,8 @@ def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] |
     if found:
         epochs, tokens = found[0]["epochs"], found[0]["valid_tokens"]
     else:
-        epochs, tokens = np.full(p.ws_checkpoints, np.nan), np.zeros(p.ws_checkpoints)
+        C = len(p.schedule('ws'))
+        epochs, tokens = np.full(C, np.nan), np.zeros(C)
     ws = schema.WeightSharing.empty(sp.size, seeds, epochs, tokens, subspace)
     for part in found:
         for j, s in enumerate(part["seeds"]):

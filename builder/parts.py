@@ -31,7 +31,7 @@ from .presets import Preset
 KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part kind per table group
 _WS_FIELDS = ("ws_", "hidden_clip")
 # Fields added after tables were first built: left out of the fingerprint at their default, so those builds resume.
-_LATER_FIELDS = {"amp": "off"}
+_LATER_FIELDS = {"amp": "off", "first_epoch_checkpoints": 0}
 
 
 class BuildError(RuntimeError):

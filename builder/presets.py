@@ -29,7 +29,7 @@ class Preset:
     beta: float  # TAR
     alpha: float  # AR
     epochs: float  # over the training slice; fractions allowed
-    checkpoints: int  # evenly spaced validations over training
+    checkpoints: int  # evenly spaced validations over training (the ASGD switch is judged at these)
     asgd: bool  # SGD -> ASGD switch per run (non-monotone rule)
     nonmono: int
     train_tokens: int | None  # None: the whole training split
@@ -50,6 +50,7 @@ class Preset:
     ws_slots_per_unit: int = 3  # super-nets trained together in one persisted unit
     stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
     amp: str = "off"  # "bf16": bf16 autocast for the matmuls (fp32 master weights, fp32 loss and recurrent state)
+    first_epoch_checkpoints: int = 0  # extra validations evenly spaced over the first epoch (standalone and WS)
 
     @property
     def dropouts(self) -> Dropouts:
@@ -59,6 +60,36 @@ class Preset:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def schedule(self, kind: str = "standalone") -> "Schedule":
+        """Where a standalone run (``kind="standalone"``) or a super-net (``"ws"``) is validated."""
+        if kind == "standalone":
+            return Schedule.of(self.epochs, self.checkpoints, self.first_epoch_checkpoints)
+        return Schedule.of(self.ws_epochs, self.ws_checkpoints, self.first_epoch_checkpoints)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Checkpoint positions (in epochs) and which of them judge the ASGD switch.
+
+    ``checkpoints`` evenly spaced over ``epochs`` (the grid AWD-LSTM's non-monotone rule reads: once per epoch
+    when ``checkpoints == epochs``), merged with ``first`` evenly spaced ones over the first epoch, which only
+    record the early curve (the 1-epoch fidelity, finely) and never trigger the switch.
+    """
+
+    at: tuple[float, ...]
+    judges: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, epochs: float, checkpoints: int, first: int = 0) -> "Schedule":
+        points = {round(k / first, 9): (k / first, False) for k in range(1, first + 1) if k / first <= epochs}
+        points.update({round((c + 1) * epochs / checkpoints, 9): ((c + 1) * epochs / checkpoints, True)
+                       for c in range(checkpoints)})  # a grid point wins a tie (its exact value, and it judges)
+        ordered = [points[k] for k in sorted(points)]
+        return cls(tuple(e for e, _ in ordered), tuple(j for _, j in ordered))
+
+    def __len__(self) -> int:
+        return len(self.at)
 
 
 _PAPER = Preset(
@@ -83,6 +114,18 @@ PRESETS: dict[str, Preset] = {
         dropout_x=0.1, dropout_input=0.1, dropout_embedding=0.0, epochs=1.0, checkpoints=10, asgd=False,
         train_tokens=None, valid_tokens=16_000, eval_batch_size=10, seeds=2, slots_per_unit=16,
         ws_epochs=1.0, ws_checkpoints=10, ws_valid_tokens=4_000, ws_asgd=False, ws_slots_per_unit=1,
+    ),
+    # The multi-epoch CPU fidelity (README "Presets"): DARTS's recurrent protocol (its dropouts, weight decay,
+    # clipping, TAR, NT-ASGD with AWD-LSTM's non-monotone trigger once per epoch) for 10 epochs at hidden 32, the
+    # size the cost study on 2 cores affords (benchmarks/bench_threads.py); a checkpoint at every epoch plus ten
+    # over the first one; standalone validation on the whole validation split at every checkpoint, WS on the
+    # first 16k tokens (the whole split at the last checkpoint); test on the whole split. Units of 8 runs: the
+    # measured rate per run does not rise above 8 slots, and a unit (≈ 75 min) finishes within one session.
+    "cpu10": dataclasses.replace(
+        _PAPER, name="cpu10", hidden=32, batch_size=32, epochs=10, checkpoints=10, first_epoch_checkpoints=10,
+        asgd=True, nonmono=5, train_tokens=None, valid_tokens=None, eval_batch_size=10, seeds=2,
+        slots_per_unit=8, ws_epochs=10, ws_checkpoints=10, ws_valid_tokens=16_000, ws_asgd=True,
+        ws_slots_per_unit=3,
     ),
     # Tests: seconds.
     "smoke": dataclasses.replace(
@@ -137,6 +180,8 @@ def validate(p: Preset) -> None:
         raise ValueError("hidden, batch_size, eval_batch_size, slots_per_unit must be ≥ 1 and bptt ≥ 2")
     if p.epochs <= 0 or p.checkpoints < 1 or p.ws_epochs <= 0 or p.ws_checkpoints < 1:
         raise ValueError("epochs and ws_epochs must be > 0, checkpoints and ws_checkpoints ≥ 1")
+    if p.first_epoch_checkpoints < 0:
+        raise ValueError("first_epoch_checkpoints must be ≥ 0")
     if p.ws_seeds < 1 or p.ws_slots_per_unit < 1 or p.hidden_clip < 0:
         raise ValueError("ws_seeds and ws_slots_per_unit must be ≥ 1, hidden_clip ≥ 0")
     if p.amp not in AMP_MODES:

@@ -123,7 +123,8 @@ def run(algo: str, corpus, sp: SearchSpace, seeds: Sequence[int], p: Preset, dev
     method = make(algo, ctx, dict(options or {}))
     tr = SlotTrainer(corpus, seeds, sp.n, p, device, p.ws_bptt, p.hidden_clip)
     method.attach(tr)
-    A, C = len(seeds), p.ws_checkpoints
+    schedule = p.schedule("ws")
+    A, C = len(seeds), len(schedule)
     choice, estimate = np.zeros((A, C), dtype=np.int64), np.full((A, C), np.nan)
     extras: dict[str, list] = {}
 
@@ -135,7 +136,7 @@ def run(algo: str, corpus, sp: SearchSpace, seeds: Sequence[int], p: Preset, dev
             extras.setdefault(name, []).append(np.array(value, copy=True))  # never a view of live state
         return switch
 
-    prog = checkpoint_loop(tr, p.ws_epochs, C, method.genotypes, validate, p.ws_asgd, on_batch)
+    prog = checkpoint_loop(tr, schedule, method.genotypes, validate, p.ws_asgd, on_batch)
     live = tr.alive.cpu().numpy()
     estimate[~live] = np.nan
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)

@@ -44,7 +44,8 @@ def train_runs(
 ) -> RunCurves:
     """Train run ``a`` = (``genotypes[a]``, ``seeds[a]``) for every ``a`` together; see the module docstring."""
     device = torch.device(device)
-    A, C = len(genotypes), p.checkpoints
+    schedule = p.schedule("standalone")
+    A, C = len(genotypes), len(schedule)
     valid = batchify(corpus.valid[: p.valid_tokens], p.eval_batch_size, device)
     test = batchify(corpus.test[: p.test_tokens], p.eval_batch_size, device)
     geno = SlotGenotypes.of(genotypes, device)
@@ -68,7 +69,7 @@ def train_runs(
             best_epoch[improved] = tr.stream.position
         return np.log(val_ppl)
 
-    prog = checkpoint_loop(tr, p.epochs, C, lambda: geno, validate, p.asgd, on_batch)
+    prog = checkpoint_loop(tr, schedule, lambda: geno, validate, p.asgd, on_batch)
     live = tr.alive.cpu().numpy()
     test_ppl = to_ppl(evaluate(best, geno, test, p.bptt, p.amp).cpu().numpy(), live & np.isfinite(best_val))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)

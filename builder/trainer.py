@@ -3,7 +3,7 @@
 
 Per mini-batch (:class:`SlotTrainer`): the shared bptt stream, lr scaled by seq_len/bptt, fresh per-slot dropout
 masks, CE + TAR, per-slot gradient clipping, SGD (→ ASGD per slot with AWD-LSTM's non-monotone rule). The loop
-(:func:`checkpoint_loop`): train to evenly spaced checkpoints; at each, the training loss since the last one, the
+(:func:`checkpoint_loop`): train to the preset's checkpoints (:class:`builder.presets.Schedule`); at each, the training loss since the last one, the
 client's validation (which also decides which slots died), the seconds so far and the ASGD switch.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from .engine import MaskSampler, SlotGenotypes, autocast, init_params, train_loss
 from .optim import SlotSGD
-from .presets import Preset
+from .presets import Preset, Schedule
 
 PROTOCOL_VERSION = 1
 """What a run computes: bump it whenever a change to training or evaluation would change a run's numbers beyond
@@ -169,18 +169,18 @@ class Progression:
     seconds: np.ndarray  # cumulative wall-clock per slot (the unit's time shared evenly by its slots)
 
 
-def checkpoint_loop(tr: SlotTrainer, epochs: float, checkpoints: int, genotypes: Callable[[], SlotGenotypes],
+def checkpoint_loop(tr: SlotTrainer, schedule: Schedule, genotypes: Callable[[], SlotGenotypes],
                     validate: Callable[[int, dict, np.ndarray], np.ndarray], asgd: bool,
                     on_batch: Callable[[int], None] | None = None) -> Progression:
-    """Train ``tr`` to ``checkpoints`` evenly spaced points of ``epochs``. At each, ``validate(c, eval_params,
-    live)`` evaluates, kills the slots that must die (``tr.kill``) and returns each slot's validation loss for the
-    non-monotone switch (applied when ``asgd``). NaN where a slot is dead."""
-    A, C = tr.A, checkpoints
+    """Train ``tr`` to each checkpoint of ``schedule``. At each, ``validate(c, eval_params, live)`` evaluates,
+    kills the slots that must die (``tr.kill``) and returns each slot's validation loss for the non-monotone
+    switch (applied when ``asgd``, at the checkpoints the schedule says judge it). NaN where a slot is dead."""
+    A, C = tr.A, len(schedule)
     at = np.zeros(C)
     train_loss, seconds = np.full((A, C), np.nan), np.full((A, C), np.nan)
     elapsed, t0 = 0.0, time.perf_counter()
     for c in range(C):
-        tr.train_until((c + 1) * epochs / C, genotypes, on_batch)
+        tr.train_until(schedule.at[c], genotypes, on_batch)
         at[c] = tr.stream.position
         train_loss[:, c], live = tr.end_interval()
         switch_loss = validate(c, tr.opt.eval_params(), live)
@@ -189,6 +189,6 @@ def checkpoint_loop(tr: SlotTrainer, epochs: float, checkpoints: int, genotypes:
         t0 = time.perf_counter()
         train_loss[~live, c] = np.nan
         seconds[:, c] = np.where(live, elapsed / A, np.nan)
-        if asgd:
+        if asgd and schedule.judges[c]:
             tr.nonmono_switch(switch_loss, live)
     return Progression(at, train_loss, seconds)

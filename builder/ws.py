@@ -109,7 +109,8 @@ def train_supernets(
     others stay NaN, sampled 0 times). Default: the whole space.
     """
     device = torch.device(device)
-    S, C, N = len(seeds), p.ws_checkpoints, sp.size
+    schedule = p.schedule("ws")
+    S, C, N = len(seeds), len(schedule), sp.size
     ids = np.arange(N) if arch_ids is None else np.asarray(sorted(arch_ids), dtype=np.int64)
     valid_mid = batchify(corpus.valid[: p.ws_valid_tokens], p.eval_batch_size, device)
     valid_final = batchify(corpus.valid[: p.ws_final_valid_tokens], p.eval_batch_size, device)
@@ -133,7 +134,7 @@ def train_supernets(
         valid_ppl[~live, c] = np.nan
         return np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1))  # mean over archs
 
-    prog = checkpoint_loop(tr, p.ws_epochs, C, sampler.genotypes, validate, p.ws_asgd, on_batch)
+    prog = checkpoint_loop(tr, schedule, sampler.genotypes, validate, p.ws_asgd, on_batch)
     live = tr.alive.cpu().numpy()
     test_ppl = np.full((S, N), np.nan)
     eval_params = tr.opt.eval_params()

@@ -21,6 +21,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads (default 1: measured fastest when other work shares the cores, "
+                             "see benchmarks/bench_threads.py)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nasbench_ptb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -42,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
                         "iso classes first (recorded in the table)")
     b.add_argument("--sample-seed", type=int, default=0, metavar="S", help="seed of --sample (default 0)")
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _threads_flag(b)
     b.add_argument("--out", help="table path (default: ./<space>-<preset>.h5); <out>.parts/ keeps finished units")
     b.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
     b.add_argument("--epochs", help="override the preset's epochs")
@@ -70,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="an algorithm option, e.g. order=2 (DARTS), controller_steps=50 (ENAS), max_new=3 (NAO), "
                          "candidates=8 (random_ws)")
     se.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _threads_flag(se)
     se.add_argument("--out", help="search-results file (default: ./search-<space>-<preset>.h5); other algorithms "
                                   "already in it are kept")
     se.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
@@ -86,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--reuse-seeds", action="store_true",
                    help="retrain the table's own seeds instead: a reproduction check (same numbers expected)")
     v.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _threads_flag(v)
     v.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     v.add_argument("--json", action="store_true")
@@ -97,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=int, help="seeds (default: the preset's)")
     t.add_argument("--out", help="table path (default: ./train-<hash>-<preset>.h5)")
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _threads_flag(t)
     t.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     t.add_argument("--force", action="store_true", help="replace an existing --out (see build --force)")

@@ -64,7 +64,7 @@ def cmd_build(args) -> int:
     ray_flags = [f for f in ("address", "unit_cpus", "unit_gpus") if getattr(args, f, None) is not None]
     if args.executor != "ray" and ray_flags:
         raise UserError(f"--{ray_flags[0].replace('_', '-')} applies to --executor ray")
-    build_mod, presets, cluster, DataError = _builder("build", "build", "presets", "cluster")
+    build_mod, presets, cluster, DataError = _builder("build", "build", "presets", "cluster", threads=args.threads)
     preset = resolve_preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
@@ -90,15 +90,27 @@ def cmd_build(args) -> int:
 
 
 
-def _builder(command: str, *modules: str) -> list:
-    """The builder modules a training command needs, and the data loader's error type; one line without torch."""
+def _builder(command: str, *modules: str, threads: int | None = None) -> list:
+    """The builder modules a training command needs, and the data loader's error type; one line without torch.
+
+    ``threads``: torch's CPU thread count for the command (``--threads``). One thread is the default: the
+    engine's GEMMs are small, and two threads on two busy cores ran at 0.55× one thread while one thread kept
+    94 % of its idle speed (``benchmarks/bench_threads.py``, README "Benchmarks").
+    """
     import importlib
 
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be at least 1, got {threads}")
     try:
         mods = [importlib.import_module(f"nasbench_ptb.builder.{m}") for m in modules]
-        return [*mods, importlib.import_module("nasbench_ptb.builder.data").DataError]
+        data = importlib.import_module("nasbench_ptb.builder.data")
     except ImportError as exc:
         raise UserError(f"{command} needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    return [*mods, data.DataError]
 
 
 def _key_values(items: list[str], flag: str) -> dict:
@@ -146,7 +158,7 @@ def cmd_search(args) -> int:
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
     options = {k: _option_value(v) for k, v in _key_values(args.option, "--option").items()}
-    presets, search, DataError = _builder("search", "presets", "search")
+    presets, search, DataError = _builder("search", "presets", "search", threads=args.threads)
     preset = resolve_preset(presets, args.preset, args.set)
     out = args.out or f"search-{sp.name}-{preset.name}.h5"
     try:
@@ -178,7 +190,7 @@ def cmd_verify(args) -> int:
         archs = [bench.resolve(int(a) if a.strip().isdigit() else a) for a in args.archs] if args.archs else default_archs(table)
     except (ValueError, api.TableError, api.ArchNotFoundError) as exc:
         raise UserError(str(exc)) from None
-    presets, verify, DataError = _builder("verify", "presets", "verify")
+    presets, verify, DataError = _builder("verify", "presets", "verify", threads=args.threads)
     own = [int(s) for s in table.standalone.seeds]
     seeds = own if args.reuse_seeds else list(range(max(own) + 1, max(own) + 1 + args.seeds))
     try:
@@ -222,7 +234,7 @@ def cmd_train(args) -> int:
             raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    build_mod, presets, DataError = _builder("train", "build", "presets")
+    build_mod, presets, DataError = _builder("train", "build", "presets", threads=args.threads)
     preset = resolve_preset(presets, args.preset, args.set)
     out = args.out or f"train-{geno.hash}-{preset.name}.h5"
     try:

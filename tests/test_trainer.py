@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nasbench_ptb.builder.engine import SlotGenotypes
+from nasbench_ptb.builder.presets import Schedule
 from nasbench_ptb.builder.trainer import SlotTrainer, checkpoint_loop, to_ppl
 from nasbench_ptb.space import space
 
@@ -28,7 +29,7 @@ def test_checkpoints_at_even_fractions_of_the_epochs_with_mean_loss_and_cumulati
     batch_epoch = p.bptt / (tr.train.shape[0] - 1)  # one mini-batch, in epochs
     tokens = []
     t0 = time.perf_counter()
-    prog = checkpoint_loop(tr, 2.0, 4, genos, lambda c, params, live: np.full(2, 5.0 - c), asgd=False,
+    prog = checkpoint_loop(tr, Schedule.of(2.0, 4), genos, lambda c, params, live: np.full(2, 5.0 - c), asgd=False,
                            on_batch=tokens.append)
     wall = time.perf_counter() - t0
     for c, target in enumerate([0.5, 1.0, 1.5, 2.0]):  # (c + 1) · epochs / C, reached within one mini-batch
@@ -50,7 +51,7 @@ def test_a_killed_slot_reports_nan_from_then_on_and_stays_dead_with_zero_weights
             tr.kill(np.array([False, True]))
         return np.full(2, 4.0)
 
-    prog = checkpoint_loop(tr, 2.0, 4, genos, validate, asgd=False)
+    prog = checkpoint_loop(tr, Schedule.of(2.0, 4), genos, validate, asgd=False)
     assert np.isfinite(prog.train_loss[0]).all() and np.isfinite(prog.train_loss[1, :1]).all()
     assert np.isnan(prog.train_loss[1, 1:]).all() and np.isnan(prog.seconds[1, 1:]).all()
     assert np.isfinite(prog.seconds[0]).all()
@@ -82,7 +83,7 @@ def test_non_monotone_switch_needs_a_strictly_worse_loss():
 
 def test_the_loop_applies_the_switch_when_validation_gets_worse():
     tr, genos, _ = trainer(nonmono=1)
-    checkpoint_loop(tr, 1.0, 4, genos, lambda c, params, live: np.full(2, 3.0 + c), asgd=True)
+    checkpoint_loop(tr, Schedule.of(1.0, 4), genos, lambda c, params, live: np.full(2, 3.0 + c), asgd=True)
     assert tr.opt.switched.tolist() == [True, True]  # at the third checkpoint: 5 > min(3) of all but the last
 
 
