@@ -35,3 +35,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_evaluate.py
 	$(BIN)/python benchmarks/bench_engine.py --preset cpu --space 2node --slots 16 --steps 8
 	$(BIN)/python benchmarks/bench_ws_eval.py --preset cpu --space 3node --valid-tokens 4000
+	$(BIN)/python benchmarks/bench_threads.py --steps 8

@@ -28,7 +28,8 @@ from nasbench_ptb.space import Genotype, SearchSpace
 
 from . import data, guard, parts
 from .engine import count_params
-from .executors import Executor, Failed, LocalExecutor, Work, device_name, resolve_device, unit_tokens
+from .executors import (Executor, Failed, LocalExecutor, Stopped, Work, device_name, resolve_device, state_path,
+                        unit_tokens)
 from .parts import BuildError
 from .presets import Preset
 from .progress import Progress
@@ -168,7 +169,9 @@ def build(
     if not force:
         guard.check_existing(out, sp, p, _read_parts(folder, fps) if folder.is_dir() else None, req.runs())
     _make_writable(out, folder)
-    work = Work(sp, p, corpus, dev, None if data_dir is None else str(data_dir))
+    deadline = time.time() + time_limit if time_limit is not None else None
+    work = Work(sp, p, corpus, dev, None if data_dir is None else str(data_dir),
+                folder if executor.resumable else None, deadline)
     with guard.exclusive(folder, out):
         return _build_locked(work, out, folder, fps, executor, req, quiet, mode, time_limit, sample)
 
@@ -208,16 +211,21 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
     started, unit_seconds, failed = time.perf_counter(), [], []
 
     def may_start(left: int) -> bool:
-        """No unit starts that would end after the time limit, judged from the units trained so far."""
+        """Resumable units start while there is time (they pause at their last checkpoint before the limit);
+        other units only when they would end before it, judged from the units trained so far."""
         if time_limit is None:
             return True
-        per_unit = sum(unit_seconds) / len(unit_seconds) if unit_seconds else 0.0
+        per_unit = 0.0 if executor.resumable else sum(unit_seconds) / len(unit_seconds) if unit_seconds else 0.0
         if time.perf_counter() - started + per_unit < time_limit:
             return True
         progress.note(f"time limit: {left} of {n_units} units left for a later run of the same command")
         return False
 
     for res in executor.run(todo, work, may_start, progress):
+        if isinstance(res, Stopped):
+            progress.note(f"time limit: unit {res.unit.key} ({_describe(res.unit)}) {res.reason}; its state is "
+                          f"kept in {folder}, a later run of the same command continues it")
+            continue
         if isinstance(res, Failed):
             failed.append(res)
             progress.unit_failed(f"unit {res.unit.key} ({_describe(res.unit)}) failed: {res.error}")
@@ -226,6 +234,7 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
         if sample is not None and res.unit.kind == "standalone":
             attrs["sample"] = json.dumps({**sample, "seeds": req.seeds}, sort_keys=True)
         parts.write(folder / f"{res.unit.key}.h5", res.arrays, attrs)
+        state_path(folder, res.unit).unlink(missing_ok=True)  # the part holds it all now
         unit_seconds.append(res.seconds)
         progress.unit_done()
     progress.close()

@@ -57,6 +57,7 @@ class RayExecutor:
     ``"auto"`` joins the cluster this machine is part of, ``"HOST:PORT"`` a given head."""
 
     name = "ray"
+    resumable = False  # a unit's state would live on whichever machine ran it: Ray units restart whole
 
     def __init__(self, address: str | None = None, unit_cpus: int = 1, unit_gpus: float = 0.0, retries: int = 2,
                  window: int | None = None, object_store_memory: int | None = None):

@@ -118,6 +118,19 @@ class MaskSampler:
         full = torch.full(shape, keep, device=self.device)
         return torch.stack([torch.bernoulli(full, generator=g) for g in self.gens]) / keep
 
+    def state(self) -> dict:
+        """The draw count and, for ``generator``, every slot's generator state (:mod:`builder.resume`)."""
+        out = {"calls": self.calls}
+        if self.kind == "generator":
+            out.update({f"gen/{a}": g.get_state() for a, g in enumerate(self.gens)})
+        return out
+
+    def load_state(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+        if self.kind == "generator":
+            for a, g in enumerate(self.gens):
+                g.set_state(torch.as_tensor(state[f"gen/{a}"], dtype=torch.uint8))
+
     def draw(self, batch: int, ntokens: int, hidden: int, d: Dropouts) -> dict:
         return {
             "embedding": self._draw((ntokens,), d.embedding),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import torch
@@ -17,6 +18,7 @@ from nasbench_ptb.space import SearchSpace
 
 from .parts import BuildError
 from .presets import Preset
+from .resume import STATE_PREFIX, Paused, Resume
 from .standalone import train_runs
 from .ws import train_supernets
 
@@ -47,13 +49,21 @@ def device_name(device: torch.device) -> str:
 
 
 def train_unit(unit: "Unit", sp: SearchSpace, p: Preset, corpus, dev: torch.device,
-               on_batch: Callable[[int], None] | None = None) -> dict:
-    """Train one unit; its arrays as a part stores them (:mod:`builder.parts`), seeds included."""
+               on_batch: Callable[[int], None] | None = None, resume: Resume | None = None) -> dict:
+    """Train one unit; its arrays as a part stores them (:mod:`builder.parts`), seeds included.
+
+    ``resume``: the unit's state file (:mod:`builder.resume`): continue from it, save to it at every checkpoint.
+
+    Raises:
+        builder.resume.Paused: ``resume``'s deadline came before the unit's end (its state is saved).
+    """
     if unit.kind == "standalone":
-        res = train_runs(corpus, [sp.from_id(a) for a in unit.arch_ids], unit.seeds, p, dev, on_batch=on_batch)
+        res = train_runs(corpus, [sp.from_id(a) for a in unit.arch_ids], unit.seeds, p, dev, on_batch=on_batch,
+                         resume=resume)
         arrays = {"arch_ids": unit.arch_ids, **vars(res)}
     else:
-        res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=on_batch, arch_ids=unit.arch_ids or None)
+        res = train_supernets(corpus, sp, unit.seeds, p, dev, on_batch=on_batch, arch_ids=unit.arch_ids or None,
+                              resume=resume)
         arrays = {**vars(res), **({"arch_ids": unit.arch_ids} if unit.arch_ids else {})}
     return {**arrays, "seeds": unit.seeds}
 
@@ -75,6 +85,14 @@ class Finished:
 
 
 @dataclass(frozen=True)
+class Stopped:
+    """A unit paused at a checkpoint by the time limit; its state waits in the parts folder for the next run."""
+
+    unit: "Unit"
+    reason: str
+
+
+@dataclass(frozen=True)
 class Failed:
     """A unit that could not be trained (after the executor's retries); the build goes on with the others."""
 
@@ -91,10 +109,23 @@ class Work:
     corpus: object  # builder.data.Corpus, loaded by the driver
     dev: torch.device
     data_dir: str | None  # as the user gave it: remote workers locate PTB themselves from it
+    states: Path | None = None  # where running units keep their state (the parts folder); None: no resume
+    deadline: float | None = None  # time.time() by which resumable units pause (the build's --time-limit)
+
+    def resume(self, unit: "Unit") -> Resume | None:
+        """The state file of ``unit`` in this build, or None when units do not keep state."""
+        if self.states is None:
+            return None
+        return Resume(state_path(self.states, unit), unit.fingerprint + "|" + unit.key, self.deadline)
+
+
+def state_path(folder: Path, unit: "Unit") -> Path:
+    return folder / f"{STATE_PREFIX}{unit.key}.h5"
 
 
 class Executor(Protocol):
     name: str
+    resumable: bool  # units keep their state in Work.states and pause at Work.deadline
 
     def connect(self, device: str) -> torch.device:
         """Check that units can run and return the device they train on (``--device``: auto, cpu or cuda); a
@@ -110,15 +141,21 @@ class LocalExecutor:
     """Units one after the other in this process (the default, and what tests and debugging use)."""
 
     name = "local"
+    resumable = True
 
     def connect(self, device: str) -> torch.device:
         return resolve_device(device)
 
-    def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed]:
+    def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed | Stopped]:
         todo = list(todo)
         for i, unit in enumerate(todo):
             if not may_start(len(todo) - i):
                 return
             t0 = time.perf_counter()
-            arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=progress.tokens)
+            try:
+                arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=progress.tokens,
+                                    resume=work.resume(unit))
+            except Paused as exc:
+                yield Stopped(unit, str(exc))
+                return
             yield Finished(unit, arrays, time.perf_counter() - t0, device_name(work.dev))

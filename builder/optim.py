@@ -72,3 +72,15 @@ class SlotSGD:
         if not self.any_switched:
             return {k: p.detach() for k, p in self.params.items()}
         return {k: torch.where(_view(self.switched, p), self.ax[k], p.detach()) for k, p in self.params.items()}
+
+    def state(self) -> dict:
+        """What resuming needs (:mod:`builder.resume`): the switch, the averaging counts and the averages."""
+        return {"switched": self.switched, "avg_steps": self.avg_steps, **{f"ax/{k}": v for k, v in self.ax.items()}}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        self.switched.copy_(torch.as_tensor(state["switched"]))
+        self.avg_steps.copy_(torch.as_tensor(state["avg_steps"]))
+        for k, v in self.ax.items():
+            v.copy_(torch.as_tensor(state[f"ax/{k}"]))
+        self.any_switched = bool(self.switched.any())

@@ -7,7 +7,7 @@ At the end: each run's test ppl at its best-validation checkpoint.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ from nasbench_ptb.space import Genotype
 from .engine import SlotGenotypes, evaluate
 from .presets import Preset
 from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
+
+if TYPE_CHECKING:
+    from .resume import Resume
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,16 @@ def train_runs(
     p: Preset,
     device: torch.device | str = "cpu",
     on_batch: Callable[[int], None] | None = None,
+    resume: "Resume | None" = None,
 ) -> RunCurves:
-    """Train run ``a`` = (``genotypes[a]``, ``seeds[a]``) for every ``a`` together; see the module docstring."""
+    """Train run ``a`` = (``genotypes[a]``, ``seeds[a]``) for every ``a`` together; see the module docstring.
+
+    ``resume``: continue from and save to a unit state (:mod:`builder.resume`; the curves so far and the best
+    weights are part of it).
+
+    Raises:
+        builder.resume.Paused: ``resume``'s deadline came first (the state is saved).
+    """
     device = torch.device(device)
     schedule = p.schedule("standalone")
     A, C = len(genotypes), len(schedule)
@@ -69,7 +80,8 @@ def train_runs(
             best_epoch[improved] = tr.stream.position
         return np.log(val_ppl)
 
-    prog = checkpoint_loop(tr, schedule, lambda: geno, validate, p.asgd, on_batch)
+    keep = {"valid_ppl": valid_ppl, "best_val": best_val, "best_epoch": best_epoch, "best": best}
+    prog = checkpoint_loop(tr, schedule, lambda: geno, validate, p.asgd, on_batch, resume, keep)
     live = tr.alive.cpu().numpy()
     test_ppl = to_ppl(evaluate(best, geno, test, p.bptt, p.amp).cpu().numpy(), live & np.isfinite(best_val))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)

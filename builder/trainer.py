@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,6 +18,9 @@ import torch
 from .engine import MaskSampler, SlotGenotypes, autocast, init_params, train_loss
 from .optim import SlotSGD
 from .presets import Preset, Schedule
+
+if TYPE_CHECKING:
+    from .resume import Resume
 
 PROTOCOL_VERSION = 1
 """What a run computes: bump it whenever a change to training or evaluation would change a run's numbers beyond
@@ -69,6 +72,16 @@ class BpttStream:
     def position(self) -> float:
         return self.epoch + self.i / (self.rows - 1)
 
+    def state(self) -> dict:
+        _, keys, pos, has_gauss, gauss = self.rng.get_state()
+        return {"epoch": self.epoch, "i": self.i, "rng/keys": keys, "rng/pos": pos, "rng/has_gauss": has_gauss,
+                "rng/gauss": gauss}
+
+    def load_state(self, state: dict) -> None:
+        self.epoch, self.i = int(state["epoch"]), int(state["i"])
+        self.rng.set_state(("MT19937", np.asarray(state["rng/keys"], dtype=np.uint32), int(state["rng/pos"]),
+                            int(state["rng/has_gauss"]), float(state["rng/gauss"])))
+
 
 def to_ppl(ce: np.ndarray, live: np.ndarray) -> np.ndarray:
     """Perplexity where the run is live and the loss finite, else NaN."""
@@ -98,6 +111,39 @@ class SlotTrainer:
         self.history: list[list[float]] = [[] for _ in range(self.A)]
         # called as before_step(start, seq, hidden) ahead of each mini-batch's weight step (DARTS's architecture step)
         self.before_step: Callable[[int, int, torch.Tensor], None] | None = None
+
+    def state(self) -> dict:
+        """Everything the next mini-batch depends on (:mod:`builder.resume`): weights, optimiser, dropout and bptt
+        streams, carried hidden state, live slots, the loss accumulated since the last checkpoint and the
+        validation history of the non-monotone switch (``[A, L]``, NaN-padded, with each slot's length)."""
+        longest = max((len(h) for h in self.history), default=0)
+        history = np.full((self.A, longest), np.nan)
+        for a, h in enumerate(self.history):
+            history[a, : len(h)] = h
+        return {
+            **{f"params/{k}": v for k, v in self.params.items()},
+            **{f"opt/{k}": v for k, v in self.opt.state().items()},
+            **{f"masks/{k}": v for k, v in self.masks.state().items()},
+            **{f"stream/{k}": v for k, v in self.stream.state().items()},
+            "alive": self.alive, "hidden": self.hidden, "loss_sum": self.loss_sum, "loss_tokens": self.loss_tokens,
+            "history": history, "history_len": np.array([len(h) for h in self.history]),
+        }
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        def sub(prefix: str) -> dict:
+            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+        for k, v in self.params.items():
+            v.copy_(torch.as_tensor(state[f"params/{k}"]))
+        self.opt.load_state(sub("opt/"))
+        self.masks.load_state(sub("masks/"))
+        self.stream.load_state(sub("stream/"))
+        self.alive.copy_(torch.as_tensor(state["alive"]))
+        self.hidden = torch.as_tensor(state["hidden"], device=self.device).clone()
+        self.loss_sum.copy_(torch.as_tensor(state["loss_sum"]))
+        self.loss_tokens = int(state["loss_tokens"])
+        self.history = [[float(x) for x in row[:n]] for row, n in zip(state["history"], state["history_len"])]
 
     def train_until(self, epoch: float, genotypes: Callable[[], SlotGenotypes],
                     on_batch: Callable[[int], None] | None = None) -> None:
@@ -171,15 +217,38 @@ class Progression:
 
 def checkpoint_loop(tr: SlotTrainer, schedule: Schedule, genotypes: Callable[[], SlotGenotypes],
                     validate: Callable[[int, dict, np.ndarray], np.ndarray], asgd: bool,
-                    on_batch: Callable[[int], None] | None = None) -> Progression:
+                    on_batch: Callable[[int], None] | None = None, resume: "Resume | None" = None,
+                    keep: dict | None = None) -> Progression:
     """Train ``tr`` to each checkpoint of ``schedule``. At each, ``validate(c, eval_params, live)`` evaluates,
     kills the slots that must die (``tr.kill``) and returns each slot's validation loss for the non-monotone
-    switch (applied when ``asgd``, at the checkpoints the schedule says judge it). NaN where a slot is dead."""
+    switch (applied when ``asgd``, at the checkpoints the schedule says judge it). NaN where a slot is dead.
+
+    ``resume`` (:class:`builder.resume.Resume`): start from its saved state if there is one, save the whole
+    state after every checkpoint, and pause (:class:`builder.resume.Paused`) at the last checkpoint before its
+    deadline. ``keep``: the client's state to save and restore with it (arrays, tensors and dicts of them are
+    restored in place; objects with ``state``/``load_state`` give and take their own).
+
+    Raises:
+        builder.resume.Paused: the deadline comes before the next checkpoint (the state is saved).
+    """
+    from .resume import Paused, client_state, restore, section
+
     A, C = tr.A, len(schedule)
-    at = np.zeros(C)
-    train_loss, seconds = np.full((A, C), np.nan), np.full((A, C), np.nan)
-    elapsed, t0 = 0.0, time.perf_counter()
-    for c in range(C):
+    loop = {"at": np.zeros(C), "train_loss": np.full((A, C), np.nan), "seconds": np.full((A, C), np.nan),
+            "next": np.zeros((), dtype=np.int64), "elapsed": np.zeros(()), "rate": np.full((), np.nan)}
+    saved = resume.load() if resume is not None else None
+    if saved is not None:
+        tr.load_state(section(saved, "trainer"))
+        restore(keep or {}, section(saved, "client"))
+        restore(loop, section(saved, "loop"))
+    at, train_loss, seconds = loop["at"], loop["train_loss"], loop["seconds"]
+    elapsed, t0 = float(loop["elapsed"]), time.perf_counter()
+    for c in range(int(loop["next"]), C):
+        if resume is not None:
+            rate = float(loop["rate"])
+            if c > 0 and resume.should_pause(schedule.at[c] - schedule.at[c - 1], None if np.isnan(rate) else rate):
+                raise Paused(c, C, float(at[c - 1]))
+        start_pos, t_interval = tr.stream.position, time.perf_counter()
         tr.train_until(schedule.at[c], genotypes, on_batch)
         at[c] = tr.stream.position
         train_loss[:, c], live = tr.end_interval()
@@ -191,4 +260,9 @@ def checkpoint_loop(tr: SlotTrainer, schedule: Schedule, genotypes: Callable[[],
         seconds[:, c] = np.where(live, elapsed / A, np.nan)
         if asgd and schedule.judges[c]:
             tr.nonmono_switch(switch_loss, live)
+        if resume is not None and c < C - 1:
+            loop["next"][...], loop["elapsed"][...] = c + 1, elapsed
+            loop["rate"][...] = (time.perf_counter() - t_interval) / max(at[c] - start_pos, 1e-9)
+            resume.save({"trainer": tr.state(), "client": client_state(keep or {}), "loop": loop}, c + 1)
+            t0 = time.perf_counter()  # the save is not training time
     return Progression(at, train_loss, seconds)

@@ -10,7 +10,7 @@ architecture is tested on the test split.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from nasbench_ptb.space import SearchSpace
 from .engine import SlotGenotypes, evaluate
 from .presets import Preset
 from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
+
+if TYPE_CHECKING:
+    from .resume import Resume
 
 ARCH_CHUNK = 128  # architectures evaluated per batched pass (bounds memory for large spaces)
 
@@ -58,6 +61,25 @@ class ArchSampler:
         self._host = np.zeros((0, len(seeds)), dtype=np.int64)  # [block, S] ids drawn ahead, and their
         self._device = torch.as_tensor(self._host, device=self.preds.device)  # copy on the device
         self._next = 0
+
+    def state(self) -> dict:
+        """Each slot's generator, the counts and the block drawn ahead (:mod:`builder.resume`)."""
+        out = {"counts": self.counts, "host": self._host, "next": self._next}
+        for a, rng in enumerate(self.rngs):
+            _, keys, pos, has_gauss, gauss = rng.get_state()
+            out.update({f"rng/{a}/keys": keys, f"rng/{a}/pos": pos, f"rng/{a}/has_gauss": has_gauss,
+                        f"rng/{a}/gauss": gauss})
+        return out
+
+    def load_state(self, state: dict) -> None:
+        for a, rng in enumerate(self.rngs):
+            rng.set_state(("MT19937", np.asarray(state[f"rng/{a}/keys"], dtype=np.uint32),
+                           int(state[f"rng/{a}/pos"]), int(state[f"rng/{a}/has_gauss"]),
+                           float(state[f"rng/{a}/gauss"])))
+        self.counts[...] = state["counts"]
+        self._host = np.asarray(state["host"], dtype=np.int64).reshape(-1, len(self.rngs))
+        self._device = torch.as_tensor(self._host, device=self.preds.device)
+        self._next = int(state["next"])
 
     def draw(self) -> np.ndarray:
         """The next mini-batch's ids ``[S]`` (counted in ``counts``)."""
@@ -102,11 +124,16 @@ def train_supernets(
     device: torch.device | str = "cpu",
     on_batch: Callable[[int], None] | None = None,
     arch_ids: Sequence[int] | None = None,
+    resume: "Resume | None" = None,
 ) -> SupernetCurves:
     """Train one super-net per seed (together, as slots) and evaluate every architecture at each checkpoint.
 
     ``arch_ids``: share the weights among this subspace only — draw and evaluate only its architectures (the
-    others stay NaN, sampled 0 times). Default: the whole space.
+    others stay NaN, sampled 0 times). Default: the whole space. ``resume``: continue from and save to a unit
+    state (:mod:`builder.resume`; the curves so far and the architecture sampler are part of it).
+
+    Raises:
+        builder.resume.Paused: ``resume``'s deadline came first (the state is saved).
     """
     device = torch.device(device)
     schedule = p.schedule("ws")
@@ -134,7 +161,8 @@ def train_supernets(
         valid_ppl[~live, c] = np.nan
         return np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1))  # mean over archs
 
-    prog = checkpoint_loop(tr, schedule, sampler.genotypes, validate, p.ws_asgd, on_batch)
+    keep = {"valid_ppl": valid_ppl, "valid_tokens": valid_tokens, "sampler": sampler}
+    prog = checkpoint_loop(tr, schedule, sampler.genotypes, validate, p.ws_asgd, on_batch, resume, keep)
     live = tr.alive.cpu().numpy()
     test_ppl = np.full((S, N), np.nan)
     eval_params = tr.opt.eval_params()

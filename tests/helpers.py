@@ -87,17 +87,18 @@ def synthetic_table(path, space_name: str = "2node", seeds: int = 2, ws_seeds: i
     return table
 
 
-def kill_after_parts(cmd, parts, n: int, env: dict, timeout: float = 120.0) -> dict:
-    """Start a build command, SIGKILL it once ``parts`` (its ``<out>.parts`` folder) holds ``n`` finished
-    standalone units, and return those units' modification times by name (a resume must leave them untouched)."""
+def kill_after_parts(cmd, parts, n: int, env: dict, timeout: float = 120.0, pattern: str = "unit-*.h5") -> dict:
+    """Start a build command, SIGKILL it once ``parts`` (its ``<out>.parts`` folder) holds ``n`` files matching
+    ``pattern`` (default: finished standalone units; ``state-*.h5``: saved states of running units), and return
+    those files' modification times by name (a resume must leave finished units untouched)."""
     import signal
     import subprocess
     import time
 
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + timeout
-    while time.time() < deadline and len(list(parts.glob("unit-*.h5"))) < n:
+    while time.time() < deadline and len(list(parts.glob(pattern))) < n:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    return {p.name: p.stat().st_mtime_ns for p in parts.glob("unit-*.h5")}
+    return {p.name: p.stat().st_mtime_ns for p in parts.glob(pattern)}

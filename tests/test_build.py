@@ -45,19 +45,6 @@ def test_partial_build_is_visible_through_status(tmp_path, ptb_path, capsys):
     assert "8/64 runs ok" in out and "56 missing" in out and "(partial)" in out
 
 
-def test_time_limit_writes_what_is_done_and_a_rerun_continues(tmp_path, ptb_path, capsys):
-    args = ("--archs", "0-5", "--set", "slots_per_unit=2")
-    assert build(tmp_path, ptb_path, *args, "--time-limit", "0") == 0  # assemble only: nothing trained yet
-    assert "3 of 3 units left" in capsys.readouterr().err
-    assert (schema.read(tmp_path / "t.h5").standalone.status == Status.MISSING).all()
-    assert build(tmp_path, ptb_path, *args, "--time-limit", "0.0001") == 0  # 6 ms: the first unit, then stop
-    assert "2 of 3 units left" in capsys.readouterr().err
-    status = schema.read(tmp_path / "t.h5").standalone.status[:, 0]
-    assert (status[:2] == Status.OK).all() and (status[2:] == Status.MISSING).all()
-    assert build(tmp_path, ptb_path, *args) == 0
-    assert (schema.read(tmp_path / "t.h5").standalone.status[:6] == Status.OK).all()
-
-
 def parse_id(text):
     from nasbench_ptb.space import parse
     return parse(text).id

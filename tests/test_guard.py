@@ -73,22 +73,42 @@ def test_unit_files_are_named_by_configuration(tmp_path, ptb_path):
     assert len(a) == len(b) == 1 and a != b
 
 
-def test_a_full_disk_is_one_line_with_finished_units_kept_and_no_temporary_files(tmp_path, ptb_path):
-    # RLIMIT_FSIZE makes writes past 16 KiB fail with EFBIG, as a full disk fails them with ENOSPC: the units
-    # (~9 KiB each) fit, the table (~24 KiB) does not
-    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384)); "
+def _limited(limit: int) -> str:
+    """Python that runs the CLI with writes past ``limit`` bytes failing (EFBIG), as a full disk fails them."""
+    return ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
             "from nasbench_ptb.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def test_a_full_disk_at_a_units_state_is_one_line_and_a_rerun_continues(tmp_path, ptb_path):
+    # 16 KiB: the unit's state (its weights, ~2 MB at hidden 8) is the first file that does not fit
     args = ["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *FAST,
             "--archs", "0-3", "--set", "slots_per_unit=2"]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
-                          cwd=os.path.dirname(__file__) + "/..")
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot write the table" in lines[0] and "finished units are kept" in lines[0]
-    assert "Traceback" not in proc.stderr
-    assert len(list((tmp_path / "t.h5.parts").glob("unit-*.h5"))) == 2  # both units, intact
+    proc = subprocess.run([sys.executable, "-c", _limited(16384), *args], capture_output=True, text=True,
+                          timeout=600, cwd=os.path.dirname(__file__) + "/..")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert "cannot save the state of the running unit" in line and "File too large" in line
     assert not [p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp")] and not (tmp_path / "t.h5").exists()
+    assert main(args) == 0  # space again: the same command trains everything
+    assert (schema.read(tmp_path / "t.h5").standalone.status[:4, 0] == Status.OK).all()
+
+
+def test_a_full_disk_at_the_table_is_one_line_with_finished_units_kept(tmp_path, ptb_path, monkeypatch, capsys):
+    from nasbench_ptb.builder import build as build_module
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    args = ["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *FAST,
+            "--archs", "0-3", "--set", "slots_per_unit=2"]
+    monkeypatch.setattr(build_module.schema, "write", full)
+    assert main(args) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "cannot write the table" in line and "No space left on device" in line and "finished units are kept" in line
+    assert len(list((tmp_path / "t.h5.parts").glob("unit-*.h5"))) == 2  # both units, intact
+    assert not list((tmp_path / "t.h5.parts").glob("state-*"))  # finished units leave no state behind
+    monkeypatch.undo()
     assert main(args) == 0  # space again: the same command finishes from the kept units
     assert (schema.read(tmp_path / "t.h5").standalone.status[:4, 0] == Status.OK).all()
 
@@ -102,15 +122,16 @@ def test_bad_data_is_refused_before_anything_is_created(tmp_path, ptb_path, caps
     assert not (tmp_path / "t.h5.parts").exists() and not (tmp_path / "t.h5").exists()
 
 
-def test_a_unit_that_cannot_be_written_stops_the_build_with_one_line(tmp_path, ptb_path):
-    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096)); "
-            "from nasbench_ptb.cli import main; sys.exit(main(sys.argv[1:]))")
+def test_a_unit_that_cannot_be_written_stops_the_build_with_one_line(tmp_path, ptb_path, monkeypatch, capsys):
+    from nasbench_ptb.builder import parts
+
+    def too_large(*_args, **_kwargs):
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(parts, "write_h5", too_large)  # the finished unit's file only (states write elsewhere)
     args = ["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *FAST,
             "--archs", "0-1"]
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600,
-                          cwd=os.path.dirname(__file__) + "/..")
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    [line] = proc.stderr.strip().splitlines()
+    assert main(args) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
     assert "cannot write the finished unit" in line and "File too large" in line
-    assert not list((tmp_path / "t.h5.parts").glob("*.h5")) and not list(tmp_path.rglob("*.tmp"))
+    assert not list((tmp_path / "t.h5.parts").glob("unit-*.h5")) and not list(tmp_path.rglob("*.tmp"))
