@@ -1,6 +1,6 @@
 """The HTTP face of ``nasbench_ptb.api``: read-only, tables loaded once at startup.
 
-    GET /arch/{hash}            one architecture (``?curves=false`` omits the curves)
+    GET /arch/{hash}            one architecture (``?curves=false`` omits the curves; ``?epoch=E``: as after E epochs)
     GET /arch?genotype=…        the same by genotype (canonical string or DARTS repr)
     GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id|ws_valid_ppl&ws_seed=&order=asc|desc
                                 &limit=&offset=, filters &status=ok|diverged|missing &op=<activation> &iso=<iso hash>
@@ -34,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 
 import nasbench_ptb
 from nasbench_ptb import api as nb
+from nasbench_ptb.fidelity import FidelityError
 from nasbench_ptb.space import parse
 
 from .asgi import CachedArchs, HeadAsGet
@@ -95,13 +96,24 @@ class Store:
             body = self._json[key] = _ws_view(bench).model_dump_json().encode()
         return body
 
-    def record_json(self, bench: nb.Benchmark, arch: int, curves: bool) -> bytes:
-        key = (bench.space.name, arch, curves)
+    def record_json(self, bench: nb.Benchmark, arch: int, curves: bool, epoch: float | None = None) -> bytes:
+        """The record's JSON, serialised once per (space, architecture, curves, checkpoint of ``epoch``).
+
+        Raises:
+            nasbench_ptb.fidelity.FidelityError: an epoch the table cannot answer.
+        """
+        view = bench.at_epoch(epoch)
+        key = (bench.space.name, arch, curves, None if view is bench else len(view.table.standalone.epochs))
         body = self._json.get(key)
         if body is None:
-            rec = bench.query(arch)
+            rec = view.query(arch)
             body = self._json[key] = json.dumps(rec.to_dict(curves=curves), separators=(",", ":")).encode()
         return body
+
+
+EPOCH = Query(None, description="the record as the table stood after this many epochs (its last checkpoint at or "
+                                "before it: curves cut there, finals, ranks and status at it; test ppl only where "
+                                "that is the checkpoint the run was tested at)")
 
 
 def _json(body: bytes) -> Response:
@@ -161,28 +173,31 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
     @app.get("/arch/{arch_hash}", response_model=ArchModel, responses=NOT_FOUND)
     async def arch_by_hash(request: Request, arch_hash: str = Path(pattern=HASH_PATTERN, description="16 hex digits"),
-                     curves: bool = True):
+                     curves: bool = True, epoch: Optional[float] = EPOCH):
         st = store(request)
         try:
             bench, arch = st.tables.resolve(arch_hash)
         except nb.ArchNotFoundError:
             return _error(404, f"no architecture with hash {arch_hash} in the loaded tables "
                                f"({', '.join(st.tables.spaces)})")
-        return _json(st.record_json(bench, arch, curves))
+        try:
+            return _json(st.record_json(bench, arch, curves, epoch))
+        except FidelityError as exc:
+            return _error(422, str(exc))
 
     @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
     async def arch_by_genotype(request: Request,
                          genotype: str = Query(min_length=1, max_length=2000,
                                                description="canonical string (tanh:0|sigmoid:0) or DARTS repr"),
-                         curves: bool = True):
+                         curves: bool = True, epoch: Optional[float] = EPOCH):
         st = store(request)
         try:
             bench, arch = st.tables.resolve(parse(genotype))  # by genotype only: a hash here is malformed
-        except ValueError as exc:
+            return _json(st.record_json(bench, arch, curves, epoch))
+        except ValueError as exc:  # a malformed genotype, an epoch the table cannot answer
             return _error(422, str(exc))
         except nb.TableError as exc:
             return _error(404, str(exc))
-        return _json(st.record_json(bench, arch, curves))
 
     @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}, **INVALID})
     async def leaderboard(request: Request, space: Optional[str] = None,

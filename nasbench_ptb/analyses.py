@@ -177,3 +177,50 @@ def sharing_amount(table: Table, ids: np.ndarray | None = None) -> SharingAmount
     whole, _ = _subspace_taus(table.ws, ids, ref, seeds)
     in_sub, over = _subspace_taus(sub if sub is not None and np.isin(ids, sub.archs).all() else None, ids, ref, seeds)
     return SharingAmount(ids, seeds, whole, in_sub, over)
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """How the ranking at one standalone checkpoint (a fidelity) compares with the others; NaN where it cannot."""
+
+    epoch: float
+    tau_final: float  # tau-b of this checkpoint's ranking vs the final one (Fig. 8 at this epoch)
+    tau_reference: float  # vs the final ranking of a reference table (e.g. the 1-epoch table); NaN without one
+    seed_tau: float  # mean tau-b between the rankings of each pair of seeds at this checkpoint
+    top5_overlap: float  # fraction of this checkpoint's top 5 among the final top 5
+    tau_top_quarter: float  # tau-b vs the final ranking among the final best quarter (at least 2 cells)
+    ws_tau: tuple[float, ...]  # per WS seed: its ranking at its last checkpoint by this epoch vs this checkpoint's
+
+
+def by_epoch(table: Table, reference: Table | None = None) -> list[EpochRow]:
+    """One :class:`EpochRow` per standalone checkpoint, each computed on the table as it stood then
+    (:func:`nasbench_ptb.fidelity.at_epoch`); architectures never trained standalone are left out, and a
+    reference table counts only the architectures trained in both."""
+    from .fidelity import at_epoch
+
+    mask = attempted(table)
+    final = standalone_final(table)
+    ref = None
+    if reference is not None:
+        if reference.space.name != table.space.name:
+            raise ValueError(f"the reference table is of space {reference.space.name}, this one of {table.space.name}")
+        ref_mask = mask & attempted(reference)
+        ref = standalone_final(reference)
+    order = np.argsort(worst_last(final[mask]), kind="stable")
+    quarter = order[: max(int(mask.sum()) // 4, 2)]
+    rows = []
+    for e in table.standalone.epochs:
+        view = at_epoch(table, float(e))
+        now = standalone_final(view)
+        pairs = [t for t, n in seed_pair_taus(view).values() if n >= 2 and np.isfinite(t)]
+        ws = []
+        if view.ws is not None:
+            ws = [tau_b(view.ws.valid_ppl[s, -1][mask], now[mask]) if view.ws.status[s] == Status.OK
+                  else float("nan") for s in range(len(view.ws.seeds))]
+        rows.append(EpochRow(
+            float(e), tau_b(now[mask], final[mask]),
+            tau_b(now[ref_mask], ref[ref_mask]) if ref is not None and ref_mask.sum() >= 2 else float("nan"),
+            float(np.mean(pairs)) if pairs else float("nan"),
+            top_k_overlap(now[mask], final[mask], min(5, int(mask.sum()))),
+            tau_b(now[mask][quarter], final[mask][quarter]), tuple(ws)))
+    return rows

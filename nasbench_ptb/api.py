@@ -108,8 +108,34 @@ class Benchmark:
             raise ArchNotFoundError(geno.canonical, self.space.name)
         return geno.id
 
-    def query(self, key: GenotypeLike | int, seed: int | None = None, curves: bool = True) -> ArchRecord:
-        """The record of one architecture; ``seed`` restricts the standalone aggregate to that seed."""
+    def at_epoch(self, epoch: float | None) -> "Benchmark":
+        """This table as it stood after ``epoch`` epochs of training (:func:`nasbench_ptb.fidelity.at_epoch`:
+        curves cut at the last checkpoint at or before it, finals, ranks and status there); ``None`` or an epoch at
+        or past the last checkpoint: the table itself. Views are cached.
+
+        Raises:
+            nasbench_ptb.fidelity.FidelityError: an epoch before the first checkpoint, or not a number.
+        """
+        if epoch is None:
+            return self
+        from .fidelity import at_epoch, checkpoint_of
+
+        sa = self.table.standalone
+        c = checkpoint_of(sa.epochs, epoch) if sa is not None else None
+        if c is None or c == len(sa.epochs) - 1:
+            at_epoch(self.table, epoch)  # the same refusals for a table that cannot be cut
+            return self
+        views = self.__dict__.setdefault("_views", {})
+        if c not in views:
+            views[c] = Benchmark(at_epoch(self.table, epoch), self.path)
+        return views[c]
+
+    def query(self, key: GenotypeLike | int, seed: int | None = None, curves: bool = True,
+              epoch: float | None = None) -> ArchRecord:
+        """The record of one architecture; ``seed`` restricts the standalone aggregate to that seed; ``epoch``
+        answers as the table stood after that many epochs (:meth:`at_epoch`)."""
+        if epoch is not None:
+            return self.at_epoch(epoch).query(key, seed, curves)
         arch = self.resolve(key)
         cache_key = (arch, seed, curves)
         rec = self._cache.get(cache_key)
@@ -364,9 +390,9 @@ class Tables:
         return bench, bench.resolve(geno)
 
     def query(self, key: GenotypeLike | int, space: str | None = None, seed: int | None = None,
-              curves: bool = True) -> ArchRecord:
+              curves: bool = True, epoch: float | None = None) -> ArchRecord:
         bench, arch = self.resolve(key, space)
-        return bench.query(arch, seed, curves)
+        return bench.query(arch, seed, curves, epoch)
 
 
 @lru_cache(maxsize=None)
@@ -375,10 +401,11 @@ def defaults() -> Tables:
     return Tables({name: (lambda name=name: _default(name)) for name in default_tables()})
 
 
-def query(key: GenotypeLike | int, space: str | None = None, seed: int | None = None) -> ArchRecord:
+def query(key: GenotypeLike | int, space: str | None = None, seed: int | None = None,
+          epoch: float | None = None) -> ArchRecord:
     """Look an architecture up in the default table of its space (inferred from the genotype; required for ids;
-    a hash is looked up in every default table)."""
-    return defaults().query(key, space, seed)
+    a hash is looked up in every default table); ``epoch``: as the table stood after that many epochs."""
+    return defaults().query(key, space, seed, epoch=epoch)
 
 
 def spaces(names: Sequence[str] | None = None) -> list[Benchmark]:

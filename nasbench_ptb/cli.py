@@ -119,12 +119,16 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
     i.add_argument("--top", type=int, default=5)
+    i.add_argument("--reference", metavar="TABLE",
+                   help="another table of the space (e.g. the 1-epoch one): each epoch's ranking is compared with its")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     q = sub.add_parser("query", help="print the record of one architecture")
     q.add_argument("arch", help="canonical genotype, DARTS repr, hash, or id (with --space)")
     q.add_argument("--space", help="2node, 3node, ... (inferred from a genotype)")
     q.add_argument("--table", help="a table file (default: the default table of the space)")
     q.add_argument("--seed", type=int, help="one standalone seed instead of the mean over seeds")
+    q.add_argument("--epoch", type=float, metavar="E",
+                   help="the record as the table stood after E epochs (its last checkpoint at or before E)")
     q.add_argument("--json", action="store_true", help="the whole record as JSON (with curves)")
 
     e = sub.add_parser("evaluate", help="run search policies against a table (the paper's protocol, Table 3)")
@@ -150,6 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder (PNG per analysis + report.md)")
     r.add_argument("--runs", type=int, default=10)
     r.add_argument("--real", metavar="FILE", help="add the real searches of this search-results file (Fig. 3)")
+    r.add_argument("--reference", metavar="TABLE",
+                   help="another table of the space (e.g. the 1-epoch one): each epoch's ranking is compared with its")
 
     s = sub.add_parser("serve", help="serve the tables over HTTP (read-only)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -169,9 +175,13 @@ def _signed(value: float) -> str:
 
 
 def cmd_info(args) -> int:
+    from .analyses import by_epoch
+
     try:
         table = schema.read(args.table)
-    except schema.TableError as exc:
+        reference = schema.read(args.reference) if args.reference else None
+        epochs = by_epoch(table, reference) if table.standalone is not None else []
+    except (schema.TableError, ValueError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
     top = summary.best(table, args.top) if table.standalone is not None else []
@@ -181,7 +191,8 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
                           "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus],
-                          "standalone_seed_tau_b": seed_taus, "amount_of_sharing": sharing, **table.attrs},
+                          "standalone_seed_tau_b": seed_taus, "amount_of_sharing": sharing,
+                          "by_epoch": [vars(r) for r in epochs], **table.attrs},
                          indent=2, default=str))
         return 0
     cfg = table.config
@@ -219,6 +230,15 @@ def cmd_info(args) -> int:
             print(f"  ws seed {row['seed']}: Kendall tau-b vs standalone on the subspace = "
                   f"{_signed(row['subspace_only'])} (subspace-only sharing), {_signed(row['whole_space'])} "
                   "(whole-space sharing)")
+    if epochs:
+        print("by epoch   tau-b of each checkpoint's ranking vs the final one" + (" and vs --reference" if reference
+              else "") + "; seed-to-seed tau-b; top-5 overlap with the final top 5; tau-b among the final best "
+              "quarter; tau-b of each super-net (at its last checkpoint by then) vs standalone then")
+        print("  epoch  vs final" + ("  vs ref" if reference else "") + "  seeds  top-5  best 1/4  ws")
+        for r in epochs:
+            print(f"  {r.epoch:5.2f}  {_signed(r.tau_final):>8}" + (f"  {_signed(r.tau_reference):>6}" if reference
+                  else "") + f"  {_signed(r.seed_tau):>5}  {r.top5_overlap:5.1f}  {_signed(r.tau_top_quarter):>8}  "
+                  + " ".join(_signed(t) for t in r.ws_tau))
     for key in ("device", "timings", "software", "created"):
         if key in table.attrs:
             value = table.attrs[key]
@@ -240,9 +260,9 @@ def cmd_query(args) -> int:
             bench = api.load(args.table)
             if args.space and api.get_space(args.space).name != bench.space.name:
                 raise UserError(f"--space {args.space} but {args.table} is a {bench.space.name} table")
-            rec = api.Tables([bench]).query(key, bench.space.name, args.seed)  # an id needs no --space here
+            rec = api.Tables([bench]).query(key, bench.space.name, args.seed, epoch=args.epoch)  # an id needs no --space
         else:
-            rec = api.query(key, space=args.space, seed=args.seed)
+            rec = api.query(key, space=args.space, seed=args.seed, epoch=args.epoch)
     except (ValueError, api.TableError) as exc:
         raise UserError(str(exc)) from None
     except KeyError as exc:
@@ -252,6 +272,9 @@ def cmd_query(args) -> int:
         return 0
     print(f"{rec.genotype}  (space {rec.space}, id {rec.id}, hash {rec.hash}, iso {rec.iso_hash}, {rec.params} params)")
     sa = rec.standalone
+    if args.epoch is not None and sa is not None and sa.seeds and sa.seeds[0].curve is not None:
+        print(f"as after {sa.seeds[0].curve.epochs[-1]:.2f} epochs (the last checkpoint at or before {args.epoch:g}; "
+              "test ppl only where that is the checkpoint the run was tested at)")
     if sa is not None:
         print(f"standalone  {sa.status}: valid ppl {sa.valid_ppl:.2f} ± {sa.valid_ppl_std:.2f}, test ppl "
               f"{sa.test_ppl:.2f} ± {sa.test_ppl_std:.2f} over {sa.n_seeds} seed(s); rank {sa.rank}"
@@ -336,7 +359,8 @@ def cmd_report(args) -> int:
 
     with _writing(args.out):
         real = read_searches(args.real) if args.real else None
-        path = write_report(bench_of(args).table, Path(args.out), args.runs, real=real)
+        reference = schema.read(args.reference) if args.reference else None
+        path = write_report(bench_of(args).table, Path(args.out), args.runs, real=real, reference=reference)
     print(f"wrote {path} and its figures")
     return 0
 

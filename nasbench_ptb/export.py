@@ -7,7 +7,9 @@
   are all NaN with status ``missing``, a diverged run's values after divergence are NaN. (pandas + pyarrow.)
 - **syne-tune**: a Syne Tune tabular blackbox (``syne_tune.blackbox_repository`` serialized form): one
   configuration per architecture with hyperparameters ``node<k>_pred`` / ``node<k>_op`` (categorical), fidelity
-  ``hp_checkpoint`` = 1..C (checkpoint index; epochs in the metadata), the standalone seeds as seeds, objectives
+  ``hp_epoch`` = 1..E, the epoch, when the table has a checkpoint at every whole epoch from 1 to its last (the
+  multi-epoch tables; their sub-epoch checkpoints are left out, listed in the metadata), else ``hp_checkpoint`` =
+  1..C (checkpoint index; epochs in the metadata: the 1-epoch tables), the standalone seeds as seeds, objectives
   ``metric_valid_ppl``, ``metric_test_ppl``, ``metric_elapsed_time``. Syne Tune has no missing values, so:
   every architecture must have a trained run for every seed (a table with ``missing`` runs is refused); a
   diverged run counts as no better than guessing uniformly — ppl = vocabulary size (``ntokens``) from its
@@ -105,9 +107,35 @@ def syne_tune_arrays(table: Table) -> dict:
     seconds = np.nan_to_num(seconds, nan=0.0)
     cols = _genotype_columns(table)
     hp = {k: v for k, v in cols.items() if k.startswith("node")}
-    return {"hyperparameters": hp, "objectives": np.stack([valid, test, seconds], axis=-1),
-            "fidelities": np.arange(1, valid.shape[2] + 1), "epochs": sa.epochs,
-            "objectives_names": ["metric_valid_ppl", "metric_test_ppl", "metric_elapsed_time"]}
+    objectives = np.stack([valid, test, seconds], axis=-1)
+    whole = _whole_epochs(sa.epochs)
+    if whole is not None:
+        return {"hyperparameters": hp, "objectives": objectives[:, :, whole], "fidelity_name": "hp_epoch",
+                "fidelities": np.arange(1, len(whole) + 1), "epochs": sa.epochs[whole],
+                "left_out_epochs": np.delete(sa.epochs, whole), "objectives_names": OBJECTIVES}
+    return {"hyperparameters": hp, "objectives": objectives, "fidelity_name": "hp_checkpoint",
+            "fidelities": np.arange(1, valid.shape[2] + 1), "epochs": sa.epochs, "left_out_epochs": np.zeros(0),
+            "objectives_names": OBJECTIVES}
+
+
+OBJECTIVES = ["metric_valid_ppl", "metric_test_ppl", "metric_elapsed_time"]
+
+
+def _whole_epochs(epochs: np.ndarray) -> np.ndarray | None:
+    """Indices of the checkpoints at epochs 1, 2, …, E (within the fidelity tolerance) when the table has one at
+    every whole epoch up to its last and E ≥ 2; else None."""
+    from .fidelity import TOLERANCE
+
+    last = int(round(float(epochs[-1])))
+    if last < 2 or abs(epochs[-1] - last) > TOLERANCE:
+        return None
+    idx = []
+    for e in range(1, last + 1):
+        near = np.flatnonzero(np.abs(epochs - e) <= TOLERANCE)
+        if not len(near):
+            return None
+        idx.append(int(near[0]))
+    return np.array(idx)
 
 
 def write_syne_tune(table: Table, out: Path) -> None:
@@ -121,14 +149,15 @@ def write_syne_tune(table: Table, out: Path) -> None:
     arr = syne_tune_arrays(table)
     hp = pd.DataFrame(arr["hyperparameters"])
     space = {k: choice(sorted(set(v.tolist()))) for k, v in arr["hyperparameters"].items()}
-    C = len(arr["fidelities"])
+    C, fidelity = len(arr["fidelities"]), arr["fidelity_name"]
     bb = BlackboxTabular(hyperparameters=hp, configuration_space=space,
-                         fidelity_space={"hp_checkpoint": randint(lower=1, upper=C)},
+                         fidelity_space={fidelity: randint(lower=1, upper=C)},
                          objectives_evaluations=arr["objectives"].astype(np.float32),
                          fidelity_values=arr["fidelities"], objectives_names=arr["objectives_names"])
     serialize({f"ptb-{table.space.name}": bb}, str(out), metadata={
         "metric_elapsed_time": "metric_elapsed_time", "metric_default": "metric_valid_ppl",
-        "time_attr": "hp_checkpoint", "checkpoint_epochs": [float(e) for e in arr["epochs"]],
+        "time_attr": fidelity, "checkpoint_epochs": [float(e) for e in arr["epochs"]],
+        "left_out_checkpoint_epochs": [float(e) for e in arr["left_out_epochs"]],
         "space": table.space.name, "preset": table.preset,
         "missing_values": "diverged runs: ppl = vocabulary size from divergence on, elapsed time frozen"})
 

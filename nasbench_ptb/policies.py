@@ -238,9 +238,96 @@ class NaoLike:
         return min(seen, key=lambda a: (seen[a] if np.isfinite(seen[a]) else np.inf, a))
 
 
+def rungs(sim: Simulator, eta: int, s: int, min_epochs: float | None) -> list[int]:
+    """Checkpoints of one successive-halving bracket with ``s + 1`` rungs: the resource ``R · η^(i−s)`` for
+    ``i = 0 … s`` (``R`` the table's last epoch), each at the last checkpoint at or before it, never below
+    ``min_epochs`` (default: the first checkpoint); duplicates merged, the last rung always the run's fidelity."""
+    top = float(sim.epochs[sim.checkpoint])
+    low = float(sim.epochs[0]) if min_epochs is None else min_epochs
+    out = []
+    for i in range(s + 1):
+        c = sim.checkpoint_at(max(top * float(eta) ** (i - s), low))
+        if not out or c > out[-1]:
+            out.append(min(c, sim.checkpoint))
+    if out[-1] != sim.checkpoint:
+        out.append(sim.checkpoint)
+    return out
+
+
+def max_bracket(sim: Simulator, eta: int, min_epochs: float | None) -> int:
+    """``s_max = ⌊log_η(R / r_min)⌋`` (Li et al. 2018): the most aggressive bracket the table's fidelities allow."""
+    top = float(sim.epochs[sim.checkpoint])
+    low = float(sim.epochs[0]) if min_epochs is None else min_epochs
+    return max(int(np.floor(np.log(top / low) / np.log(eta) + 1e-9)), 0)
+
+
+def successive_halving(sim: Simulator, n: int, rung_list: list[int], eta: int) -> None:
+    """One bracket (Jamieson & Talwalkar 2016): ``n`` architectures not queried before, at random, at the first
+    rung; the best ``⌊n_i / η⌋`` (at least one) promoted to the next, up to the last rung."""
+    alive = [int(a) for a in sim.rng.permutation(sim.unseen())[:n]]
+    for c in rung_list:
+        scored = sorted((sim.query_at(a, c), a) for a in alive)
+        alive = [a for _, a in scored[: max(len(scored) // eta, 1)]]
+
+
+def _pick(sim: Simulator) -> int:
+    """The best architecture at the highest checkpoint any reached (the run's fidelity once one got there):
+    a budget that ends mid-bracket still returns the best measured at the highest fidelity."""
+    if not sim.fidelity_history:
+        return sim.random_arch()
+    c_max = max(c for _, c, _ in sim.fidelity_history)
+    return min((v, a) for a, c, v in sim.fidelity_history if c == c_max)[1]
+
+
+@dataclass
+class SuccessiveHalving:
+    """Successive halving over epochs (Jamieson & Talwalkar 2016; the bracket of Li et al.'s Hyperband with the
+    most rungs): ``n = η^s`` random cells at ``R·η^(−s)`` epochs, the best ``1/η`` promoted at each rung to the
+    table's last epoch; brackets repeat with new cells until the budget ends. Returns the best cell at the last
+    epoch. Training continues across rungs (a cell promoted pays only its extra epochs)."""
+
+    eta: int = 3
+    min_epochs: float | None = None  # the first rung's floor (default: the table's first checkpoint)
+    name: str = "successive_halving"
+    uses_ws: bool = False
+
+    def search(self, sim: Simulator) -> int:
+        s = max_bracket(sim, self.eta, self.min_epochs)
+        rung_list = rungs(sim, self.eta, s, self.min_epochs)
+        try:
+            while len(sim.unseen()):
+                successive_halving(sim, self.eta ** (len(rung_list) - 1), rung_list, self.eta)
+        except BudgetExhausted:
+            pass
+        return _pick(sim)
+
+
+@dataclass
+class Hyperband:
+    """Hyperband over epochs (Li et al. 2018): brackets ``s = s_max … 0`` of successive halving, bracket ``s``
+    starting ``⌈(s_max + 1)/(s + 1) · η^s⌉`` cells at ``R·η^(−s)`` epochs (``s = 0``: a few cells trained to the
+    end), repeated until the budget ends. Returns the best cell at the table's last epoch."""
+
+    eta: int = 3
+    min_epochs: float | None = None
+    name: str = "hyperband"
+    uses_ws: bool = False
+
+    def search(self, sim: Simulator) -> int:
+        s_max = max_bracket(sim, self.eta, self.min_epochs)
+        try:
+            while len(sim.unseen()):
+                for s in range(s_max, -1, -1):
+                    n = int(np.ceil((s_max + 1) / (s + 1) * self.eta ** s))
+                    successive_halving(sim, n, rungs(sim, self.eta, s, self.min_epochs), self.eta)
+        except BudgetExhausted:
+            pass
+        return _pick(sim)
+
+
 def default_policies() -> dict[str, Policy]:
-    return {p.name: p for p in (RandomChoice(), RandomSearch(), RegularizedEvolution(), LocalSearch(), EnasLike(),
-                                NaoLike(), WSTop1())}
+    return {p.name: p for p in (RandomChoice(), RandomSearch(), RegularizedEvolution(), LocalSearch(),
+                                SuccessiveHalving(), Hyperband(), EnasLike(), NaoLike(), WSTop1())}
 
 
 def load_policy(spec: str) -> Policy:

@@ -30,9 +30,11 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real: SearchResults | None = None) -> Path:
+def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real: SearchResults | None = None,
+                 reference: Table | None = None) -> Path:
     """Write the figures and ``report.md`` into ``out``; returns the Markdown path. ``real``: the real searches
-    of a search-results file, judged beside the simulated policies, with their trajectories (Fig. 3)."""
+    of a search-results file, judged beside the simulated policies, with their trajectories (Fig. 3).
+    ``reference``: another table of the space (e.g. the 1-epoch one) each epoch's ranking is compared with."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     md = [f"# nasbench-ptb report: {table.space.name} / {table.preset}{title}", ""]
@@ -83,13 +85,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
                f"{np.mean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures.", ""]
         plt.close(fig)
     md += _sharing_amount(table, mask)  # with or without whole-space super-nets
-    changes = an.standalone_rank_changes(table)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(table.standalone.epochs, changes, "k-o")
-    ax.set(xlabel="epoch", ylabel="tau-b vs final standalone ranking", ylim=(-1, 1.05))
-    md += ["## Standalone rank changes over training (Fig. 8)", "",
-           f"![rank changes]({_save(fig, out / 'standalone_rank_changes.png')})", ""]
-    plt.close(fig)
+    md += _by_epoch(plt, table, reference, out)
 
     seeds = an.seed_agreement(table)
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -152,3 +148,35 @@ def _trajectories(plt, table: Table, real: SearchResults, out: Path) -> list[str
     ax.legend(fontsize=7)
     return ([f"## Real search phases over search epochs (Fig. 3; {real.preset} preset)", "",
              f"![search trajectories]({_save(fig, out / 'search_trajectories.png')})", ""] + rows + [""])
+
+
+def _by_epoch(plt, table: Table, reference: Table | None, out: Path) -> list[str]:
+    """Fig. 8 and the fidelity table: at every standalone checkpoint, its ranking against the final one (and a
+    reference table's), seed agreement, the top of the ranking, and each super-net against standalone then
+    (Fig. 4 at each fidelity)."""
+    rows = an.by_epoch(table, reference)
+    e = [r.epoch for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.plot(e, [r.tau_final for r in rows], "k-o", label="vs final standalone ranking (Fig. 8)")
+    ax.plot(e, [r.seed_tau for r in rows], "-s", color="tab:gray", label="seed vs seed")
+    if reference is not None:
+        ax.plot(e, [r.tau_reference for r in rows], "-^", color="tab:orange", label=f"vs {reference.preset} table")
+    if rows and rows[0].ws_tau:
+        ax.plot(e, [np.nanmean(r.ws_tau) if np.isfinite(r.ws_tau).any() else np.nan for r in rows], "-o",
+                color="tab:blue", label="WS vs standalone then (mean over super-nets)")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(xlabel="epoch", ylabel="Kendall tau-b", ylim=(-1, 1.05))
+    if len(e) > 1 and e[-1] / e[0] > 20:
+        ax.set_xscale("log")
+    ax.legend(fontsize=7)
+    md = ["## Rankings over training: epochs as a fidelity (Fig. 8, Fig. 4 at each epoch)", "",
+          f"![by epoch]({_save(fig, out / 'standalone_rank_changes.png')})", "",
+          "| epoch | tau-b vs final | " + (f"vs {reference.preset} table | " if reference is not None else "")
+          + "seed vs seed | top-5 overlap | tau-b, final best quarter | WS vs standalone (per super-net) |",
+          "|---|---|" + ("---|" if reference is not None else "") + "---|---|---|---|"]
+    plt.close(fig)
+    for r in rows:
+        md.append(f"| {r.epoch:.2f} | {r.tau_final:+.3f} | " + (f"{r.tau_reference:+.3f} | " if reference is not None
+                  else "") + f"{r.seed_tau:+.3f} | {r.top5_overlap:.2f} | {r.tau_top_quarter:+.3f} | "
+                  + (", ".join(f"{t:+.3f}" for t in r.ws_tau) or "–") + " |")
+    return md + [""]

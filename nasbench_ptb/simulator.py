@@ -5,6 +5,12 @@ mean over ok seeds or one seed; it costs that run's recorded seconds to the chec
 validation ppl under one weight-sharing super-net; the super-net's training is charged once, at the first WS
 query). Each unique architecture is charged once. Budgets are in queries and/or simulated seconds; a query
 beyond the budget raises :class:`BudgetExhausted`. Everything random comes from the run's own generator.
+
+Fidelity: :meth:`Simulator.query_at` answers at any checkpoint (``epochs[c]`` epochs of training) and charges
+the time to reach it; an architecture trained further later pays only the difference (training continues from
+where it stopped, as multi-fidelity methods do), so its total is the time to its highest checkpoint.
+``queries`` counts distinct architectures; continuing one to a higher checkpoint is not a new query, but it is
+charged against the seconds budget.
 """
 from __future__ import annotations
 
@@ -36,11 +42,18 @@ class Simulator:
             raise ValueError("search simulation needs a table with a standalone part")
         cols = slice(None) if seed is None else [int(np.flatnonzero(sa.seeds == seed)[0])]
         status = sa.status[:, cols]
-        valid = mean_over_ok(sa.valid_ppl[:, cols, checkpoint], status)
-        self._valid = worst_last(valid)  # diverged everywhere: worst
-        secs = sa.seconds[:, cols, checkpoint]
+        self.epochs = np.asarray(sa.epochs, dtype=float)
+        C = len(self.epochs)
+        if not -C <= checkpoint < C:
+            raise ValueError(f"checkpoint {checkpoint} is outside the table's {C} checkpoints")
+        self.checkpoint = checkpoint % C  # the fidelity of query()
+        # [N, C]: mean validation ppl over ok seeds (diverged everywhere: worst) and mean seconds to each checkpoint
+        self._valid_at = np.stack([worst_last(mean_over_ok(sa.valid_ppl[:, cols, c], status)) for c in range(C)], 1)
+        secs = sa.seconds[:, cols, :]
         has = np.isfinite(secs)
-        self._cost = np.where(has, secs, 0.0).sum(axis=1) / np.maximum(has.sum(axis=1), 1)
+        self._cost_at = np.where(has, secs, 0.0).sum(axis=1) / np.maximum(has.sum(axis=1), 1)
+        self._valid, self._cost = self._valid_at[:, self.checkpoint], self._cost_at[:, self.checkpoint]
+        self._paid = np.zeros(len(self._valid))  # seconds charged so far per architecture
         self.candidates = np.flatnonzero((status != Status.MISSING).any(axis=1))
         if len(self.candidates) == 0:
             raise ValueError("no architecture of this table has a standalone run")
@@ -55,7 +68,8 @@ class Simulator:
             self._ws_cost = float(table.ws.seconds[k, -1])
         self.queries = 0
         self.seconds = 0.0
-        self.history: list[tuple[int, float]] = []  # (arch, value) of standalone queries, in order
+        self.history: list[tuple[int, float]] = []  # (arch, value) of standalone queries at the run's checkpoint
+        self.fidelity_history: list[tuple[int, int, float]] = []  # (arch, checkpoint, value) of every one
         self._seen: set[int] = set()
         self._ws_paid = False
 
@@ -72,16 +86,47 @@ class Simulator:
             return False
 
     def query(self, arch: int) -> float:
-        """Standalone validation ppl of ``arch`` (inf if it diverged); charged once per architecture."""
-        arch = int(arch)
+        """Standalone validation ppl of ``arch`` (inf if it diverged) at the run's checkpoint; charged once per
+        architecture."""
+        return self.query_at(arch, self.checkpoint)
+
+    def query_at(self, arch: int, checkpoint: int) -> float:
+        """Standalone validation ppl of ``arch`` after ``epochs[checkpoint]`` epochs (inf if it diverged),
+        charging the time to reach it beyond what ``arch`` was already charged.
+
+        Raises:
+            BudgetExhausted: a new architecture beyond the query or time budget, or further training beyond the
+                time budget.
+            ValueError: a checkpoint the table does not have.
+        """
+        arch, C = int(arch), len(self.epochs)
+        if not -C <= int(checkpoint) < C:
+            raise ValueError(f"checkpoint {checkpoint} is outside the table's {C} checkpoints")
+        c = int(checkpoint) % C
+        more = max(float(self._cost_at[arch, c]) - self._paid[arch], 0.0)
         if arch not in self._seen:
             self._check_budget()
             self._seen.add(arch)
             self.queries += 1
-            self.seconds += float(self._cost[arch])
-        value = float(self._valid[arch])
-        self.history.append((arch, value))
+        elif more > 0 and self.budget.seconds is not None and self.seconds >= self.budget.seconds:
+            raise BudgetExhausted
+        self.seconds += more
+        self._paid[arch] += more
+        value = float(self._valid_at[arch, c])
+        if c == self.checkpoint:
+            self.history.append((arch, value))
+        self.fidelity_history.append((arch, c, value))
         return value
+
+    def checkpoint_at(self, epochs: float) -> int:
+        """The last checkpoint at or before ``epochs`` of training (:func:`nasbench_ptb.fidelity.checkpoint_of`),
+        the first one if all are later."""
+        from .fidelity import FidelityError, checkpoint_of
+
+        try:
+            return checkpoint_of(self.epochs, epochs)
+        except FidelityError:
+            return 0
 
     def ws_query(self, arch: int) -> float:
         """Validation ppl of ``arch`` under the run's WS super-net (inf where it blew up)."""
@@ -91,6 +136,10 @@ class Simulator:
             self._ws_paid = True
             self.seconds += self._ws_cost
         return float(self._ws_valid[int(arch)])
+
+    def unseen(self) -> np.ndarray:
+        """Candidates not queried yet (in id order)."""
+        return np.array([a for a in self.candidates if int(a) not in self._seen], dtype=np.int64)
 
     def random_arch(self) -> int:
         return int(self.rng.choice(self.candidates))

@@ -122,3 +122,25 @@ def test_export_refuses_bad_input_in_one_line(table, tmp_path, capsys):
     assert "no such table file" in capsys.readouterr().err
     assert main(["export", str(t), "--format", "csv", "--out", str(tmp_path)]) == 1
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_syne_tune_fidelity_is_the_epoch_for_a_multi_epoch_table(table):
+    """Checkpoints at 0.5, 1, 2, 3: the blackbox's fidelity is hp_epoch = 1..3 (the sub-epoch one left out);
+    a table without a checkpoint at every whole epoch keeps the checkpoint index."""
+    import dataclasses
+
+    sa = table.standalone
+    sa.status[1] = schema.Status.OK  # the missing architecture trained, so the blackbox has every run
+    sa.valid_ppl[1], sa.test_ppl[1], sa.seconds[1] = 150.0, 140.0, sa.seconds[0]
+    cut = dataclasses.replace(sa, epochs=np.array([0.5, 1.0005, 2.0, 3.001]), train_loss=sa.train_loss[:, :, 1:],
+                              valid_ppl=sa.valid_ppl[:, :, 1:], seconds=sa.seconds[:, :, 1:])
+    multi = dataclasses.replace(table, standalone=cut)
+    arr = syne_tune_arrays(multi)
+    assert arr["fidelity_name"] == "hp_epoch" and arr["fidelities"].tolist() == [1, 2, 3]
+    assert arr["epochs"].tolist() == [1.0005, 2.0, 3.001] and arr["left_out_epochs"].tolist() == [0.5]
+    assert (arr["objectives"][:, :, :, 0] == np.where(np.isfinite(cut.valid_ppl[:, :, 1:]), cut.valid_ppl[:, :, 1:],
+                                                      arr["objectives"][:, :, :, 0])).all()
+    assert arr["objectives"][5, 1, 0, 0] == cut.valid_ppl[5, 1, 1]  # epoch 1 is the second checkpoint
+    gap = dataclasses.replace(table, standalone=dataclasses.replace(cut, epochs=np.array([0.5, 1.0, 2.0, 4.0])))
+    assert syne_tune_arrays(gap)["fidelity_name"] == "hp_checkpoint"  # no checkpoint at epoch 3
+    assert syne_tune_arrays(table)["fidelity_name"] == "hp_checkpoint"  # the 1-epoch table: checkpoints 0.2 … 1.0

@@ -58,6 +58,25 @@ def test_arch_by_hash_and_by_genotype(client):
     assert client.get(f"/arch/{three.hash}").json()["space"] == "3node"
 
 
+def test_arch_at_an_epoch_is_the_python_record_at_that_epoch(client, tables):
+    from nasbench_ptb import api
+
+    g = parse("tanh:0|relu:1")
+    bench = api.load(tables[0])
+    r = client.get(f"/arch/{g.hash}", params={"epoch": "0.45"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body == json.loads(json.dumps(bench.query(g.id, epoch=0.45).to_dict()))
+    assert body["standalone"]["seeds"][0]["curve"]["epochs"] == [0.2, 0.4] and body["standalone"]["test_ppl"] is None
+    assert client.get("/arch", params={"genotype": "tanh:0|relu:1", "epoch": "0.45"}).json() == body
+    assert client.get(f"/arch/{g.hash}", params={"epoch": "7"}).json() == client.get(f"/arch/{g.hash}").json()
+    for bad, msg in (("0.05", "before the table's first checkpoint"), ("nan", "not a finite number"),
+                     ("x", "valid number")):
+        for url, params in ((f"/arch/{g.hash}", {}), ("/arch", {"genotype": "tanh:0|relu:1"})):
+            r = client.get(url, params={**params, "epoch": bad})
+            assert r.status_code == 422 and msg in r.json()["detail"], (url, bad)
+
+
 def test_cached_arch_path_answers_exactly_as_the_route(client, tables):
     """The raw hot path (api.asgi.CachedArchs) and the FastAPI route give the same status, headers and bytes;
     ``curves=True``/``curves=yes`` are not recognised by the hot path, so they go through the route."""

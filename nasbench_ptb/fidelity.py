@@ -1,0 +1,99 @@
+"""Epochs as a fidelity: a table as it stood after ``e`` epochs of training.
+
+:func:`at_epoch` cuts every curve at the last checkpoint at or before ``e`` and answers as if training had
+stopped there: the final validation ppl is that checkpoint's; a run is ok when it was still finite there (a run
+that diverged later was ok at ``e``); the best epoch is the best checkpoint up to ``e``; the test ppl exists only
+where that best checkpoint is the one the run was tested at (the table tests once, at the overall best), else
+NaN — never imputed. Super-nets are cut at their own last checkpoint at or before ``e``; their test ppl (measured
+after the last epoch) exists only at the full fidelity.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .schema import Standalone, Status, Table, WeightSharing
+
+
+class FidelityError(ValueError):
+    """An epoch the table cannot answer (before its first checkpoint, or not a number)."""
+
+
+TOLERANCE = 0.01
+"""Epochs by which a recorded checkpoint may pass the epoch asked for and still be "at" it: a table records where
+the training stream stood at each checkpoint, up to one mini-batch (≈ 0.002 epochs of PTB) past its nominal
+position, so epoch 0.5 means the checkpoint recorded at 0.50003."""
+
+
+def checkpoint_of(epochs: np.ndarray, epoch: float) -> int:
+    """Index of the last checkpoint at or before ``epoch`` (within :data:`TOLERANCE`).
+
+    Raises:
+        FidelityError: ``epoch`` is not a finite number or lies before the first checkpoint.
+    """
+    try:
+        e = float(epoch)
+    except (TypeError, ValueError):
+        e = float("nan")
+    if not np.isfinite(e):
+        raise FidelityError(f"epoch {epoch!r} is not a finite number of epochs")
+    epochs = np.asarray(epochs, dtype=float)
+    c = int(np.searchsorted(epochs, e + TOLERANCE, side="right")) - 1
+    if c < 0:
+        raise FidelityError(f"epoch {e:g} is before the table's first checkpoint (epoch {epochs[0]:.3g}); its "
+                            f"checkpoints are at epochs {', '.join(f'{x:.3g}' for x in epochs)}")
+    return c
+
+
+def _standalone(sa: Standalone, c: int) -> Standalone:
+    valid = sa.valid_ppl[:, :, : c + 1]
+    trained = sa.status != Status.MISSING
+    finite_now = np.isfinite(valid[:, :, -1])
+    status = np.where(~trained, Status.MISSING, np.where(finite_now, Status.OK, Status.DIVERGED)).astype(np.int8)
+    ok = status == Status.OK
+    # the best checkpoint up to c (ties: the earliest, as the trainer keeps the first strictly better one)
+    masked = np.where(np.isfinite(valid), valid, np.inf)
+    best_c = np.argmin(masked, axis=2)
+    best_epoch = np.where(ok, sa.epochs[best_c], np.nan)
+    tested_here = np.isclose(best_epoch, sa.best_epoch, rtol=0, atol=1e-6)
+    test = np.where(ok & tested_here, sa.test_ppl, np.nan)
+    cut = lambda a: np.where(trained[:, :, None], a[:, :, : c + 1], np.nan)  # noqa: E731
+    return Standalone(sa.seeds, sa.epochs[: c + 1], cut(sa.train_loss), cut(sa.valid_ppl), cut(sa.seconds), test,
+                      best_epoch, status)
+
+
+def _ws(ws: WeightSharing, epoch: float) -> WeightSharing | None:
+    if epoch + TOLERANCE < ws.epochs[0]:
+        return None
+    c = checkpoint_of(ws.epochs, epoch)
+    if c == len(ws.epochs) - 1:
+        return ws
+    alive = np.isfinite(ws.valid_ppl[:, c]).any(axis=1)
+    status = np.where(ws.status == Status.MISSING, Status.MISSING,
+                      np.where(alive, Status.OK, Status.DIVERGED)).astype(np.int8)
+    return dataclasses.replace(ws, epochs=ws.epochs[: c + 1], valid_tokens=ws.valid_tokens[: c + 1],
+                               valid_ppl=ws.valid_ppl[:, : c + 1], test_ppl=np.full_like(ws.test_ppl, np.nan),
+                               train_loss=ws.train_loss[:, : c + 1], seconds=ws.seconds[:, : c + 1], status=status)
+
+
+def at_epoch(table: Table, epoch: float) -> Table:
+    """The table as it stood after ``epoch`` epochs (see the module docstring); the table itself at or past its
+    last checkpoint.
+
+    Raises:
+        FidelityError: ``epoch`` is not a number or lies before the first standalone checkpoint.
+    """
+    sa = table.standalone
+    if sa is None:
+        raise FidelityError("this table has no standalone runs to cut at an epoch")
+    c = checkpoint_of(sa.epochs, epoch)
+    if c == len(sa.epochs) - 1:
+        return table
+    e = float(sa.epochs[c])
+    return dataclasses.replace(
+        table, standalone=_standalone(sa, c),
+        ws=_ws(table.ws, e) if table.ws is not None else None,
+        ws_subspace=_ws(table.ws_subspace, e) if table.ws_subspace is not None else None,
+        attrs={**table.attrs, "fidelity_epoch": e},
+    )
