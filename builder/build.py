@@ -173,7 +173,7 @@ def build(
     work = Work(sp, p, corpus, dev, None if data_dir is None else str(data_dir),
                 folder if executor.resumable else None, deadline)
     with guard.exclusive(folder, out):
-        return _build_locked(work, out, folder, fps, executor, req, quiet, mode, time_limit, sample)
+        return _build_locked(work, out, folder, fps, executor, req, quiet, mode, time_limit, sample, force)
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,7 @@ class _Request:
 
 
 def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Request, quiet, mode, time_limit,
-                  sample) -> schema.Table:
+                  sample, force: bool = False) -> schema.Table:
     sp, p = work.sp, work.p
     found = _read_parts(folder, fps)
     have = guard.in_parts(found)
@@ -239,6 +239,8 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
         progress.unit_done()
     progress.close()
     table = assemble(sp, p, folder, fps, work.corpus.ntokens, work.dev, mode, subspace)
+    if not force:
+        guard.check_not_shrinking(out, table)
     try:
         schema.write(table, out)
     except OSError as exc:

@@ -97,6 +97,29 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
                          f"building would lose them; {_FORCE}")
 
 
+def check_not_shrinking(out: Path, new: schema.Table) -> None:
+    """Refuse to replace ``out`` by a table that lacks any result ``out`` holds (a build stopped early by
+    ``--time-limit``, a part that could not be read): the existing table stays as it is.
+
+    Raises:
+        BuildError: naming how many results would be lost and how to go on.
+    """
+    if not out.exists():
+        return
+    try:
+        old = schema.read(out)
+    except schema.TableError:
+        return  # check_existing refused it before the build, unless --force
+    mine = _held_runs(new)
+    lost = {kind: runs - mine[kind] for kind, runs in _held_runs(old).items()}
+    if any(lost.values()):
+        what = ", ".join(f"{len(v)} {kind.replace('_', ' ')} {'runs' if kind == 'standalone' else 'super-nets'}"
+                         for kind, v in lost.items() if v)
+        raise BuildError(f"not writing {out}: the table assembled now lacks results the one there holds ({what}: "
+                         f"not in {out.name}.parts/ and not trained yet); it is left as it was, the finished units "
+                         "are kept; rerun the same command to train the rest, or --force to replace it anyway")
+
+
 @contextmanager
 def exclusive(folder: Path, out: Path, name: str = ".lock") -> Iterator[None]:
     """Hold the output's build lock, or fail at once naming the build that holds it.

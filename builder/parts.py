@@ -73,7 +73,9 @@ def write(path: Path, arrays: dict, attrs: dict) -> None:
 
 
 def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
-    """Every readable part of ``kind``; an unreadable one is deleted (its unit retrains), a foreign one refused."""
+    """Every readable part of ``kind``; an unreadable one is moved aside to ``<name>.bad`` (its unit retrains, and
+    a table holding its runs is not replaced by one without them: :func:`builder.guard.check_not_shrinking`), a
+    foreign one refused."""
     found = []
     for path in sorted(parts.glob(f"{KINDS[kind]}*.h5")):
         try:
@@ -91,6 +93,8 @@ def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
                     )
                 found.append({"path": path, **dict(f.attrs), **{k: f[k][()] for k in f}})
         except (OSError, KeyError) as exc:
-            print(f"warning: ignoring unreadable part {path} ({exc}); its unit will be retrained", file=sys.stderr)
-            path.unlink()
+            aside = path.with_name(path.name + ".bad")
+            path.replace(aside)  # kept, never deleted: it may be a disk error a user can recover from
+            print(f"warning: unreadable part {path} ({exc}) moved to {aside.name}; its unit will be retrained",
+                  file=sys.stderr)
     return found

@@ -135,3 +135,39 @@ def test_a_unit_that_cannot_be_written_stops_the_build_with_one_line(tmp_path, p
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "cannot write the finished unit" in line and "File too large" in line
     assert not list((tmp_path / "t.h5.parts").glob("unit-*.h5")) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_a_build_that_stops_early_never_replaces_a_fuller_table(tmp_path, ptb_path, capsys):
+    """Issue 25.1: a shipped table copied without its parts, rebuilt with --time-limit 0, stayed a full table only
+    by luck of the check at the start; now the table assembled at the end is refused when it holds less."""
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2") == 0
+    shutil.copy(tmp_path / "t.h5", tmp_path / "copy.h5")  # no copy.h5.parts/
+    before = (tmp_path / "copy.h5").read_bytes()
+    capsys.readouterr()
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2", "--time-limit", "0",
+                 out="copy.h5") == 1
+    err = capsys.readouterr().err
+    assert "not writing" in err and "lacks results the one there holds (4 standalone runs" in err
+    assert (tmp_path / "copy.h5").read_bytes() == before
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2", "--time-limit", "0",
+                 "--force", out="copy.h5") == 0  # --force replaces it, as documented
+    assert (schema.read(tmp_path / "copy.h5").standalone.status == Status.MISSING).all()
+
+
+def test_an_unreadable_part_is_kept_aside_and_the_table_does_not_shrink(tmp_path, ptb_path, capsys):
+    """Issue 25.2: an unreadable part was deleted and the table rewritten with fewer runs (exit 0)."""
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2") == 0
+    full = schema.read(tmp_path / "t.h5")
+    before = (tmp_path / "t.h5").read_bytes()
+    part = sorted((tmp_path / "t.h5.parts").glob("unit-*.h5"))[0]
+    part.write_bytes(b"\0" * 100)  # a damaged file
+    capsys.readouterr()
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2", "--time-limit", "0") == 1
+    err = capsys.readouterr().err
+    assert f"unreadable part {part}" in err and f"moved to {part.name}.bad" in err and "not writing" in err
+    assert (part.parent / f"{part.name}.bad").read_bytes() == b"\0" * 100  # kept, not deleted
+    assert (tmp_path / "t.h5").read_bytes() == before
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2") == 0  # retrains that unit
+    again = schema.read(tmp_path / "t.h5").standalone
+    np.testing.assert_array_equal(again.valid_ppl, full.standalone.valid_ppl)
+    np.testing.assert_array_equal(again.status, full.standalone.status)
