@@ -114,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write a table as Parquet, CSV or a Syne Tune blackbox")
     x.add_argument("table", help="a table file")
     x.add_argument("--format", required=True, choices=("parquet", "csv", "syne-tune"))
-    x.add_argument("--out", required=True, help="output file (parquet, csv) or folder (syne-tune)")
+    x.add_argument("--out", required=True, help="output file (parquet, csv) or folder (syne-tune); must not exist")
+    x.add_argument("--force", action="store_true", help="replace an existing --out (never the table itself)")
 
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
@@ -369,7 +370,7 @@ def cmd_export(args) -> int:
     from .export import export
 
     with _writing(args.out):
-        path = export(schema.read(args.table), args.format, args.out)
+        path = export(schema.read(args.table), args.format, args.out, args.force, source=args.table)
     print(f"wrote {path} ({args.format})")
     return 0
 

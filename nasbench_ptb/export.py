@@ -162,24 +162,55 @@ def write_syne_tune(table: Table, out: Path) -> None:
         "missing_values": "diverged runs: ppl = vocabulary size from divergence on, elapsed time frozen"})
 
 
-def export(table: Table, fmt: str, out: str | Path) -> Path:
-    """Write ``table`` as ``fmt`` to ``out`` (a file for parquet/csv, a folder for syne-tune); returns the path."""
+def export(table: Table, fmt: str, out: str | Path, force: bool = False, source: str | Path | None = None) -> Path:
+    """Write ``table`` as ``fmt`` to ``out`` (a file for parquet/csv, a folder for syne-tune); returns the path.
+
+    Nothing is lost: an existing ``out`` is refused unless ``force`` (and ``source``, the table's own file, always),
+    and the output is written beside it under a temporary name and renamed into place, so a full disk or an error
+    leaves whatever was there intact.
+
+    Raises:
+        ValueError: an unknown format, an output that exists or is the table itself, a file where a folder goes.
+    """
+    import shutil
+    import tempfile
+
+    from .files import atomic_path
+
     out = Path(out)
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
-    if fmt == "syne-tune":
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"{out} is a file; a Syne Tune blackbox is a folder")
-        write_syne_tune(table, out)
-        return out
-    if out.is_dir():
+    if source is not None and out.exists() and out.resolve() == Path(source).resolve():
+        raise ValueError(f"--out {out} is the table being exported; give another path")
+    if fmt == "syne-tune" and out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file; a Syne Tune blackbox is a folder")
+    if fmt != "syne-tune" and out.is_dir():
         raise ValueError(f"{out} is a folder; give a file path such as {out / ('table.' + fmt)}")
-    df = _frame(table)
-    if fmt == "parquet":
+    if out.exists() and not force:
+        raise ValueError(f"{out} exists; give another --out, or --force to replace it")
+    if fmt == "syne-tune":
+        tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None, prefix=f".{out.name}.",
+                                    suffix=".tmp"))
         try:
-            df.to_parquet(out, index=False)
-        except ImportError:
-            raise ImportError("export --format parquet needs pyarrow: pip install 'nasbench-ptb[export]'") from None
-    else:
-        df.to_csv(out, index=False)
+            write_syne_tune(table, tmp)
+            if out.exists():
+                old = out.with_name(f".{out.name}.old")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        return out
+    df = _frame(table)
+    with atomic_path(out) as tmp:
+        if fmt == "parquet":
+            try:
+                df.to_parquet(tmp, index=False)
+            except ImportError:
+                raise ImportError("export --format parquet needs pyarrow: pip install 'nasbench-ptb[export]'") from None
+        else:
+            df.to_csv(tmp, index=False)
     return out

@@ -144,3 +144,56 @@ def test_syne_tune_fidelity_is_the_epoch_for_a_multi_epoch_table(table):
     gap = dataclasses.replace(table, standalone=dataclasses.replace(cut, epochs=np.array([0.5, 1.0, 2.0, 4.0])))
     assert syne_tune_arrays(gap)["fidelity_name"] == "hp_checkpoint"  # no checkpoint at epoch 3
     assert syne_tune_arrays(table)["fidelity_name"] == "hp_checkpoint"  # the 1-epoch table: checkpoints 0.2 … 1.0
+
+
+def test_export_never_destroys_its_input_or_an_existing_file(table, tmp_path, capsys):
+    """Issue 25.3: `export t.h5 --format csv --out t.h5` destroyed its input, and any file was overwritten."""
+    schema.write(table, tmp_path / "t.h5")
+    before = (tmp_path / "t.h5").read_bytes()
+    for extra in ((), ("--force",)):
+        assert main(["export", str(tmp_path / "t.h5"), "--format", "csv", "--out", str(tmp_path / "t.h5"), *extra]) == 1
+        assert "is the table being exported" in capsys.readouterr().err
+    assert (tmp_path / "t.h5").read_bytes() == before
+    (tmp_path / "notes.csv").write_text("mine")
+    assert main(["export", str(tmp_path / "t.h5"), "--format", "csv", "--out", str(tmp_path / "notes.csv")]) == 1
+    assert "notes.csv exists; give another --out, or --force" in capsys.readouterr().err
+    assert (tmp_path / "notes.csv").read_text() == "mine"
+    assert main(["export", str(tmp_path / "t.h5"), "--format", "csv", "--out", str(tmp_path / "notes.csv"),
+                 "--force"]) == 0
+    assert (tmp_path / "notes.csv").read_text().startswith("part,")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_a_failed_export_leaves_the_old_file_in_place(table, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from nasbench_ptb.export import export
+
+    (tmp_path / "out.csv").write_text("old")
+
+    def full(self, path, *a, **k):
+        with open(path, "w") as fh:
+            fh.write("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    with pytest.raises(OSError):
+        export(table, "csv", tmp_path / "out.csv", force=True)
+    assert (tmp_path / "out.csv").read_text() == "old"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the half-written temporary is gone
+
+
+def test_a_syne_tune_folder_is_replaced_only_with_force_and_whole(table, tmp_path, capsys):
+    pytest.importorskip("syne_tune")
+    sa = table.standalone
+    sa.status[1] = schema.Status.OK
+    sa.valid_ppl[1], sa.test_ppl[1], sa.seconds[1] = 150.0, 140.0, sa.seconds[0]
+    schema.write(table, tmp_path / "full.h5")
+    args = ["export", str(tmp_path / "full.h5"), "--format", "syne-tune", "--out", str(tmp_path / "bb")]
+    assert main(args) == 0
+    (tmp_path / "bb" / "mine.txt").write_text("x")
+    assert main(args) == 1 and "bb exists" in capsys.readouterr().err
+    assert (tmp_path / "bb" / "mine.txt").exists()
+    assert main([*args, "--force"]) == 0
+    assert not (tmp_path / "bb" / "mine.txt").exists() and any((tmp_path / "bb").iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
