@@ -6,7 +6,8 @@ Standalone parts are ``unit-<key>.h5``; weight-sharing parts are ``ws-<key>.h5``
 super-nets over a subspace (which also store its ``arch_ids``).
 
 Layout of a part: attributes ``fingerprint`` (JSON: space, every preset value that shapes the runs, format and
-protocol versions), ``unit_seconds``, ``device`` and, for runs of a ``--sample``, ``sample`` (JSON); datasets
+protocol versions), ``unit_seconds``, ``device``, ``content_sha256`` (the table's digest over the part's datasets
+and attributes, checked before assembly: a damaged part is moved aside, never assembled) and, for runs of a ``--sample``, ``sample`` (JSON); datasets
 ``seeds [A]`` and ``epochs [C]``, then every per-run dataset of the table's group
 (:func:`nasbench_ptb.schema.per_run`) with the unit's ``A`` runs as leading axis instead of the table's
 architectures (standalone; plus ``arch_ids [A]``) or super-nets (weight sharing; plus ``valid_tokens [C]``).
@@ -32,6 +33,10 @@ KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part 
 _WS_FIELDS = ("ws_", "hidden_clip")
 # Fields added after tables were first built: left out of the fingerprint at their default, so those builds resume.
 _LATER_FIELDS = {"amp": "off", "first_epoch_checkpoints": 0}
+
+
+class _Damaged(Exception):
+    """A part whose contents do not match its digest."""
 
 
 class BuildError(RuntimeError):
@@ -64,6 +69,7 @@ def write(path: Path, arrays: dict, attrs: dict) -> None:
         f.attrs.update(attrs)
         for k, v in arrays.items():
             f[k] = np.asarray(v)
+        f.attrs[schema.DIGEST] = schema.content_digest(f, {k: f[k][()] for k in f})
 
     try:
         write_h5(path, fill)
@@ -91,8 +97,12 @@ def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
                         f"{parts} holds {kind} results of another configuration ({path.name}); use another --out "
                         "or remove that directory"
                     )
-                found.append({"path": path, **dict(f.attrs), **{k: f[k][()] for k in f}})
-        except (OSError, KeyError) as exc:
+                arrays = {k: f[k][()] for k in f}
+                stored = f.attrs.get(schema.DIGEST)  # parts written before digests have none
+                if stored is not None and str(stored) != schema.content_digest(f, arrays):
+                    raise _Damaged("content digest mismatch: a changed byte or a partial write")
+                found.append({"path": path, **{k: v for k, v in f.attrs.items() if k != schema.DIGEST}, **arrays})
+        except (OSError, KeyError, _Damaged) as exc:
             aside = path.with_name(path.name + ".bad")
             path.replace(aside)  # kept, never deleted: it may be a disk error a user can recover from
             print(f"warning: unreadable part {path} ({exc}) moved to {aside.name}; its unit will be retrained",

@@ -273,7 +273,11 @@ def read(path: str | os.PathLike) -> Table:
             raise TableError(f"{path}: format_version {int(version)}, this library reads {FORMAT_VERSION}")
         arrays = _datasets(f)
         stored = f.attrs.get(DIGEST)
-        if stored is not None and str(stored) != content_digest(f, arrays):  # tables written before it have none
+        if stored is None:  # every table this project wrote or shipped has one: a deleted digest hides an edit
+            raise TableError(f"{path}: no {DIGEST} attribute, so its contents cannot be verified (every table "
+                             "nasbench-ptb writes carries one); rebuild it, or reassemble it from its parts with "
+                             "the same build command and --time-limit 0")
+        if str(stored) != content_digest(f, arrays):
             raise TableError(f"{path}: content digest mismatch: the file is corrupted (a changed byte or a "
                              "partial write); rebuild it or fetch it again")
         sp = get_space(str(f.attrs["space"]))

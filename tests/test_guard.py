@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from nasbench_ptb.builder import guard
 from nasbench_ptb import schema
@@ -171,3 +172,37 @@ def test_an_unreadable_part_is_kept_aside_and_the_table_does_not_shrink(tmp_path
     again = schema.read(tmp_path / "t.h5").standalone
     np.testing.assert_array_equal(again.valid_ppl, full.standalone.valid_ppl)
     np.testing.assert_array_equal(again.status, full.standalone.status)
+
+
+def test_a_flipped_byte_in_a_part_is_caught_before_assembly(tmp_path, ptb_path, capsys):
+    """Issue 25.4: one flipped byte in a part moved a cell from rank 2 to 23 in a table with a fresh digest."""
+    import h5py
+
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2") == 0
+    before = (tmp_path / "t.h5").read_bytes()
+    part = sorted((tmp_path / "t.h5.parts").glob("unit-*.h5"))[0]
+    with h5py.File(part, "r") as f:
+        assert len(f.attrs[schema.DIGEST]) == 64
+        offset = f["valid_ppl"].id.get_offset()  # contiguous float64 data
+    raw = bytearray(part.read_bytes())
+    raw[offset + 5] ^= 0x10
+    part.write_bytes(bytes(raw))
+    capsys.readouterr()
+    assert build(tmp_path, ptb_path, "--archs", "0-3", "--set", "slots_per_unit=2", "--time-limit", "0") == 1
+    err = capsys.readouterr().err
+    assert "content digest mismatch" in err and f"moved to {part.name}.bad" in err and "not writing" in err
+    assert (tmp_path / "t.h5").read_bytes() == before
+
+
+def test_a_table_without_its_digest_is_refused(tmp_path):
+    """Issue 25.5: with content_sha256 deleted, an edited value (274.0 → 150.0) loaded without a check."""
+    import h5py
+
+    from helpers import synthetic_table
+
+    synthetic_table(tmp_path / "t.h5")
+    with h5py.File(tmp_path / "t.h5", "a") as f:
+        f["standalone/test_ppl"][0, 0] = 150.0
+        del f.attrs[schema.DIGEST]
+    with pytest.raises(schema.TableError, match="no content_sha256 attribute, so its contents cannot be verified"):
+        schema.read(tmp_path / "t.h5")
