@@ -194,6 +194,7 @@ class _Request:
 def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Request, quiet, mode, time_limit,
                   sample, force: bool = False) -> schema.Table:
     sp, p = work.sp, work.p
+    guard.clean_temporaries(folder, out)  # of writes a kill interrupted (we hold the lock: nobody else writes)
     found = _read_parts(folder, fps)
     have = guard.in_parts(found)
     asked = req.runs()

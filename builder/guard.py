@@ -120,14 +120,45 @@ def check_not_shrinking(out: Path, new: schema.Table) -> None:
                          "are kept; rerun the same command to train the rest, or --force to replace it anyway")
 
 
+def clean_temporaries(folder: Path, out: Path) -> list[Path]:
+    """Remove what killed writes of this output left (``atomic_path``'s ``.<name>.*.tmp`` beside ``out`` and in
+    ``folder``); only called while holding the output's lock, so no live writer owns them. Returns them."""
+    stale = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    stale += [p for p in out.parent.glob(f".{out.name}.*.tmp") if p.is_file()]
+    for p in stale:
+        with suppress(FileNotFoundError):
+            p.unlink()
+    return stale
+
+
 @contextmanager
-def exclusive(folder: Path, out: Path, name: str = ".lock") -> Iterator[None]:
+def exclusive(folder: Path, out: Path, name: str = ".lock", error: type[BuildError] = BuildError) -> Iterator[None]:
     """Hold the output's build lock, or fail at once naming the build that holds it.
 
     The lock file exists only while a build holds it: it is removed before the lock is released, so a finished
     build leaves nothing in ``<out>.parts/`` but its units. A build that opened the file just before it was
-    removed finds, once it holds the lock, that the path names another file (or none) and starts over."""
+    removed finds, once it holds the lock, that the path names another file (or none) and starts over.
+
+    Raises:
+        BuildError (or ``error``): another process holds the lock, or the lock file cannot be written.
+    """
     path = folder / name
+    try:
+        fd = _lock(path, out)
+    except BuildError as exc:
+        raise error(str(exc)) from None
+    except OSError as exc:  # a full disk, a read-only folder: one line, not a traceback
+        raise error(f"cannot take the lock {path} for {out}: {exc.strerror or exc}") from None
+    try:
+        yield
+    finally:
+        with suppress(FileNotFoundError):  # someone removed it by hand: nothing to clean
+            os.unlink(path)  # while still holding the lock
+        os.close(fd)  # releases it
+
+
+def _lock(path: Path, out: Path) -> int:
+    """Open and lock ``path`` and write who holds it; the locked descriptor."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -150,8 +181,9 @@ def exclusive(folder: Path, out: Path, name: str = ".lock") -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(),
                                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode(), 0)
-        yield
-    finally:
-        with suppress(FileNotFoundError):  # someone removed it by hand: nothing to clean
-            os.unlink(path)  # while still holding the lock
-        os.close(fd)  # releases it
+    except OSError:
+        with suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+        raise
+    return fd

@@ -159,8 +159,13 @@ def search_file(algos: Sequence[str], sp: SearchSpace, p: Preset, seeds: Sequenc
     ``out`` that is not a search-results file of the same space and configuration is refused unless ``force``."""
     from .build import resolve_device, software, device_name, table_config
 
+    import tempfile
+
     out = Path(out)
-    guard.check_path(out)
+    try:
+        guard.check_path(out)
+    except BuildError as exc:
+        raise SearchError(str(exc)) from None
     per_algo = options_per_algorithm(algos, options or {})
     dev = resolve_device(device)
     corpus = data.load(data_dir)
@@ -172,11 +177,17 @@ def search_file(algos: Sequence[str], sp: SearchSpace, p: Preset, seeds: Sequenc
             make(algo, ctx, per_algo[algo])
         except ValueError as exc:
             raise SearchError(str(exc)) from None
-    searches = {algo: run(algo, corpus, sp, seeds, p, dev, per_algo[algo]) for algo in algos}
-    attrs = {"ptb_sha256": data.SHA256, "software": software(), "device": [device_name(dev)],
-             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    new = SearchResults(sp, p.name, config, searches, attrs)
-    with guard.exclusive(out.parent, out, f".{out.name}.lock"):
+    try:  # the output's folder must exist and take a file before any training: never lose a finished search
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent):
+            pass
+    except OSError as exc:
+        raise SearchError(f"cannot write the output {out}: {exc.strerror or exc}") from None
+    with guard.exclusive(out.parent, out, f".{out.name}.lock", error=SearchError):  # held from before training
+        searches = {algo: run(algo, corpus, sp, seeds, p, dev, per_algo[algo]) for algo in algos}
+        attrs = {"ptb_sha256": data.SHA256, "software": software(), "device": [device_name(dev)],
+                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        new = SearchResults(sp, p.name, config, searches, attrs)
         merged = _existing(out, sp, config, force) or existing
         result = merged.merged(new) if merged is not None else new
         try:

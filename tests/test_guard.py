@@ -206,3 +206,30 @@ def test_a_table_without_its_digest_is_refused(tmp_path):
         del f.attrs[schema.DIGEST]
     with pytest.raises(schema.TableError, match="no content_sha256 attribute, so its contents cannot be verified"):
         schema.read(tmp_path / "t.h5")
+
+
+def test_a_lock_that_cannot_be_written_is_one_line(tmp_path, ptb_path, monkeypatch, capsys):
+    """Issue 25.7: `build` on a full disk was a traceback from the lock file write."""
+    def full(*_a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(guard.os, "pwrite", full)
+    args = ["build", "--space", "2node", "--data", str(ptb_path), "--out", str(tmp_path / "t.h5"), *FAST,
+            "--archs", "0"]
+    assert main(args) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "cannot take the lock" in line and "No space left on device" in line
+    assert not (tmp_path / "t.h5.parts" / ".lock").exists()  # the half-made lock file is removed
+
+
+def test_temporaries_of_killed_writes_are_cleaned_by_the_next_build(tmp_path, ptb_path):
+    """Issue 25.8: the .tmp files of killed writes stayed forever."""
+    (tmp_path / "t.h5.parts").mkdir()
+    junk = [tmp_path / "t.h5.parts" / ".unit-abc.h5.x1y2.tmp", tmp_path / ".t.h5.q9.tmp"]
+    for p in junk:
+        p.write_bytes(b"half a file")
+    other = tmp_path / ".other.h5.k3.tmp"  # another output's: not ours to remove
+    other.write_bytes(b"x")
+    assert build(tmp_path, ptb_path, "--archs", "0") == 0
+    assert not any(p.exists() for p in junk) and other.exists()
+    assert not (tmp_path / "t.h5.parts" / ".lock").exists()

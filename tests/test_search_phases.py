@@ -199,3 +199,30 @@ def test_cli_search_writes_merges_and_refuses_bad_input(tmp_path, ptb_path, caps
     other = ["search", "--space", "3node", "--preset", "smoke", "--data", str(ptb_path), "--out", str(out)]
     assert main(other + ["--algo", "random_ws"]) == 1
     assert "another space" in capsys.readouterr().err and out.read_bytes() == before
+
+
+def test_search_checks_its_output_and_takes_its_lock_before_training(tmp_path, ptb_path, capsys, monkeypatch):
+    """Issue 25.6-7: `--out newdir/s.h5` crashed after the whole search (the lock in a folder never created),
+    `--out DIR` and `--out /dev/null` were tracebacks, and a second search learnt of the lock only at the end."""
+    from nasbench_ptb.builder import guard
+    from nasbench_ptb.builder import search as search_module
+
+    args = ["search", "--space", "2node", "--preset", "smoke", "--seeds", "1", "--data", str(ptb_path),
+            "--algo", "random_ws", "--option", "candidates=2"]
+    for out, message in ((tmp_path, "is a directory"), ("/dev/null", "not a regular file")):
+        assert main(args + ["--out", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    trained = []
+    monkeypatch.setattr(search_module, "run", lambda *a, **k: trained.append(a) or (_ for _ in ()).throw(
+        AssertionError("trained while another search held the lock")))
+    out = tmp_path / "new" / "deeper" / "s.h5"
+    out.parent.mkdir(parents=True)
+    with guard.exclusive(out.parent, out, f".{out.name}.lock"):
+        assert main(args + ["--out", str(out)]) == 1
+    assert "another build is writing" in capsys.readouterr().err and not trained
+    monkeypatch.undo()
+    out = tmp_path / "fresh" / "dir" / "s.h5"  # folders that do not exist yet are created before training
+    assert main(args + ["--out", str(out)]) == 0
+    assert sorted(search_results.read(out).searches) == ["random_ws"]
+    assert not list(out.parent.glob(".*.lock"))
