@@ -266,6 +266,12 @@ def read(path: str | os.PathLike) -> Table:
     path = Path(path)
 
     def parse(f: h5py.File) -> Table:
+        from .search_results import FORMAT as SEARCH_FORMAT  # here: search_results imports this module
+
+        if f.attrs.get("format") == SEARCH_FORMAT:
+            raise TableError(f"{path}: a search-results file (real search phases), not a table; judge it "
+                             "against a table with `nasbench_ptb evaluate --real` (or `report --real`), read it "
+                             "with nasbench_ptb.search_results.read")
         version = f.attrs.get("format_version")
         if version is None:
             raise TableError(f"{path}: not a nasbench-ptb table (no format_version attribute)")

@@ -166,3 +166,12 @@ def test_the_trainers_results_are_the_schemas_per_run_datasets():
     assert {f.name for f in fields(RunCurves)} == set(schema.per_run("standalone")) | {"epochs"}
     assert {f.name for f in fields(SupernetCurves)} == set(schema.per_run("ws")) | {"epochs", "valid_tokens"}
     assert set(schema.per_run("ws")) == set(schema.per_run("ws_subspace"))
+
+
+def test_a_search_results_file_is_named_as_such_when_read_as_a_table():
+    """Issue 25.9: `info` on a valid search-results file said "unreadable or truncated table file"."""
+    from conftest import ROOT
+
+    with pytest.raises(schema.TableError, match="a search-results file .real search phases., not a table; judge it "
+                                                "against a table with `nasbench_ptb evaluate --real`"):
+        schema.read(ROOT / "artifacts" / "search-2node-cpu.h5")
