@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from .schema import Status, Table
-from .summary import attempted, final_valid, mean_over_ok, ranks, standalone_final, worst_last
+from .summary import attempted, final_valid, mean_over_ok, ranks, sample_std, standalone_final, worst_last
 
 
 def tau_b(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,10 +112,7 @@ def seed_agreement(table: Table) -> dict:
     mask = attempted(table)
     fv = final_valid(table)[mask]
     finite = np.isfinite(fv)
-    n = finite.sum(axis=1)
-    mean = np.where(finite, fv, 0.0).sum(axis=1) / np.maximum(n, 1)
-    var = np.where(finite, (fv - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n, 1)
-    std = np.where(n > 0, np.sqrt(var), np.nan)  # population std over the ok seeds
+    std = np.array([sample_std(row[ok]) for row, ok in zip(fv, finite)])  # ddof 1 over the ok seeds; NaN for one
     pairs = {key: tau for key, (tau, _) in seed_pair_taus(table).items()}
     ws_pairs = {}
     ws = table.ws

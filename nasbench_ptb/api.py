@@ -66,6 +66,9 @@ class Benchmark:
         if sa is not None:
             self._sa_mean = summary.standalone_final(table)
             self._sa_rank = _ranks(self._sa_mean, summary.attempted(table))
+            # per seed: ranks among that seed's runs (a run that seed never had is not ranked)
+            fv = summary.final_valid(table)
+            self._seed_ranks = [_ranks(fv[:, k], sa.status[:, k] != Status.MISSING) for k in range(len(sa.seeds))]
         self._ws_ranks = {}  # per WS group, per super-net: ranks among the architectures it shared weights with
         for name, group in (("ws", ws), ("ws_subspace", table.ws_subspace)):
             if group is not None:
@@ -171,9 +174,9 @@ class Benchmark:
         nan = float("nan")
         status = "ok" if okv else ("diverged" if any(r.status == "diverged" for r in runs) else "missing")
         return Standalone(
-            status, len(okv), float(valid.mean()) if okv else nan, float(valid.std()) if okv else nan,
-            float(test.mean()) if okv else nan, float(test.std()) if okv else nan,
-            self._sa_rank[a],
+            status, len(okv), float(valid.mean()) if okv else nan, summary.sample_std(valid),
+            float(test.mean()) if okv else nan, summary.sample_std(test),
+            self._sa_rank[a] if seed is None else self._seed_ranks[cols[0]][a],
             tuple(r.seed for r in runs if r.status == "missing"), tuple(r.seed for r in runs if r.status == "diverged"),
             tuple(runs),
         )

@@ -171,6 +171,13 @@ def _fmt_range(values: np.ndarray) -> str:
     return f"{v.min():.1f} .. {v.max():.1f} (median {np.median(v):.1f})" if v.size else "n/a"
 
 
+def _pm(mean: float, std: float) -> str:
+    """``mean ± std``; the mean alone when there is no spread to report (one seed), ``n/a`` without a mean."""
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.2f} ± {std:.2f}" if np.isfinite(std) else f"{mean:.2f}"
+
+
 def _signed(value: float) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:+.3f}"
 
@@ -277,8 +284,9 @@ def cmd_query(args) -> int:
         print(f"as after {sa.seeds[0].curve.epochs[-1]:.2f} epochs (the last checkpoint at or before {args.epoch:g}; "
               "test ppl only where that is the checkpoint the run was tested at)")
     if sa is not None:
-        print(f"standalone  {sa.status}: valid ppl {sa.valid_ppl:.2f} ± {sa.valid_ppl_std:.2f}, test ppl "
-              f"{sa.test_ppl:.2f} ± {sa.test_ppl_std:.2f} over {sa.n_seeds} seed(s); rank {sa.rank}"
+        print(f"standalone  {sa.status}: valid ppl {_pm(sa.valid_ppl, sa.valid_ppl_std)}, test ppl "
+              f"{_pm(sa.test_ppl, sa.test_ppl_std)} (n = {sa.n_seeds} seed{'s' if sa.n_seeds != 1 else ''}); "
+              f"rank {sa.rank if sa.rank is not None else '– (no run)'}"
               + (f"; missing seeds {list(sa.missing_seeds)}" if sa.missing_seeds else "")
               + (f"; diverged seeds {list(sa.diverged_seeds)}" if sa.diverged_seeds else ""))
         for r in sa.seeds:

@@ -64,10 +64,11 @@ class Standalone(_Record):
     status: str  # ok when at least one seed is ok, else diverged (any diverged) or missing
     n_seeds: int  # seeds aggregated (ok)
     valid_ppl: float  # mean final validation ppl over ok seeds
-    valid_ppl_std: float  # population std over ok seeds (0 for one seed)
+    valid_ppl_std: float  # sample std (ddof 1) over ok seeds; NaN (null) for one seed: n_seeds says how many
     test_ppl: float
     test_ppl_std: float
-    rank: int | None  # 1 = best mean final validation ppl over all seeds; diverged last; None if never trained
+    rank: int | None  # 1 = best mean final validation ppl over all seeds (with a seed: among that seed's runs);
+    # diverged last; None if never trained (with a seed: if that seed never trained it)
     missing_seeds: tuple[int, ...]
     diverged_seeds: tuple[int, ...]
     seeds: tuple[SeedResult, ...]

@@ -48,6 +48,13 @@ def final_valid(table: Table) -> np.ndarray:
     return np.where(sa.status == Status.OK, sa.valid_ppl[:, :, -1], np.nan)
 
 
+def sample_std(values) -> float:
+    """The spread of a few seeds: the sample standard deviation (ddof 1), NaN for fewer than two values — one
+    seed has no spread to report (say n instead). The one definition every record and report uses."""
+    v = np.asarray(values, dtype=float)
+    return float(v.std(ddof=1)) if v.size >= 2 else float("nan")
+
+
 def mean_over_ok(values: np.ndarray, status: np.ndarray) -> np.ndarray:
     """Mean over the ``ok`` seeds of each architecture; NaN where none is ``ok`` (never imputed)."""
     ok = status == Status.OK

@@ -19,7 +19,7 @@ import numpy as np
 
 from .analyses import tau_b
 from .schema import Status, Table
-from .summary import final_valid, mean_over_ok, ranks
+from .summary import final_valid, mean_over_ok, ranks, sample_std
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _stats(values: np.ndarray) -> tuple[float, float, int]:
     v = values[np.isfinite(values)]
     if len(v) == 0:
         return (float("nan"), float("nan"), 0)
-    return (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan"), len(v))
+    return (float(v.mean()), sample_std(v), len(v))
 
 
 def z_score(table: tuple[float, float, int], new: tuple[float, float, int]) -> float:

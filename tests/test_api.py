@@ -50,12 +50,14 @@ def test_query_forms_agree_and_aggregate(table_dir):
     assert api.query(g.hash) is rec and api.query(5, space="2node") is rec
     sa = rec.standalone
     assert sa.status == "ok" and sa.n_seeds == 2
-    assert sa.valid_ppl == pytest.approx(VALID[5]) == 106.5 and sa.valid_ppl_std == pytest.approx(0.5)
+    assert sa.valid_ppl == pytest.approx(VALID[5]) == 106.5
+    assert sa.valid_ppl_std == pytest.approx(np.sqrt(0.5))  # 106, 107: sample std (ddof 1), not the population's 0.5
     assert sa.test_ppl == pytest.approx(TEST[5]) == 118.5
     assert len(sa.seeds[0].curve.valid_ppl) == 5 and sa.seeds[1].curve.seconds[-1] == 10.0
     assert sa.seeds[0].curve.valid_ppl[0] == pytest.approx(106 + 4 * (20 + 26))  # first checkpoint, not the last
     one = api.query("tanh:0|relu:1", seed=1).standalone
     assert one.n_seeds == 1 and one.valid_ppl == pytest.approx(107)
+    assert np.isnan(one.valid_ppl_std) and np.isnan(one.test_ppl_std)  # one seed: no spread, n says so
     # ranks by mean final valid ppl; 1 missing -> None; 3 all diverged -> last of the 31 attempted
     assert sa.rank == expected_rank(5) == 7
     assert api.query(1, space="2node").standalone.rank is None
