@@ -310,6 +310,12 @@ def cmd_evaluate(args) -> int:
         own = [load_policy(spec) for spec in args.policy]
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    taken = set(known)
+    for spec, policy in zip(args.policy, own):  # two rows of one name would be indistinguishable in the table
+        if policy.name in taken:
+            what = "a built-in policy's" if policy.name in known else "another --policy's"
+            raise UserError(f"--policy {spec}: its name {policy.name!r} is {what}; give it a name of its own")
+        taken.add(policy.name)
     names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else list(known)
     unknown = [n for n in names if n not in known]
     if unknown or not names:

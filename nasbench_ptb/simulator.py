@@ -26,6 +26,17 @@ class BudgetExhausted(Exception):
     """The run has spent its query or time budget."""
 
 
+class QueryLimitExceeded(Exception):
+    """A policy asked more questions in one run than any search needs (re-queries are free, so a policy that
+    loops on them would never end); not a budget a policy should catch."""
+
+
+MAX_CALLS = 1_000_000
+"""Questions (``query``, ``query_at``, ``ws_query``, re-queries included) one run may ask: far above what any
+search over these spaces needs (the whole 3-node space at every checkpoint is 7,296), low enough to end a
+policy that loops in seconds."""
+
+
 @dataclass(frozen=True)
 class Budget:
     queries: int | None = None
@@ -67,6 +78,7 @@ class Simulator:
             self._ws_valid = np.where(np.isfinite(table.ws.valid_ppl[k, -1]), table.ws.valid_ppl[k, -1], np.inf)
             self._ws_cost = float(table.ws.seconds[k, -1])
         self.queries = 0
+        self.calls = 0  # every question, re-queries included (bounded by MAX_CALLS)
         self.seconds = 0.0
         self.history: list[tuple[int, float]] = []  # (arch, value) of standalone queries at the run's checkpoint
         self.fidelity_history: list[tuple[int, int, float]] = []  # (arch, checkpoint, value) of every one
@@ -97,8 +109,10 @@ class Simulator:
         Raises:
             BudgetExhausted: a new architecture beyond the query or time budget, or further training beyond the
                 time budget.
+            QueryLimitExceeded: more than :data:`MAX_CALLS` questions in this run.
             ValueError: a checkpoint the table does not have.
         """
+        self._count()
         arch, C = int(arch), len(self.epochs)
         if not -C <= int(checkpoint) < C:
             raise ValueError(f"checkpoint {checkpoint} is outside the table's {C} checkpoints")
@@ -118,6 +132,12 @@ class Simulator:
         self.fidelity_history.append((arch, c, value))
         return value
 
+    def _count(self) -> None:
+        self.calls += 1
+        if self.calls > MAX_CALLS:
+            raise QueryLimitExceeded(f"more than {MAX_CALLS:,} queries in one run (re-queries included): a search "
+                                     "must end; does the policy re-query the same architectures in a loop?")
+
     def checkpoint_at(self, epochs: float) -> int:
         """The last checkpoint at or before ``epochs`` of training (:func:`nasbench_ptb.fidelity.checkpoint_of`),
         the first one if all are later."""
@@ -130,6 +150,7 @@ class Simulator:
 
     def ws_query(self, arch: int) -> float:
         """Validation ppl of ``arch`` under the run's WS super-net (inf where it blew up)."""
+        self._count()
         if self._ws_valid is None:
             raise ValueError("this run has no WS oracle (table without /ws, or no ws_seed)")
         if not self._ws_paid:

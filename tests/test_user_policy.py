@@ -120,3 +120,43 @@ def test_user_policy_file_beside_the_command_is_found_by_the_installed_script(tm
                           "beside:P", "--runs", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "| beside | 100.50 ± 0.00 |" in res.stdout  # id 27, the best: 100 + key_valid 0 + mean seed offset
+
+
+def test_a_policy_that_never_stops_is_ended_and_named(tmp_path, monkeypatch):
+    """Issue 25.11: re-queries are free, so a policy re-querying one architecture forever hung `evaluate`."""
+    from nasbench_ptb import simulator
+    from nasbench_ptb.evaluate import evaluate
+    from nasbench_ptb.simulator import Simulator
+
+    class Loops:
+        name, uses_ws = "loops", False
+
+        def search(self, sim):
+            while True:
+                sim.query(0)
+
+    monkeypatch.setattr(simulator, "MAX_CALLS", 500)
+    table = synthetic_table(tmp_path / "t.h5")
+    with pytest.raises(ValueError, match=r"policy loops failed: QueryLimitExceeded: more than 500 queries in one run"):
+        evaluate(table, [Loops()], runs=1)
+    sim = Simulator(table, np.random.default_rng(0))
+    for _ in range(500):  # up to the limit, every question is answered
+        sim.query(0)
+    assert sim.calls == 500 and sim.queries == 1
+    with pytest.raises(simulator.QueryLimitExceeded):
+        sim.query_at(0, 2)
+
+
+def test_a_user_policy_may_not_take_a_built_in_name(tmp_path, monkeypatch, capsys):
+    """Issue 25.11: a user policy named like a built-in silently added a second row of that name."""
+    from nasbench_ptb.cli import main
+
+    synthetic_table(tmp_path / "2node-x.h5")
+    (tmp_path / "named_policies.py").write_text(
+        "class Mine:\n    name = 'random'\n    uses_ws = False\n    def search(self, sim):\n        return 0\n"
+        "class Twin:\n    name = 'twin'\n    uses_ws = False\n    def search(self, sim):\n        return 0\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--table", "2node-x.h5", "--policy", "named_policies:Mine"]) == 1
+    assert "its name 'random' is a built-in policy's; give it a name of its own" in capsys.readouterr().err
+    assert main(["evaluate", "--table", "2node-x.h5", "--policy", "named_policies:Twin", "--policy", "named_policies:Twin"]) == 1
+    assert "its name 'twin' is another --policy's" in capsys.readouterr().err
