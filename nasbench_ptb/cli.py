@@ -185,6 +185,8 @@ def _signed(value: float) -> str:
 def cmd_info(args) -> int:
     from .analyses import by_epoch
 
+    if args.top < 0:
+        raise UserError(f"--top must be ≥ 0, got {args.top}")
     try:
         table = schema.read(args.table)
         reference = schema.read(args.reference) if args.reference else None
@@ -372,6 +374,8 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .search_results import read as read_searches
 
+    if args.runs < 1:  # before the folder is made: nothing is left behind
+        raise UserError(f"--runs must be at least 1, got {args.runs}")
     with _writing(args.out):
         real = read_searches(args.real) if args.real else None
         reference = schema.read(args.reference) if args.reference else None

@@ -188,3 +188,16 @@ def test_the_cli_takes_an_epoch_and_prints_the_rankings_by_epoch(tmp_path, capsy
     assert "vs --reference" in out and "   1.00    +1.000  +1.000" in out
     assert main(["info", str(tmp_path / "t.h5"), "--reference", str(tmp_path / "t3.h5")]) == 1
     assert "reference table is of space 3node" in capsys.readouterr().err
+
+
+def test_report_and_info_refuse_counts_below_their_minimum(tmp_path, capsys):
+    """Issue 25.15: `report --runs 0` left an empty folder behind a warning; `info --top -3` printed 29 rows."""
+    from helpers import synthetic_table
+
+    from nasbench_ptb.cli import main
+
+    synthetic_table(tmp_path / "t.h5")
+    assert main(["report", "--table", str(tmp_path / "t.h5"), "--out", str(tmp_path / "rep"), "--runs", "0"]) == 1
+    assert "--runs must be at least 1" in capsys.readouterr().err and not (tmp_path / "rep").exists()
+    assert main(["info", str(tmp_path / "t.h5"), "--top", "-3"]) == 1
+    assert "--top must be ≥ 0, got -3" in capsys.readouterr().err
