@@ -175,8 +175,11 @@ def parse(value: GenotypeLike) -> Genotype:
     nodes = []
     for k, part in enumerate(text.split("|"), start=1):
         op, sep, pred = part.strip().partition(":")
-        if not sep or not pred.strip().lstrip("-").isdigit():
+        pred = pred.strip()
+        if not sep or not re.fullmatch(r"-?[0-9]{1,9}", pred, re.ASCII):  # ASCII digits only (not ０ or ٣)
             raise ValueError(f"genotype {value!r}: node {k} {part!r} is not of the form op:pred")
+        if pred.startswith("-") and int(pred) == 0:
+            raise ValueError(f"genotype {value!r}: node {k} {part!r}: a predecessor has no sign (write {op.strip()}:0)")
         nodes.append((op.strip(), int(pred)))
     return Genotype(tuple(nodes))
 
@@ -228,7 +231,8 @@ def space(name: str | int) -> SearchSpace:
     """A space by name (``"2node"``, ``"3node"``, any ``"<n>node"``) or node count."""
     if isinstance(name, int) and not isinstance(name, bool):
         return SearchSpace(name)
-    match = re.fullmatch(r"\s*(\d+)\s*node\s*", str(name))
+    match = re.fullmatch(r"\s*([0-9]{1,6})\s*node\s*", str(name), re.ASCII)  # ASCII digits, a sane count
     if not match or int(match.group(1)) < 1:
-        raise ValueError(f"unknown search space {name!r}; expected a name like '2node' or '3node'")
+        shown = repr(name) if len(str(name)) <= 40 else repr(str(name)[:20] + "…") + f" ({len(str(name))} characters)"
+        raise ValueError(f"unknown search space {shown}; expected a name like '2node' or '3node'")
     return SearchSpace(int(match.group(1)))

@@ -143,3 +143,22 @@ def test_id_space_and_empty_genotype_errors_exactly():
         Genotype(())
     with pytest.raises(ValueError, match=r"^node 1: expected \(op, pred\), got \('tanh',\)$"):
         Genotype((("tanh",),))
+
+
+def test_only_ascii_unsigned_predecessors_and_sane_space_names_are_accepted():
+    """Issue 25.10: `relu:-0` and full-width digits parsed as genotypes; a 5000-digit space name answered with
+    Python's int-size message."""
+    import pytest
+
+    from nasbench_ptb.space import parse, space
+
+    for text, message in (("relu:-0|tanh:0", r"a predecessor has no sign \(write relu:0\)"),
+                          ("relu:０|tanh:0", "is not of the form op:pred"),
+                          ("relu:٠|tanh:0", "is not of the form op:pred")):
+        with pytest.raises(ValueError, match=message):
+            parse(text)
+    assert parse(" relu:0 | tanh:1 ").canonical == "relu:0|tanh:1"
+    with pytest.raises(ValueError, match=r"unknown search space '99999999999999999999…' \(5004 characters\)"):
+        space("9" * 5000 + "node")
+    with pytest.raises(ValueError, match="unknown search space '３node'"):
+        space("３node")
