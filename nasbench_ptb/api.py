@@ -194,15 +194,20 @@ class Benchmark:
         )
 
     def rank(self, key: GenotypeLike | int, ws_seed: int | None = None) -> int | None:
-        """Standalone rank (1 = best), or the rank under WS super-net ``ws_seed``."""
+        """Standalone rank (1 = best), or the rank under WS super-net ``ws_seed``.
+
+        Raises:
+            ArchNotFoundError: no such architecture. KeyError: no standalone part. ValueError: no such WS seed.
+        """
         a = self.resolve(key)
         if ws_seed is None:
             if self.table.standalone is None:
                 raise KeyError("this table has no standalone part")
             return self._sa_rank[a]
         ws = self.table.ws
-        if ws is None or ws_seed not in ws.seeds:
-            raise KeyError(f"no WS seed {ws_seed} in this table")
+        if ws is None or ws_seed not in ws.seeds:  # the same kind and words as values()
+            have = ", ".join(map(str, ws.seeds)) if ws is not None else "none"
+            raise ValueError(f"no super-net with WS seed {ws_seed} (the table's: {have})")
         return self._ws_ranks["ws"][int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
 
     def values(self, metric: str, ws_seed: int | None = None) -> np.ndarray:

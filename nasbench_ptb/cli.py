@@ -405,6 +405,9 @@ def cmd_serve(args) -> int:
     if args.workers < 1 or not 0 < args.port < 65536:
         raise UserError("--workers must be ≥ 1 and --port in 1..65535")
     if args.tables:
+        for entry in args.tables:  # named by the flag the user gave, before the variable it is passed on in
+            if not os.path.exists(entry):
+                raise UserError(f"--tables {entry}: no such table file or folder")
         os.environ["NASBENCH_PTB_TABLES"] = os.pathsep.join(args.tables)
     try:
         tables = api.default_tables()

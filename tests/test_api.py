@@ -90,7 +90,7 @@ def test_benchmark_object(table_dir):
     assert b.rank("tanh:0|relu:1") == 7 and b.rank(5, ws_seed=0) == 26 and b.rank(5, ws_seed=2) is None
     with pytest.raises(ValueError, match="unknown metric"):
         b.best("accuracy")
-    with pytest.raises(KeyError, match="no WS seed 9"):
+    with pytest.raises(ValueError, match=r"no super-net with WS seed 9 \(the table.s: 0, 1, 2\)"):  # as values()
         b.rank(5, ws_seed=9)
     df = b.to_dataframe()
     assert df.shape[0] == 32 and df.loc[5, "valid_ppl"] == pytest.approx(106.5) and df.loc[5, "ws0_rank"] == 26

@@ -282,6 +282,7 @@ def test_serve_bad_tables_is_one_line(tmp_path):
     res = subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--tables", str(tmp_path / "none.h5")],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "none.h5" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "--tables" in res.stderr and "NASBENCH_PTB_TABLES" not in res.stderr  # the flag the user gave
 
 
 def test_leaderboard_of_a_table_without_standalone_runs(tmp_path):
