@@ -265,7 +265,8 @@ def cmd_query(args) -> int:
     from . import api
 
     try:
-        key = int(args.arch) if args.arch.strip().isdigit() else args.arch
+        text = args.arch.strip()
+        key = int(text) if text.lstrip("-").isdecimal() and text.isascii() else args.arch  # -3: an id, as in Python
         if args.table:
             bench = api.load(args.table)
             if args.space and api.get_space(args.space).name != bench.space.name:

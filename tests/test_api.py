@@ -213,3 +213,13 @@ def test_a_key_means_the_same_in_python_the_cli_and_http(table_dir, key):
         r = client.get(url, params=None if url != "/arch" else {"genotype": key})
         code = {"id": 200, "not found": 404, "malformed": 422, "no table": 404}[want]
         assert r.status_code == code and (want != "id" or r.json()["id"] == arch)
+
+
+def test_a_negative_id_is_the_same_error_on_the_command_line_and_in_python(capsys):
+    """Issue 25.15: `query -- -3` was parsed as a malformed genotype on the command line."""
+    from nasbench_ptb.cli import main
+
+    with pytest.raises(api.ArchNotFoundError) as info:
+        api.query(-3, space="2node")
+    assert main(["query", "--space", "2node", "--", "-3"]) == 1
+    assert capsys.readouterr().err.strip() == f"nasbench_ptb query: error: {info.value}"
