@@ -23,6 +23,11 @@ INIT_RANGE = 0.04  # cell weights, as in DARTS
 EMB_INIT_RANGE = 0.1  # tied embedding/decoder, as in AWD-LSTM/DARTS
 
 
+def set_threads(n: int) -> None:
+    """torch's CPU threads for this process (``--threads``; see ``benchmarks/bench_threads.py`` for why 1)."""
+    torch.set_num_threads(n)
+
+
 @dataclass(frozen=True)
 class Dropouts:
     """AWD-LSTM/DARTS dropout rates: output (locked), hidden (m_h), x (m_x), input (locked), embedding (words)."""

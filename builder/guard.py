@@ -70,6 +70,12 @@ def in_parts(found: dict[str, list[dict]]) -> dict[str, set]:
     return held
 
 
+def _count(lost: dict[str, set]) -> str:
+    """Results by part kind in words: "4 standalone runs, 1 ws super-nets"."""
+    return ", ".join(f"{len(v)} {kind.replace('_', ' ')} {'runs' if kind == 'standalone' else 'super-nets'}"
+                     for kind, v in lost.items() if v)
+
+
 def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[dict]] | None,
                    requested: dict[str, set]) -> None:
     """Refuse to replace an existing table that is not this build's own earlier result (see the module doc).
@@ -91,9 +97,8 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
     have = in_parts(found) if found is not None else {kind: set() for kind in parts.KINDS}
     lost = {kind: runs - have[kind] - requested.get(kind, set()) for kind, runs in _held_runs(table).items()}
     if any(lost.values()):
-        what = ", ".join(f"{len(v)} {kind.replace('_', ' ')} {'runs' if kind == 'standalone' else 'super-nets'}"
-                         for kind, v in lost.items() if v)
-        raise BuildError(f"refusing to overwrite {out}: it holds results that {out.name}.parts/ does not ({what}); "
+        raise BuildError(f"refusing to overwrite {out}: it holds results that {out.name}.parts/ does not "
+                         f"({_count(lost)}); "
                          f"building would lose them; {_FORCE}")
 
 
@@ -113,9 +118,7 @@ def check_not_shrinking(out: Path, new: schema.Table) -> None:
     mine = _held_runs(new)
     lost = {kind: runs - mine[kind] for kind, runs in _held_runs(old).items()}
     if any(lost.values()):
-        what = ", ".join(f"{len(v)} {kind.replace('_', ' ')} {'runs' if kind == 'standalone' else 'super-nets'}"
-                         for kind, v in lost.items() if v)
-        raise BuildError(f"not writing {out}: the table assembled now lacks results the one there holds ({what}: "
+        raise BuildError(f"not writing {out}: the table assembled now lacks results the one there holds ({_count(lost)}: "
                          f"not in {out.name}.parts/ and not trained yet); it is left as it was, the finished units "
                          "are kept; rerun the same command to train the rest, or --force to replace it anyway")
 

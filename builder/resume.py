@@ -58,6 +58,17 @@ def flatten(state: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
+def rng_state(rng: np.random.RandomState) -> dict:
+    """A numpy ``RandomState`` as arrays (MT19937 keys, position, the cached Gaussian)."""
+    _, keys, pos, has_gauss, gauss = rng.get_state()
+    return {"keys": keys, "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
+
+
+def set_rng_state(rng: np.random.RandomState, state: dict) -> None:
+    rng.set_state(("MT19937", np.asarray(state["keys"], dtype=np.uint32), int(state["pos"]),
+                   int(state["has_gauss"]), float(state["gauss"])))
+
+
 def section(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """The entries under ``prefix/``, with the prefix removed."""
     prefix = prefix.rstrip("/") + "/"

@@ -73,14 +73,15 @@ class BpttStream:
         return self.epoch + self.i / (self.rows - 1)
 
     def state(self) -> dict:
-        _, keys, pos, has_gauss, gauss = self.rng.get_state()
-        return {"epoch": self.epoch, "i": self.i, "rng/keys": keys, "rng/pos": pos, "rng/has_gauss": has_gauss,
-                "rng/gauss": gauss}
+        from .resume import rng_state
+
+        return {"epoch": self.epoch, "i": self.i, "rng": rng_state(self.rng)}
 
     def load_state(self, state: dict) -> None:
+        from .resume import section, set_rng_state
+
         self.epoch, self.i = int(state["epoch"]), int(state["i"])
-        self.rng.set_state(("MT19937", np.asarray(state["rng/keys"], dtype=np.uint32), int(state["rng/pos"]),
-                            int(state["rng/has_gauss"]), float(state["rng/gauss"])))
+        set_rng_state(self.rng, section(state, "rng"))
 
 
 def to_ppl(ce: np.ndarray, live: np.ndarray) -> np.ndarray:
@@ -121,24 +122,20 @@ class SlotTrainer:
         for a, h in enumerate(self.history):
             history[a, : len(h)] = h
         return {
-            **{f"params/{k}": v for k, v in self.params.items()},
-            **{f"opt/{k}": v for k, v in self.opt.state().items()},
-            **{f"masks/{k}": v for k, v in self.masks.state().items()},
-            **{f"stream/{k}": v for k, v in self.stream.state().items()},
+            "params": self.params, "opt": self.opt.state(), "masks": self.masks.state(), "stream": self.stream.state(),
             "alive": self.alive, "hidden": self.hidden, "loss_sum": self.loss_sum, "loss_tokens": self.loss_tokens,
             "history": history, "history_len": np.array([len(h) for h in self.history]),
         }
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
-        def sub(prefix: str) -> dict:
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        from .resume import section as sub
 
         for k, v in self.params.items():
             v.copy_(torch.as_tensor(state[f"params/{k}"]))
-        self.opt.load_state(sub("opt/"))
-        self.masks.load_state(sub("masks/"))
-        self.stream.load_state(sub("stream/"))
+        self.opt.load_state(sub(state, "opt"))
+        self.masks.load_state(sub(state, "masks"))
+        self.stream.load_state(sub(state, "stream"))
         self.alive.copy_(torch.as_tensor(state["alive"]))
         self.hidden = torch.as_tensor(state["hidden"], device=self.device).clone()
         self.loss_sum.copy_(torch.as_tensor(state["loss_sum"]))

@@ -64,18 +64,16 @@ class ArchSampler:
 
     def state(self) -> dict:
         """Each slot's generator, the counts and the block drawn ahead (:mod:`builder.resume`)."""
-        out = {"counts": self.counts, "host": self._host, "next": self._next}
-        for a, rng in enumerate(self.rngs):
-            _, keys, pos, has_gauss, gauss = rng.get_state()
-            out.update({f"rng/{a}/keys": keys, f"rng/{a}/pos": pos, f"rng/{a}/has_gauss": has_gauss,
-                        f"rng/{a}/gauss": gauss})
-        return out
+        from .resume import rng_state
+
+        return {"counts": self.counts, "host": self._host, "next": self._next,
+                "rng": {str(a): rng_state(rng) for a, rng in enumerate(self.rngs)}}
 
     def load_state(self, state: dict) -> None:
+        from .resume import section, set_rng_state
+
         for a, rng in enumerate(self.rngs):
-            rng.set_state(("MT19937", np.asarray(state[f"rng/{a}/keys"], dtype=np.uint32),
-                           int(state[f"rng/{a}/pos"]), int(state[f"rng/{a}/has_gauss"]),
-                           float(state[f"rng/{a}/gauss"])))
+            set_rng_state(rng, section(state, f"rng/{a}"))
         self.counts[...] = state["counts"]
         self._host = np.asarray(state["host"], dtype=np.int64).reshape(-1, len(self.rngs))
         self._device = torch.as_tensor(self._host, device=self.preds.device)

@@ -107,9 +107,7 @@ def _builder(command: str, *modules: str, threads: int | None = None) -> list:
     except ImportError as exc:
         raise UserError(f"{command} needs PyTorch ({exc}); install the extra: pip install 'nasbench-ptb[build]'") from None
     if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+        importlib.import_module("nasbench_ptb.builder.engine").set_threads(threads)
     return [*mods, data.DataError]
 
 
