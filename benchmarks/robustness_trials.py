@@ -7,7 +7,8 @@
    it (TableError) or return exactly the reference values (a flip in padding the format ignores).
 3. Byte flips in a part: each trial flips one random byte of one part in a copy of the parts folder and
    reassembles (``build --time-limit 0``); the part must be refused (moved to ``.bad``, the table not replaced)
-   or the assembled table must equal the reference.
+   or the assembled table must equal the reference; "mishandled" is anything else (a traceback, a refusal that
+   leaves the part in place).
 4. Kills: each trial starts the same build in a fresh folder, SIGKILLs it at a random moment (inside a unit, at a
    part write, between units), reruns it to the end and compares the table with the reference (timings aside).
 
@@ -81,7 +82,7 @@ def main() -> None:
             table["refused"] += 1
     print(f"table byte flips ({args.flips}): {table}", flush=True)
 
-    part = {"refused": 0, "unchanged": 0, "silent change": 0}
+    part = {"refused": 0, "unchanged": 0, "silent change": 0, "mishandled": 0}
     for i in range(args.flips):
         trial = work / f"p{i}"
         trial.mkdir()
@@ -96,8 +97,10 @@ def main() -> None:
             part["refused"] += 1
         elif res.returncode == 0 and _same(schema.read(trial / "t.h5"), ref):
             part["unchanged"] += 1
-        else:
-            part["silent change"] += 1
+        else:  # exit 0 with other values: silent; anything else (a traceback, a refusal without moving it aside)
+            part["silent change" if res.returncode == 0 else "mishandled"] += 1
+            print(f"  part flip {i} in {victim.name}: exit {res.returncode}, moved aside {[b.name for b in bad]}, "
+                  f"stderr: {res.stderr.strip()[-300:]}", flush=True)
         shutil.rmtree(trial)
     print(f"part byte flips ({args.flips}): {part}", flush=True)
 
@@ -113,8 +116,8 @@ def main() -> None:
         kills["identical after resume" if _same(schema.read(out), ref) else "differs after resume"] += 1
     print(f"SIGKILL trials ({args.kills}, build alone {build_s:.1f} s): {kills}", flush=True)
     shutil.rmtree(work)
-    if table["silent change"] or part["silent change"] or kills["differs after resume"]:
-        raise SystemExit("damage passed silently: a bug")
+    if table["silent change"] or part["silent change"] or part["mishandled"] or kills["differs after resume"]:
+        raise SystemExit("damage passed silently or was mishandled: a bug")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,13 @@ def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
     for path in sorted(parts.glob(f"{KINDS[kind]}*.h5")):
         try:
             with h5py.File(path, "r") as f:
+                arrays = {k: f[k][()] for k in f}
+                stored = f.attrs.get(schema.DIGEST)  # checked first: the digest covers the fingerprint too
+                if stored is not None and str(stored) != schema.content_digest(f, arrays):
+                    raise _Damaged("content digest mismatch: a changed byte or a partial write")
+                if stored is None:
+                    print(f"warning: part {path} carries no {schema.DIGEST} (written before parts had one), so it "
+                          "cannot be verified", file=sys.stderr)
                 if f.attrs["fingerprint"] != fp and _protocol(f.attrs["fingerprint"]) != _protocol(fp):
                     raise BuildError(
                         f"{parts} holds {kind} results of training protocol version {_protocol(f.attrs['fingerprint'])}"
@@ -97,12 +104,10 @@ def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
                         f"{parts} holds {kind} results of another configuration ({path.name}); use another --out "
                         "or remove that directory"
                     )
-                arrays = {k: f[k][()] for k in f}
-                stored = f.attrs.get(schema.DIGEST)  # parts written before digests have none
-                if stored is not None and str(stored) != schema.content_digest(f, arrays):
-                    raise _Damaged("content digest mismatch: a changed byte or a partial write")
                 found.append({"path": path, **{k: v for k, v in f.attrs.items() if k != schema.DIGEST}, **arrays})
-        except (OSError, KeyError, _Damaged) as exc:
+        except BuildError:
+            raise
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError, _Damaged) as exc:  # what damage makes h5py raise
             aside = path.with_name(path.name + ".bad")
             path.replace(aside)  # kept, never deleted: it may be a disk error a user can recover from
             print(f"warning: unreadable part {path} ({exc}) moved to {aside.name}; its unit will be retrained",

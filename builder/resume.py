@@ -8,7 +8,8 @@ datasets named ``trainer/…`` (weights, optimiser state with the ASGD switch an
 bptt-stream states, the carried hidden state, live slots, the non-monotone history: :meth:`SlotTrainer.state`),
 ``client/…`` (what the standalone or weight-sharing client has recorded: curves so far, best weights, the
 architecture sampler) and ``loop/…`` (the next checkpoint, the positions, training losses and seconds so far);
-attributes ``fingerprint`` (the unit's configuration) and ``checkpoint`` (how many are done).
+attributes ``fingerprint`` (the unit's configuration), ``checkpoint`` (how many are done) and ``content_sha256``
+(the tables' digest, checked on load: a damaged state is moved aside and its unit starts again).
 
 A ``deadline`` (``time.time()`` seconds) pauses the unit at the last checkpoint before it: after a checkpoint,
 the next interval's time is estimated from the last one's rate (seconds per epoch), and when it would end past
@@ -26,6 +27,7 @@ import h5py
 import numpy as np
 import torch
 
+from nasbench_ptb import schema
 from nasbench_ptb.files import write_h5
 
 from .parts import BuildError
@@ -116,8 +118,11 @@ class Resume:
                 state: dict[str, np.ndarray] = {}
                 f.visititems(lambda name, obj: state.__setitem__(name, obj[()])
                              if isinstance(obj, h5py.Dataset) else None)
+                stored = f.attrs.get(schema.DIGEST)  # states saved before digests have none
+                if stored is not None and str(stored) != schema.content_digest(f, state):
+                    raise ValueError("content digest mismatch: a changed byte or a partial write")
                 return state
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:  # what damage makes h5py raise
             aside = self.path.with_name(self.path.name + ".bad")
             self.path.replace(aside)
             print(f"warning: cannot resume from {self.path} ({exc}); moved it to {aside.name}, the unit starts "
@@ -137,6 +142,7 @@ class Resume:
             f.attrs["checkpoint"] = checkpoint
             for k, v in flat.items():
                 f[k] = v
+            f.attrs[schema.DIGEST] = schema.content_digest(f, {k: f[k][()] for k in flat})
 
         try:
             write_h5(self.path, fill)

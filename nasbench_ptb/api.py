@@ -338,7 +338,7 @@ def default_tables() -> dict[str, Path]:
         try:
             with h5py.File(path, "r") as f:
                 found.setdefault(str(f.attrs["space"]), path)
-        except (OSError, KeyError):
+        except (OSError, KeyError, RuntimeError, ValueError, TypeError):  # what damage makes h5py raise
             raise TableError(f"{path}: listed as a table but not a readable nasbench-ptb table") from None
     if not found:
         raise TableError("no tables found (set NASBENCH_PTB_TABLES to a table file or folder)")

@@ -141,6 +141,31 @@ def test_a_foreign_or_damaged_state_is_moved_aside_and_the_unit_starts_over(stra
         assert np.array_equal(getattr(straight, name), getattr(again, name), equal_nan=True), name
 
 
+def test_a_flipped_byte_in_a_saved_state_is_caught_and_the_unit_starts_over(straight, tmp_path, capsys):
+    """Without a digest, one flipped weight byte resumed silently into different numbers."""
+    path = tmp_path / "state-u.h5"
+    with pytest.raises(Kill):
+        train_runs(CORPUS, GENOS, [0, 1, 2], P, on_batch=killer(30), resume=Resume(path, "fp"))
+    with h5py.File(path, "r") as f:
+        assert len(f.attrs[schema.DIGEST]) == 64
+        name = next(k for k in _datasets(f) if f[k].dtype.kind == "f" and f[k].size > 8)
+        offset = f[name].id.get_offset()
+    raw = bytearray(path.read_bytes())
+    raw[offset + 3] ^= 0x40
+    path.write_bytes(bytes(raw))
+    again = train_runs(CORPUS, GENOS, [0, 1, 2], P, resume=Resume(path, "fp"))
+    err = capsys.readouterr().err
+    assert "content digest mismatch" in err and (tmp_path / "state-u.h5.bad").is_file()
+    for name in STANDALONE:
+        assert np.array_equal(getattr(straight, name), getattr(again, name), equal_nan=True), name
+
+
+def _datasets(f):
+    names = []
+    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    return names
+
+
 def test_a_deadline_pauses_at_a_checkpoint_and_the_next_run_continues(straight, tmp_path):
     import time
 
