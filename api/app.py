@@ -13,8 +13,11 @@
 Routes are ``async def``: they only read tables held in memory and cached serialised bodies (records, /archs
 pages), so they never block the event loop. ``GET /arch/<known hash>`` is answered from that cache by a raw ASGI
 layer in front of the framework (``api/asgi.py``, byte for byte the route's answer). Every GET route answers HEAD.
-Every error body is ``{"detail": "<one line>"}`` (404, and 422 for any bad parameter, FastAPI's own validation
-included), as the OpenAPI document declares.
+Every error body is ``{"detail": "<one line>"}``, as the OpenAPI document declares. The parameter schemas say
+what is well formed (a genotype's syntax, a space name, a WS seed, an epoch ≥ 0), and FastAPI answers anything
+else 422; a well-formed request for what the tables do not hold (an unknown hash, a genotype whose wiring is no
+cell of a loaded space, a space without a table, a WS seed without a super-net, an epoch before the first
+checkpoint) is a 404 naming it. So every request the schema allows is answered 200 or 404.
 """
 from __future__ import annotations
 
@@ -35,15 +38,23 @@ from fastapi.staticfiles import StaticFiles
 import nasbench_ptb
 from nasbench_ptb import api as nb
 from nasbench_ptb.fidelity import FidelityError
-from nasbench_ptb.space import parse
+from nasbench_ptb.space import OPS, parse
 
 from .asgi import CachedArchs, HeadAsGet
 from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel, WsView
 
 HASH_PATTERN = r"^[0-9a-f]{16}$"
 HASH_RE = re.compile(HASH_PATTERN)
-INVALID = {422: {"model": ErrorModel, "description": "a parameter is malformed or out of range"}}
-NOT_FOUND = {404: {"model": ErrorModel, "description": "no such architecture in the loaded tables"}, **INVALID}
+SPACE_PATTERN = r"^[0-9]{1,6}node$"
+_OP = f"({'|'.join(OPS)})"
+_NODE = rf" *{_OP} *: *[0-9]{{1,9}} *"
+_PAIR = rf"\( *['\"]{_OP}['\"] *, *[0-9]{{1,9}} *\)"
+# a genotype's syntax: the canonical string, or DARTS's repr with an optional concat=range(a, b)
+GENOTYPE_PATTERN = (rf"^({_NODE}(\|{_NODE})*| *Genotype *\( *recurrent *= *\[ *({_PAIR}( *, *{_PAIR})* *,? *)?\] *"
+                    rf"(, *concat *= *range\( *[0-9]{{1,9}} *, *[0-9]{{1,9}} *\) *)?\) *)$")
+INVALID = {422: {"model": ErrorModel, "description": "a parameter is malformed (outside its schema)"}}
+NOT_FOUND = {404: {"model": ErrorModel, "description": "the loaded tables hold no such architecture, space, "
+                                                       "super-net or checkpoint"}, **INVALID}
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 PAGE_CACHE = 512  # serialised /archs pages kept (least recently used dropped first)
 
@@ -111,7 +122,7 @@ class Store:
         return body
 
 
-EPOCH = Query(None, description="the record as the table stood after this many epochs (its last checkpoint at or "
+EPOCH = Query(None, ge=0, allow_inf_nan=False, description="the record as the table stood after this many epochs (its last checkpoint at or "
                                 "before it: curves cut there, finals, ranks and status at it; test ppl only where "
                                 "that is the checkpoint the run was tested at)")
 
@@ -182,29 +193,27 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                                f"({', '.join(st.tables.spaces)})")
         try:
             return _json(st.record_json(bench, arch, curves, epoch))
-        except FidelityError as exc:
-            return _error(422, str(exc))
+        except FidelityError as exc:  # no checkpoint at or before that epoch
+            return _error(404, str(exc))
 
     @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
     async def arch_by_genotype(request: Request,
-                         genotype: str = Query(min_length=1, max_length=2000,
+                         genotype: str = Query(max_length=2000, pattern=GENOTYPE_PATTERN,
                                                description="canonical string (tanh:0|sigmoid:0) or DARTS repr"),
                          curves: bool = True, epoch: Optional[float] = EPOCH):
         st = store(request)
         try:
             bench, arch = st.tables.resolve(parse(genotype))  # by genotype only: a hash here is malformed
             return _json(st.record_json(bench, arch, curves, epoch))
-        except ValueError as exc:  # a malformed genotype, an epoch the table cannot answer
-            return _error(422, str(exc))
-        except nb.TableError as exc:
+        except (ValueError, nb.TableError) as exc:  # well formed, but no cell of a loaded table (or checkpoint)
             return _error(404, str(exc))
 
-    @app.get("/archs", response_model=Leaderboard, responses={404: {"model": ErrorModel}, **INVALID})
-    async def leaderboard(request: Request, space: Optional[str] = None,
+    @app.get("/archs", response_model=Leaderboard, responses=NOT_FOUND)
+    async def leaderboard(request: Request, space: Optional[str] = Query(None, pattern=SPACE_PATTERN),
                     sort: Literal["valid_ppl", "test_ppl", "id", "ws_valid_ppl"] = "valid_ppl",
                     order: Literal["asc", "desc"] = "asc",
                     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
-                    ws_seed: Optional[int] = Query(None, description="the super-net sort=ws_valid_ppl ranks by "
+                    ws_seed: Optional[int] = Query(None, ge=0, description="the super-net sort=ws_valid_ppl ranks by "
                                                                       "(default: the first)"),
                     status: Optional[Literal["ok", "diverged", "missing"]] = None,
                     op: Optional[Literal["tanh", "relu", "sigmoid", "identity"]] = Query(
@@ -214,23 +223,19 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         try:
             bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
             if sort == "ws_valid_ppl":
-                bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 422 naming it
-        except ValueError as exc:  # a malformed space name, a WS seed the table lacks
-            return _error(422, str(exc))
-        except nb.TableError as exc:
+                bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 404 naming it
+        except (ValueError, nb.TableError) as exc:  # no such space (0node), no table for it, no such super-net
             return _error(404, str(exc))
         filters = tuple((k, v) for k, v in (("status", status), ("op", op), ("iso", iso)) if v is not None)
         return _json(st.leaderboard_json(bench, sort, order, limit, offset,
                                          ws_seed if sort == "ws_valid_ppl" else None, filters))
 
-    @app.get("/ws/{space}", response_model=WsView, responses={404: {"model": ErrorModel}, **INVALID})
-    async def ws_view(request: Request, space: str = Path(pattern=r"^[0-9]+node$", description="e.g. 2node")):
+    @app.get("/ws/{space}", response_model=WsView, responses=NOT_FOUND)
+    async def ws_view(request: Request, space: str = Path(pattern=SPACE_PATTERN, description="e.g. 2node")):
         st = store(request)
         try:
             bench = st.tables.bench(space)
-        except ValueError as exc:
-            return _error(422, str(exc))
-        except nb.TableError as exc:
+        except (ValueError, nb.TableError) as exc:  # no such space (0node), or no table for it
             return _error(404, str(exc))
         if bench.table.ws is None or bench.table.standalone is None:
             return _error(404, f"the {bench.space.name} table has no weight-sharing and standalone results to compare")

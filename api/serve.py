@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import uvicorn
 
+from .protocols import protocol
+
 
 def run(host: str, port: int, workers: int = 1) -> None:
-    uvicorn.run(f"{__package__}.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    uvicorn.run(f"{__package__}.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", http=protocol())
