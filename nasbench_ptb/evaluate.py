@@ -12,7 +12,7 @@ from .policies import Policy
 from .schema import Status, Table
 from .search_results import Search, SearchResults
 from .simulator import Budget, Simulator
-from .summary import final_valid, mean_over_ok, ranks
+from .summary import final_valid, mean_over_ok, ranks, sample_std
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class PolicyResult:
     runs: int
     choices: tuple[int, ...]
     valid_mean: float
-    valid_std: float
+    valid_std: float  # sample std (ddof 1) over the runs' choices; NaN for one run
     test_mean: float
     test_std: float
     valid_best: float
@@ -89,8 +89,8 @@ def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float
     choices = [int(c) for c in choices]
     v, t = valid[choices], test[choices]
     return PolicyResult(
-        name, len(choices), tuple(choices), float(np.nanmean(v)), float(np.nanstd(v)), float(np.nanmean(t)),
-        float(np.nanstd(t)), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(rank[choices])),
+        name, len(choices), tuple(choices), float(np.nanmean(v)), sample_std(v[np.isfinite(v)]),
+        float(np.nanmean(t)), sample_std(t[np.isfinite(t)]), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(rank[choices])),
         float(np.mean([c == best for c in choices])),
         float(np.mean([genos[c].iso_hash == genos[best].iso_hash for c in choices])),
         float(np.nanmean(v) - valid[best]), float(np.mean(costs)),
@@ -127,11 +127,15 @@ def real_best(table: Table) -> dict:
             "valid": float(valid[best]), "test": float(test[best])}
 
 
+def _spread(mean: float, std: float) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if np.isfinite(std) else f"{mean:.2f} (one run)"
+
+
 def format_table(results: Sequence[PolicyResult], best: dict) -> str:
     """The paper's Table 3 form (Markdown), extended with rank, hit rates, regret and cost."""
     head = ("| policy | valid ppl (mean ± std) | test ppl (mean ± std) | best valid | best test | mean rank | "
             "P(best) | P(best iso) | regret | search cost (s) |\n|---|---|---|---|---|---|---|---|---|---|")
-    rows = [f"| {r.policy} | {r.valid_mean:.2f} ± {r.valid_std:.2f} | {r.test_mean:.2f} ± {r.test_std:.2f} | "
+    rows = [f"| {r.policy} | {_spread(r.valid_mean, r.valid_std)} | {_spread(r.test_mean, r.test_std)} | "
             f"{r.valid_best:.2f} | {r.test_best:.2f} | {r.mean_rank:.1f} | {r.p_best:.2f} | {r.p_best_iso:.2f} | "
             f"{r.regret:.2f} | {r.cost_seconds:.0f} |" for r in results]
     rows.append(f"| REAL-BEST ({best['genotype']}) | {best['valid']:.2f} | {best['test']:.2f} | {best['valid']:.2f} | "
