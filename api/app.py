@@ -3,7 +3,7 @@
     GET /arch/{hash}            one architecture (``?curves=false`` omits the curves; ``?epoch=E``: as after E epochs)
     GET /arch?genotype=…        the same by genotype (canonical string or DARTS repr)
     GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id|ws_valid_ppl&ws_seed=&order=asc|desc
-                                &limit=&offset=, filters &status=ok|diverged|missing &op=<activation> &iso=<iso hash>
+                                &limit=&offset=, filters &status=ok|diverged|missing &op=<activation> &iso=<iso hash> &min_n=
     GET /ws/{space}             weight sharing vs standalone: final values per super-net, tau-b per checkpoint
     GET /                       the explorer page (static HTML + script from the package, no CDN)
     GET /spaces                 every loaded table: space, preset, every training value, coverage, device
@@ -72,7 +72,7 @@ class Store:
     def leaderboard_json(self, bench: nb.Benchmark, sort: str, order: str, limit: int, offset: int,
                          ws_seed: int | None = None, filters: tuple = ()) -> bytes:
         """A leaderboard page, serialised once; rows are sorted once per (space, sort, order, WS seed) and
-        filtered by ``filters`` ((name, value) pairs: status, op, iso)."""
+        filtered by ``filters`` ((name, value) pairs: status, op, iso, min_n)."""
         key = (bench.space.name, sort, order, ws_seed, filters, limit, offset)
         body = self._pages.get(key)
         if body is not None:
@@ -218,7 +218,9 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                     status: Optional[Literal["ok", "diverged", "missing"]] = None,
                     op: Optional[Literal["tanh", "relu", "sigmoid", "identity"]] = Query(
                         None, description="only cells with a node of this activation"),
-                    iso: Optional[str] = Query(None, pattern=HASH_PATTERN, description="only this iso class")):
+                    iso: Optional[str] = Query(None, pattern=HASH_PATTERN, description="only this iso class"),
+                    min_n: Optional[int] = Query(None, ge=1, le=1000, description="only cells with at least this many "
+                                                 "ok standalone seeds (one-seed means crowd an unfiltered top)")):
         st = store(request)
         try:
             bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
@@ -226,7 +228,8 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                 bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 404 naming it
         except (ValueError, nb.TableError) as exc:  # no such space (0node), no table for it, no such super-net
             return _error(404, str(exc))
-        filters = tuple((k, v) for k, v in (("status", status), ("op", op), ("iso", iso)) if v is not None)
+        filters = tuple((k, v) for k, v in (("status", status), ("op", op), ("iso", iso), ("min_n", min_n))
+                        if v is not None)
         return _json(st.leaderboard_json(bench, sort, order, limit, offset,
                                          ws_seed if sort == "ws_valid_ppl" else None, filters))
 
@@ -267,6 +270,8 @@ def _keep(row: LeaderboardRow, name: str, value: str) -> bool:
         return row.status == value
     if name == "op":
         return value in [node.split(":")[0] for node in row.genotype.split("|")]
+    if name == "min_n":
+        return row.n_seeds >= value
     return row.iso_hash == value
 
 

@@ -249,12 +249,29 @@ class Benchmark:
         keyed = sorted(has.tolist(), key=lambda i: (-values[i] if descending else values[i], i))
         return keyed + np.flatnonzero(np.isnan(values)).tolist(), len(has)
 
-    def best(self, metric: str = "valid_ppl", k: int = 10) -> list[ArchRecord]:
-        """The ``k`` best architectures by mean standalone ``valid_ppl`` or ``test_ppl`` (ok seeds only)."""
+    def best(self, metric: str = "valid_ppl", k: int = 10, min_n: int = 1) -> list[ArchRecord]:
+        """The ``k`` best architectures by mean standalone ``valid_ppl`` or ``test_ppl`` (ok seeds only) among
+        those with at least ``min_n`` ok seeds (one-seed means are noisier and crowd an unfiltered top list).
+
+        Raises:
+            KeyError: the table has no standalone part. ValueError: an unknown metric.
+        """
         if self.table.standalone is None:
             raise KeyError("this table has no standalone part")
         ids, with_value = self.order(metric)
-        return [self.query(i) for i in ids[: min(max(k, 0), with_value)]]
+        n_ok = (self.table.standalone.status == schema.Status.OK).sum(axis=1)
+        return [self.query(i) for i in [i for i in ids[:with_value] if n_ok[i] >= min_n][: max(k, 0)]]
+
+    def iso_classes(self, min_n: int = 1) -> list[summary.IsoClass]:
+        """The ranking by iso class: each class's cells (renumberings of one function) pooled as replicates, best
+        first, with n (ok runs) beside every mean; classes with fewer than ``min_n`` runs last, unranked.
+
+        Raises:
+            KeyError: the table has no standalone part.
+        """
+        if self.table.standalone is None:
+            raise KeyError("this table has no standalone part")
+        return summary.iso_classes(self.table, min_n)
 
     def to_dataframe(self):
         """One row per architecture (standalone aggregates, WS final valid/rank per seed); needs pandas."""

@@ -10,9 +10,8 @@ import json
 import sys
 from contextlib import contextmanager
 
-import numpy as np
 
-from . import schema, summary
+from . import schema
 from .cli_base import UserError, bench_of
 
 
@@ -120,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="summarise a table: space, preset, coverage, best architectures")
     i.add_argument("table")
     i.add_argument("--top", type=int, default=5)
+    i.add_argument("--min-n", type=int, default=1, metavar="N",
+                   help="rank only cells (and iso classes) with at least N ok runs (one-seed means crowd a top list)")
+    i.add_argument("--by-iso", action="store_true",
+                   help="also rank the iso classes: the cells that are renumberings of one function pooled as "
+                        "replicates, n beside every mean")
     i.add_argument("--reference", metavar="TABLE",
                    help="another table of the space (e.g. the 1-epoch one): each epoch's ranking is compared with its")
     i.add_argument("--json", action="store_true", help="machine-readable output")
@@ -164,142 +168,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tables", nargs="+", help="table files or folders (default: the default tables)")
     s.add_argument("--workers", type=int, default=1)
     return parser
-
-
-def _fmt_range(values: np.ndarray) -> str:
-    v = values[np.isfinite(values)]
-    return f"{v.min():.1f} .. {v.max():.1f} (median {np.median(v):.1f})" if v.size else "n/a"
-
-
-def _pm(mean: float, std: float) -> str:
-    """``mean ± std``; the mean alone when there is no spread to report (one seed), ``n/a`` without a mean."""
-    if not np.isfinite(mean):
-        return "n/a"
-    return f"{mean:.2f} ± {std:.2f}" if np.isfinite(std) else f"{mean:.2f}"
-
-
-def _signed(value: float) -> str:
-    return "n/a" if value is None or np.isnan(value) else f"{value:+.3f}"
-
-
-def cmd_info(args) -> int:
-    from .analyses import by_epoch
-
-    if args.top < 0:
-        raise UserError(f"--top must be ≥ 0, got {args.top}")
-    try:
-        table = schema.read(args.table)
-        reference = schema.read(args.reference) if args.reference else None
-        epochs = by_epoch(table, reference) if table.standalone is not None else []
-    except (schema.TableError, ValueError) as exc:
-        raise UserError(str(exc)) from None
-    cov = summary.coverage(table)
-    top = summary.best(table, args.top) if table.standalone is not None else []
-    taus = summary.ws_vs_standalone_tau(table)
-    seed_taus = summary.seed_taus(table)
-    sharing = summary.sharing(table)
-    if args.json:
-        print(json.dumps({"space": table.space.name, "preset": table.preset, "config": table.config,
-                          "coverage": vars(cov), "best": top, "ws_tau_b": [vars(t) for t in taus],
-                          "standalone_seed_tau_b": seed_taus, "amount_of_sharing": sharing,
-                          "by_epoch": [vars(r) for r in epochs], **table.attrs},
-                         indent=2, default=str))
-        return 0
-    cfg = table.config
-    print(f"table      {args.table}")
-    print(f"space      {table.space.name} ({table.space.size} architectures)")
-    print(f"preset     {table.preset}: hidden {cfg.get('hidden')}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}")
-    sa = table.standalone
-    if sa is not None:
-        print(f"standalone epochs {cfg.get('epochs')}, {len(sa.epochs)} checkpoints, seeds {list(map(int, sa.seeds))}")
-        print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing; "
-              f"{cov.archs_with_ok_run}/{table.space.size} architectures with a result"
-              + (" (full)" if cov.full else " (partial)"))
-        print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(summary.final_valid(table))}")
-        ok_test = np.where(sa.status == schema.Status.OK, sa.test_ppl, np.nan)
-        print(f"test ppl   at best checkpoint: {_fmt_range(ok_test)}")
-        for row in seed_taus:
-            where = f"the sample of {row['sample']['n']} (seed {row['sample']['seed']})" if row["sample"] else "all"
-            print(f"seeds      {row['pair']} on {where}: Kendall tau-b = {row['tau']:+.3f} over {row['archs']} "
-                  "architectures trained with both")
-    else:
-        print("standalone (not in this table)")
-    ws = table.ws
-    if ws is not None:
-        ok = int((ws.status == schema.Status.OK).sum())
-        print(f"ws         epochs {cfg.get('ws_epochs')}, {len(ws.epochs)} checkpoints, {ok}/{len(ws.seeds)} "
-              f"super-nets ok, final valid ppl over architectures: {_fmt_range(ws.valid_ppl[:, -1])}")
-        for t in taus:
-            state = schema.Status(t.status).name.lower()
-            print(f"  ws seed {t.seed}: Kendall tau-b vs standalone = {t.tau:+.3f} (p = {t.pvalue:.3g}, "
-                  f"{t.archs} architectures, {state})")
-    if sharing is not None:
-        print(f"ws subspace {len(sharing['ids'])} architectures (ids {','.join(map(str, sharing['ids']))}), "
-              f"{sharing['ok']}/{len(sharing['seeds'])} super-nets ok sharing weights among them only")
-        for row in sharing["taus"]:
-            print(f"  ws seed {row['seed']}: Kendall tau-b vs standalone on the subspace = "
-                  f"{_signed(row['subspace_only'])} (subspace-only sharing), {_signed(row['whole_space'])} "
-                  "(whole-space sharing)")
-    if epochs:
-        print("by epoch   tau-b of each checkpoint's ranking vs the final one" + (" and vs --reference" if reference
-              else "") + "; seed-to-seed tau-b; top-5 overlap with the final top 5; tau-b among the final best "
-              "quarter; tau-b of each super-net (at its last checkpoint by then) vs standalone then")
-        print("  epoch  vs final" + ("  vs ref" if reference else "") + "  seeds  top-5  best 1/4  ws")
-        for r in epochs:
-            print(f"  {r.epoch:5.2f}  {_signed(r.tau_final):>8}" + (f"  {_signed(r.tau_reference):>6}" if reference
-                  else "") + f"  {_signed(r.seed_tau):>5}  {r.top5_overlap:5.1f}  {_signed(r.tau_top_quarter):>8}  "
-                  + " ".join(_signed(t) for t in r.ws_tau))
-    for key in ("device", "timings", "software", "created"):
-        if key in table.attrs:
-            value = table.attrs[key]
-            print(f"{key:<10} {value if isinstance(value, str) else json.dumps(value)}")
-    if top:
-        print(f"best {len(top)} by mean final validation ppl:")
-        for r in top:
-            print(f"  {r['id']:>5}  {r['genotype']:<40} valid {r['valid_ppl']:8.2f}  test {r['test_ppl']:8.2f}  "
-                  f"seeds ok {r['seeds_ok']}  hash {r['hash']}")
-    return 0
-
-
-def cmd_query(args) -> int:
-    from . import api
-
-    try:
-        text = args.arch.strip()
-        key = int(text) if text.lstrip("-").isdecimal() and text.isascii() else args.arch  # -3: an id, as in Python
-        if args.table:
-            bench = api.load(args.table)
-            if args.space and api.get_space(args.space).name != bench.space.name:
-                raise UserError(f"--space {args.space} but {args.table} is a {bench.space.name} table")
-            rec = api.Tables([bench]).query(key, bench.space.name, args.seed, epoch=args.epoch)  # an id needs no --space
-        else:
-            rec = api.query(key, space=args.space, seed=args.seed, epoch=args.epoch)
-    except (ValueError, api.TableError) as exc:
-        raise UserError(str(exc)) from None
-    except KeyError as exc:
-        raise UserError(str(exc) if isinstance(exc, api.ArchNotFoundError) else exc.args[0]) from None
-    if args.json:
-        print(json.dumps(rec.to_dict(), indent=2))
-        return 0
-    print(f"{rec.genotype}  (space {rec.space}, id {rec.id}, hash {rec.hash}, iso {rec.iso_hash}, {rec.params} params)")
-    sa = rec.standalone
-    if args.epoch is not None and sa is not None and sa.seeds and sa.seeds[0].curve is not None:
-        print(f"as after {sa.seeds[0].curve.epochs[-1]:.2f} epochs (the last checkpoint at or before {args.epoch:g}; "
-              "test ppl only where that is the checkpoint the run was tested at)")
-    if sa is not None:
-        print(f"standalone  {sa.status}: valid ppl {_pm(sa.valid_ppl, sa.valid_ppl_std)}, test ppl "
-              f"{_pm(sa.test_ppl, sa.test_ppl_std)} (n = {sa.n_seeds} seed{'s' if sa.n_seeds != 1 else ''}); "
-              f"rank {sa.rank if sa.rank is not None else '– (no run)'}"
-              + (f"; missing seeds {list(sa.missing_seeds)}" if sa.missing_seeds else "")
-              + (f"; diverged seeds {list(sa.diverged_seeds)}" if sa.diverged_seeds else ""))
-        for r in sa.seeds:
-            print(f"  seed {r.seed}: {r.status}, final valid {r.final_valid_ppl:.2f}, test {r.test_ppl:.2f}, "
-                  f"best epoch {r.best_epoch:.2f}")
-    for label, group in (("ws seed", rec.ws), ("ws subspace seed", rec.ws_subspace)):
-        for w in group:
-            print(f"{label} {w.seed} ({w.status}): final valid ppl {w.final_valid_ppl:.2f}, test {w.test_ppl:.2f}, "
-                  f"rank {w.rank}, sampled {w.samples}x")
-    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -426,10 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         from . import cli_train  # the commands that train (torch is imported only when they run)
+        from . import cli_read
 
         commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search,
                     "verify": cli_train.cmd_verify, "train": cli_train.cmd_train, "export": cmd_export,
-                    "info": cmd_info, "query": cmd_query, "serve": cmd_serve,
+                    "info": cli_read.cmd_info, "query": cli_read.cmd_query, "serve": cmd_serve,
                     "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)
     except UserError as exc:

@@ -1,6 +1,7 @@
 """Summaries of a table for ``nasbench_ptb info``: coverage, fidelity and the best architectures."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,18 +81,60 @@ def ranking(table: Table) -> np.ndarray:
     return np.argsort(np.where(np.isnan(mean), np.inf, mean), kind="stable")
 
 
-def best(table: Table, k: int = 5) -> list[dict]:
+def best(table: Table, k: int = 5, min_n: int = 1) -> list[dict]:
+    """The ``k`` best architectures by mean final validation ppl among those with at least ``min_n`` ok seeds (a
+    one-seed mean is noisier, so an unfiltered top list favours one-seed cells: the winner's curse)."""
     sa = table.standalone
     valid = mean_over_ok(final_valid(table), sa.status)
     test = mean_over_ok(sa.test_ppl, sa.status)
+    n_ok = (sa.status == Status.OK).sum(axis=1)
     rows = []
-    for a in ranking(table)[:k]:
-        if np.isnan(valid[a]):
+    for a in ranking(table):
+        if len(rows) == k or np.isnan(valid[a]):
             break
+        if n_ok[a] < min_n:
+            continue
         g = table.space.from_id(int(a))
         rows.append({"id": int(a), "genotype": g.canonical, "hash": g.hash, "valid_ppl": float(valid[a]),
-                     "test_ppl": float(test[a]), "seeds_ok": int((sa.status[a] == Status.OK).sum())})
+                     "test_ppl": float(test[a]), "seeds_ok": int(n_ok[a])})
     return rows
+
+
+@dataclass(frozen=True)
+class IsoClass:
+    """The cells of one iso class (renumberings of one function: :attr:`Genotype.iso_hash`) pooled: their ok runs
+    are replicates of the same function, so a class's mean rests on more runs than any member's."""
+
+    iso_hash: str
+    ids: tuple[int, ...]  # its cells, ascending
+    genotypes: tuple[str, ...]
+    n: int  # ok runs pooled over the cells
+    valid_ppl: float  # mean final validation ppl over those runs; NaN for none
+    valid_ppl_std: float  # sample std (ddof 1) over those runs; NaN for fewer than two
+    test_ppl: float  # mean test ppl over those runs
+    rank: int | None  # 1 = best, among the classes with at least min_n runs; None below it or without a run
+
+
+def iso_classes(table: Table, min_n: int = 1) -> list[IsoClass]:
+    """Every iso class of the table's space with its cells' ok runs pooled (each run weighs the same), best
+    first; classes with fewer than ``min_n`` runs (or none) follow, unranked."""
+    sa = table.standalone
+    ok = sa.status == Status.OK
+    valid, test = final_valid(table), sa.test_ppl
+    groups: dict[str, list[int]] = {}
+    for g in table.space:
+        groups.setdefault(g.iso_hash, []).append(g.id)
+    out = []
+    for iso, ids in groups.items():
+        runs = ok[ids]
+        v, t = valid[ids][runs], test[ids][runs]
+        out.append(IsoClass(iso, tuple(ids), tuple(table.space.from_id(i).canonical for i in ids), int(runs.sum()),
+                            float(v.mean()) if v.size else float("nan"), sample_std(v),
+                            float(t.mean()) if t.size else float("nan"), None))
+    ranked = sorted((c for c in out if c.n >= max(min_n, 1)), key=lambda c: (c.valid_ppl, c.ids))
+    rest = sorted((c for c in out if c.n < max(min_n, 1)), key=lambda c: c.ids)
+    values = np.array([c.valid_ppl for c in ranked])
+    return [dataclasses.replace(c, rank=int(r)) for c, r in zip(ranked, ranks(values))] + rest
 
 
 @dataclass(frozen=True)

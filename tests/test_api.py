@@ -165,6 +165,30 @@ def test_cli_info_lists_the_best_by_mean_final_validation_ppl(table_dir):
     assert [row["seeds_ok"] for row in best] == [2, 2, 2, 2]
 
 
+def test_cli_info_ranks_iso_classes_and_honours_min_n(table_dir):
+    """Issue 25.14: the ranking by iso class, and a minimum n for the top list."""
+    run = lambda *a: subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "info", str(table_dir / "2node-x.h5"),  # noqa: E731
+                                     *a], capture_output=True, text=True)
+    out = json.loads(run("--top", "40", "--by-iso", "--min-n", "2", "--json").stdout)
+    assert out["min_n"] == 2 and 2 not in [r["id"] for r in out["best"]]  # arch 2: one ok seed
+    assert all(r["seeds_ok"] >= 2 for r in out["best"]) and len(out["best"]) == 29
+    classes = out["best_iso_classes"]
+    assert [c["rank"] for c in classes] == list(range(1, len(classes) + 1)) and all(c["n"] >= 2 for c in classes)
+    twins = next(c for c in classes if c["ids"] == [19, 26])
+    assert twins["n"] == 4 and twins["valid_ppl"] == pytest.approx(np.mean(VALID[[19, 26]]))
+    text = run("--by-iso").stdout
+    assert "iso classes by pooled final validation ppl" in text and "(n = 2)" in text
+    assert "(+1 twin)" in run("--by-iso", "--top", "40").stdout and "(n = 4)" in run("--by-iso", "--top", "40").stdout
+    bad = run("--min-n", "0")
+    assert bad.returncode == 1 and "--min-n must be ≥ 1, got 0" in bad.stderr
+    from nasbench_ptb import api
+    bench = api.load(table_dir / "2node-x.h5")  # the Python face answers the same
+    assert [r.id for r in bench.best(k=40, min_n=2)] == [r["id"] for r in out["best"]]
+    assert [r.id for r in bench.best(k=40)][:29] != [r["id"] for r in out["best"]]  # arch 2 is in it
+    assert [(c.ids, c.rank) for c in bench.iso_classes(min_n=2) if c.rank] == [(tuple(c["ids"]), c["rank"])
+                                                                             for c in classes]
+
+
 # key -> what every face must answer: ("id", n) for the record of id n in 2node, else the kind of error
 FACES = {
     "tanh:0|relu:1": ("id", 5),

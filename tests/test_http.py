@@ -362,6 +362,10 @@ def test_leaderboard_filters_ws_sort_and_the_ws_view(client):
     assert [r["id"] for r in get(status="diverged").json()["items"]] == [3]
     ok = get(status="ok").json()
     assert ok["total"] == 30 and ok["filters"] == {"status": "ok"}
+    two = get(min_n=2).json()  # arch 1 has no ok seed, 2 one (seed 0 diverged), 3 none
+    assert two["total"] == 29 and {1, 2, 3}.isdisjoint(r["id"] for r in two["items"]) and two["filters"] == {"min_n": 2}
+    assert [r["id"] for r in get(min_n=1).json()["items"]] == [r["id"] for r in get().json()["items"] if r["n_seeds"]]
+    assert get(min_n=0).status_code == 422
     relu = get(op="relu").json()["items"]
     assert relu and all("relu" in r["genotype"] for r in relu) and len(relu) == 32 - 3 * 6  # 3 ops × (2 preds × 3 ops) lack relu
     g = parse("sigmoid:0|identity:0")

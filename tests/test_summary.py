@@ -235,3 +235,38 @@ def test_sharing_summary_of_a_table_with_subspace_supernets(table):
     t.standalone.status[6] = schema.Status.MISSING  # a subspace cell without standalone runs: no taus at all
     assert summary.sharing(t)["taus"] == [] and summary.sharing(t)["ok"] == 1
     assert summary.sharing(dataclasses.replace(t, standalone=None))["taus"] == []
+
+
+def test_iso_classes_pool_the_twins_runs_by_hand(table):
+    """Issue 25.14: twins are one function, so their runs are replicates of one mean."""
+    classes = summary.iso_classes(table)
+    assert sum(len(c.ids) for c in classes) == 32 and len({c.iso_hash for c in classes}) == len(classes)
+    pair = next(c for c in classes if c.ids == (19, 26))  # sigmoid:0|identity:0 and identity:0|sigmoid:0
+    runs = [100 + 8 + 0, 100 + 8 + 1, 100 + 25 + 0, 100 + 25 + 1]  # key_valid 19 → 8, 26 → 25
+    assert pair.n == 4 and pair.valid_ppl == pytest.approx(117.0)
+    assert pair.valid_ppl_std == pytest.approx(np.sqrt((81 + 64 + 64 + 81) / 3)) == pytest.approx(np.std(runs, ddof=1))
+    assert pair.test_ppl == pytest.approx((112 + 113 + 93 + 94) / 4)  # key_test 19 → 22, 26 → 3
+    ok_runs = {1: 0, 2: 1, 3: 0}  # arch 1 missing, 2 diverged on seed 0, 3 on both; the others 2 ok runs
+    assert all(c.n == sum(ok_runs.get(a, 2) for a in c.ids) for c in classes)
+    ranked = [c for c in classes if c.rank is not None]
+    assert [c.rank for c in ranked] == sorted(c.rank for c in ranked) and ranked[0].rank == 1
+    means = [c.valid_ppl for c in ranked]
+    assert means == sorted(means) and all(c.n >= 1 for c in ranked)
+    assert [c for c in classes if c.rank is None] == [c for c in classes if c.n == 0]
+    # min_n 3: only classes of two cells with both ok seeds stay ranked; the others follow unranked
+    strict = summary.iso_classes(table, min_n=3)
+    assert {c.ids for c in strict if c.rank is not None} == {c.ids for c in classes if c.n >= 3}
+    assert all(c.n >= 3 for c in strict if c.rank is not None) and strict[0].rank == 1
+
+
+def test_best_with_a_minimum_n_skips_one_seed_cells(table):
+    """Issue 25.14: the winner's curse: a one-seed cell on top of the list."""
+    from nasbench_ptb import schema
+
+    best = int(np.argmin(key_valid(np.arange(32))))  # 27
+    table.standalone.status[best, 1] = schema.Status.MISSING
+    top = summary.best(table, 3)
+    assert top[0]["id"] == best and top[0]["seeds_ok"] == 1
+    strict = summary.best(table, 3, min_n=2)
+    assert best not in [r["id"] for r in strict] and len(strict) == 3 and all(r["seeds_ok"] == 2 for r in strict)
+    assert [r["id"] for r in strict] == [r["id"] for r in summary.best(table, 5)[1:] if r["seeds_ok"] == 2][:3]
