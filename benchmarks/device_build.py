@@ -165,6 +165,8 @@ def step_modes(args, overrides: dict, out: Path, seconds: float, log: Log) -> di
            "--compile-backend", args.compile_backend, "--json", str(out / "modes.json")]
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={value}"]
+    if args.tiny:  # the evaluation phase on the rehearsal's own validation prefix, not 20k tokens (minutes on CPU)
+        cmd += ["--eval-tokens", str(TINY["ws_final_valid_tokens"])]
     log(f"step modes: {seconds:.0f} s for them")
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds,
