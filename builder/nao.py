@@ -1,29 +1,51 @@
-"""NAO (Luo et al., 2018) with weight sharing on the reduced spaces: encoder, performance predictor, decoder.
+"""NAO with weight sharing (NAO-WS; Luo et al., "Neural Architecture Optimization", NeurIPS 2018): an
+encoder–predictor–decoder (EPD) over cell sequences, and a pool that grows only with the cells the decoder
+proposes.
 
-A cell is the token sequence ``pred_1, op_1, …, pred_n, op_n`` (predecessor tokens 0..n−1, op tokens n..n+3).
-The encoder (LSTM) maps it to per-position outputs whose mean is the cell's embedding ``e``; the predictor (MLP,
-sigmoid) maps ``e`` to a score in [0, 1] (1 = the pool's best validation ppl under the shared weights, 0 = its
-worst); the decoder (LSTM started from ``e``, greedy, invalid tokens masked) rebuilds the sequence. Loss =
-0.8 · prediction MSE + 0.2 · reconstruction cross-entropy, Adam 1e-3.
+Every value below follows the authors' NAO-WS search script (``NAO_V1/train_search.py`` and its ``encoder.py``,
+``controller.py`` in ``renqianluo/NAO_pytorch``); a value scaled to our spaces says how, and why.
 
-Search (NAO-WS, the Sciuto et al. setting): a random pool of ``pool_fraction`` of the space; the shared weights
-train on cells drawn uniformly from the pool; at each search epoch the pool is scored under the shared weights,
-the EPD trains ``epd_epochs`` on it, and new cells are decoded from the embeddings of the ``top`` pool cells moved
-along the predictor's gradient (``e + λ∇e``, λ growing until new cells appear); at most ``max_new`` (3) new cells
-join the pool (random ones fill up when decoding finds fewer). The choice: the pool's best under the shared
-weights.
+**Cell sequence.** ``pred_1, op_1, …, pred_n, op_n`` (predecessor tokens 0..n−1, op tokens n..n+3); the encoder
+reads it two tokens per step (the script's ``source_length / encoder_length = 2``), so one LSTM step per node.
+
+**EPD** (``controller_*`` flags). Encoder: embedding (``emb_size`` 32 per token, 64 per step) → 1-layer LSTM of
+``hidden`` 64 → every output L2-normalised; the cell's embedding is the normalised mean of the outputs. Predictor:
+``mlp_layers`` 0, i.e. one linear layer on the embedding and a sigmoid. Decoder: a 1-layer LSTM started from
+(embedding, embedding), dot-product attention over the encoder's outputs (``tanh(W[h; context])``), greedy, with
+the tokens a position cannot take masked (a node reads an earlier node; an op is an op). Loss = ``trade_off`` 0.8 ·
+prediction MSE + 0.2 · reconstruction cross-entropy; Adam, ``lr`` 1e-3, no weight decay (``l2_reg`` 0), gradients
+clipped at ``grad_bound`` 5, ``epd_epochs`` 1000 passes of batch 100 over the pool at each search epoch. Targets:
+the pool's scores min–max normalised, 1 for the best (lowest validation ppl under the shared weights).
+
+**Search.** A random initial pool (``controller_seed_arch`` 600 of a space of ~10^12 cells; here ``pool_fraction``
+0.25 of the space: 8 of 32, 96 of 384). The shared weights train on cells drawn uniformly from the pool
+(``arch_pool_prob`` None). At each search epoch every pool cell is scored under the shared weights, the EPD trains
+on the pool, and new cells are decoded from the ``top`` pool cells (the script's 100 of 600: a sixth of the pool)
+with their encoder outputs moved up the predictor's gradient, ``outputs + λ·∂pred/∂outputs`` (then normalised
+again), for step sizes λ = 1, 2, … until ``new`` cells (its 300 of 600: half the pool) have been found that are
+neither in the pool nor already proposed, or λ passes ``max_step`` 50. The new cells replace the pool's worst,
+so the pool keeps its size; **no cell enters the pool that the decoder did not propose** (when the decoder finds
+fewer, fewer are replaced). The choice at each search epoch: the pool's best under the shared weights (the
+script reranks its top 5 by short standalone training instead; weight-sharing NAO takes the best).
+
+Not carried over: ``controller_expand`` (augmenting the EPD's data by swapping the two inputs of a CNN node: a
+recurrent node has one input) and with it the 90/10 split of the pool into EPD train/valid data; the EPD here
+trains on the whole pool.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from nasbench_ptb.analyses import tau_b
-from nasbench_ptb.space import id_of_choices
+from nasbench_ptb.space import OPS, id_of_choices
 
 from .engine import SlotGenotypes
-from .enas import OPS
 from .search import Context, Method
+
+N_OPS = len(OPS)
 
 
 def tokens_of(sp, ids) -> np.ndarray:
@@ -36,56 +58,81 @@ def tokens_of(sp, ids) -> np.ndarray:
 
 
 def ids_of_tokens(tokens: np.ndarray, n: int) -> np.ndarray:
-    return id_of_choices((OPS * tokens[:, 0::2] + (tokens[:, 1::2] - n)).T)
+    return id_of_choices((N_OPS * tokens[:, 0::2] + (tokens[:, 1::2] - n)).T)
 
 
 class EPD(torch.nn.Module):
-    def __init__(self, nodes: int, hidden: int = 64, seed: int = 0):
+    """Encoder, predictor and decoder of one search (see the module docstring for each value's source)."""
+
+    def __init__(self, nodes: int, hidden: int = 64, emb: int = 32, seed: int = 0):
         super().__init__()
-        self.n, V = nodes, nodes + OPS
-        self.embed = torch.nn.Embedding(V + 1, hidden)  # + start token
-        self.encoder = torch.nn.LSTM(hidden, hidden, batch_first=True)
-        self.predictor = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.ReLU(),
-                                             torch.nn.Linear(hidden, 1))
+        self.n, V = nodes, nodes + N_OPS
+        self.embed = torch.nn.Embedding(V, emb)
+        self.encoder = torch.nn.LSTM(2 * emb, hidden, batch_first=True)
+        self.regressor = torch.nn.Linear(hidden, 1)
+        self.dec_embed = torch.nn.Embedding(V + 1, hidden)  # + the start token
         self.decoder = torch.nn.LSTMCell(hidden, hidden)
+        self.attend = torch.nn.Linear(2 * hidden, hidden)
         self.out = torch.nn.Linear(hidden, V)
         mask = torch.full((2 * nodes, V), float("-inf"))
         for k in range(1, nodes + 1):
-            mask[2 * (k - 1), :k] = 0.0  # a predecessor of node k: 0..k-1
+            mask[2 * (k - 1), :k] = 0.0  # the predecessor of node k: 0..k-1
             mask[2 * (k - 1) + 1, nodes:] = 0.0  # an op
         self.register_buffer("valid", mask)
         g = torch.Generator().manual_seed(int(seed))
-        with torch.no_grad():
+        with torch.no_grad():  # the script's uniform initialisation (INITRANGE 0.04 in its encoder)
             for p in self.parameters():
-                p.copy_(torch.empty(p.shape).uniform_(-0.1, 0.1, generator=g))
+                p.copy_(torch.empty(p.shape).uniform_(-0.04, 0.04, generator=g))
+
+    def outputs(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The encoder's normalised outputs ``[B, n, hidden]`` (one step per node: its two tokens)."""
+        x = self.embed(tokens).reshape(tokens.shape[0], self.n, -1)
+        out, _ = self.encoder(x)
+        return torch.nn.functional.normalize(out, dim=-1)
+
+    @staticmethod
+    def embedding(outputs: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(outputs.mean(dim=1), dim=-1)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        out, _ = self.encoder(self.embed(tokens))
-        return torch.nn.functional.normalize(out, dim=-1).mean(dim=1)
+        return self.embedding(self.outputs(tokens))
 
     def predict(self, e: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.predictor(e)).view(-1)
+        return torch.sigmoid(self.regressor(e)).view(-1)
 
-    def decode_logits(self, e: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits per position ``[B, 2n, V]``; teacher-forced on ``tokens`` when given, else greedy."""
+    def decode_logits(self, outputs: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits per position ``[B, 2n, V]`` from the encoder's outputs; teacher-forced on ``tokens`` when given,
+        else greedy."""
+        e = self.embedding(outputs)
         B = e.shape[0]
-        state = (e, torch.zeros_like(e))
-        inp = self.embed(torch.full((B,), self.n + OPS, dtype=torch.long, device=e.device))
+        state = (e, e)
+        inp = self.dec_embed(torch.full((B,), self.n + N_OPS, dtype=torch.long, device=e.device))
         logits = []
         for t in range(2 * self.n):
             state = self.decoder(inp, state)
-            lg = self.out(state[0]) + self.valid[t]
+            h = state[0]
+            weights = torch.softmax(torch.einsum("bh,bkh->bk", h, outputs), dim=-1)
+            context = torch.einsum("bk,bkh->bh", weights, outputs)
+            lg = self.out(torch.tanh(self.attend(torch.cat([h, context], dim=-1)))) + self.valid[t]
             logits.append(lg)
             nxt = tokens[:, t] if tokens is not None else lg.argmax(dim=-1)
-            inp = self.embed(nxt)
+            inp = self.dec_embed(nxt)
         return torch.stack(logits, dim=1)
 
     def loss(self, tokens: torch.Tensor, score: torch.Tensor, trade_off: float = 0.8) -> torch.Tensor:
-        e = self.encode(tokens)
-        mse = (self.predict(e) - score).pow(2).mean()
-        logits = self.decode_logits(e, tokens)
+        out = self.outputs(tokens)
+        mse = (self.predict(self.embedding(out)) - score).pow(2).mean()
+        logits = self.decode_logits(out, tokens)
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
         return trade_off * mse + (1 - trade_off) * ce
+
+    def moved(self, tokens: torch.Tensor, step: float) -> torch.Tensor:
+        """Greedy decodes of the cells' encoder outputs moved ``step`` up the predictor's gradient."""
+        out = self.outputs(tokens).detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self.predict(self.embedding(out)).sum(), [out])
+        with torch.no_grad():
+            new = torch.nn.functional.normalize(out + step * grad, dim=-1)
+            return self.decode_logits(new).argmax(dim=-1)
 
 
 def normalised_score(ppl: np.ndarray) -> np.ndarray:
@@ -102,20 +149,28 @@ def normalised_score(ppl: np.ndarray) -> np.ndarray:
 class Nao(Method):
     name = "nao"
 
-    def __init__(self, ctx: Context, pool_fraction: float = 0.2, max_new: int = 3, top: int = 100,
-                 epd_epochs: int = 100, epd_hidden: int = 64):
-        if not 0 < pool_fraction <= 1 or min(max_new, top, epd_epochs, epd_hidden) < 1:
-            raise ValueError("NAO pool_fraction must be in (0, 1]; max_new, top, epd_epochs, epd_hidden ≥ 1")
-        self.ctx, self.max_new, self.top, self.epochs = ctx, max_new, top, epd_epochs
+    def __init__(self, ctx: Context, pool_fraction: float = 0.25, new: int | None = None, top: int | None = None,
+                 epd_epochs: int = 1000, epd_batch: int = 100, epd_hidden: int = 64, max_step: int = 50,
+                 lr: float = 1e-3, trade_off: float = 0.8, grad_bound: float = 5.0):
         N = ctx.sp.size
-        size = max(2, int(round(pool_fraction * N)))
-        self.pools = [list(rng.choice(N, min(size, N), replace=False)) for rng in ctx.rngs]
+        size = max(2, int(round(pool_fraction * N))) if 0 < pool_fraction <= 1 else 0
+        new = max(1, size // 2) if new is None else new
+        top = max(1, math.ceil(size / 6)) if top is None else top
+        if not size or not 1 <= new <= size or not 1 <= top <= size \
+                or min(epd_epochs, epd_batch, epd_hidden, max_step) < 1 or not 0 <= trade_off <= 1 or lr <= 0:
+            raise ValueError(f"NAO needs pool_fraction in (0, 1], 1 ≤ new ≤ pool size ({size}), 1 ≤ top ≤ pool "
+                             "size, epd_epochs, epd_batch, epd_hidden and max_step ≥ 1, trade_off in [0, 1], lr > 0")
+        self.ctx, self.new, self.top, self.epochs, self.batch = ctx, new, top, epd_epochs, epd_batch
+        self.max_step, self.trade_off, self.grad_bound = max_step, trade_off, grad_bound
+        self.pools = [list(rng.choice(N, size, replace=False)) for rng in ctx.rngs]
         self.draws = [np.random.RandomState(int(s) + 15_485_863) for s in ctx.seeds]  # the training cells
-        self.epds = [EPD(ctx.sp.n, epd_hidden, s).to(ctx.device) for s in ctx.seeds]
-        self.opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in self.epds]
+        self.shuffles = [np.random.RandomState(int(s) + 32_452_843) for s in ctx.seeds]  # the EPD's batches
+        self.epds = [EPD(ctx.sp.n, epd_hidden, seed=s).to(ctx.device) for s in ctx.seeds]
+        self.opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in self.epds]
         self.genos = SlotGenotypes.of(list(ctx.sp), ctx.device)
-        self.options = {"pool_fraction": pool_fraction, "max_new": max_new, "top": top, "epd_epochs": epd_epochs,
-                        "epd_hidden": epd_hidden}
+        self.options = {"pool_fraction": pool_fraction, "new": new, "top": top, "epd_epochs": epd_epochs,
+                        "epd_batch": epd_batch, "epd_hidden": epd_hidden, "max_step": max_step, "lr": lr,
+                        "trade_off": trade_off, "grad_bound": grad_bound}
 
     def genotypes(self) -> SlotGenotypes:
         ids = torch.as_tensor([pool[d.randint(len(pool))] for pool, d in zip(self.pools, self.draws)],
@@ -123,52 +178,54 @@ class Nao(Method):
         return SlotGenotypes(self.genos.preds[ids], self.genos.ops[ids], uniform=None)
 
     def fit(self, s: int, ids: np.ndarray, score: np.ndarray) -> float:
-        """Train slot ``s``'s EPD on (cells, scores); returns the predictor's tau-b on them after training."""
+        """Train slot ``s``'s EPD on (cells, scores); the predictor's tau-b on them after training."""
         m, opt = self.epds[s], self.opts[s]
         tokens = torch.as_tensor(tokens_of(self.ctx.sp, ids), device=self.ctx.device)
         y = torch.as_tensor(score, dtype=torch.float32, device=self.ctx.device)
         for _ in range(self.epochs):
-            opt.zero_grad()
-            m.loss(tokens, y).backward()
-            opt.step()
+            order = torch.as_tensor(self.shuffles[s].permutation(len(ids)), device=self.ctx.device)
+            for b in range(0, len(ids), self.batch):
+                idx = order[b : b + self.batch]
+                opt.zero_grad()
+                m.loss(tokens[idx], y[idx], self.trade_off).backward()
+                torch.nn.utils.clip_grad_norm_(m.parameters(), self.grad_bound)
+                opt.step()
         with torch.no_grad():
             pred = m.predict(m.encode(tokens)).cpu().numpy()
         return tau_b(pred, score) if len(ids) > 1 else float("nan")
 
     def propose(self, s: int, ids: np.ndarray, score: np.ndarray) -> list[int]:
-        """New cells decoded from the best cells' embeddings moved up the predictor's gradient."""
-        m, pool, n = self.epds[s], set(int(i) for i in self.pools[s]), self.ctx.sp.n
+        """Cells decoded from the ``top`` cells moved up the predictor's gradient (λ = 1, 2, …, ``max_step``):
+        at most ``new``, none in ``ids``; possibly fewer, never filled up by other means."""
+        m, pool = self.epds[s], {int(i) for i in ids}
         best = ids[np.argsort(-score, kind="stable")[: self.top]]
-        e = m.encode(torch.as_tensor(tokens_of(self.ctx.sp, best), device=self.ctx.device)).detach()
-        e.requires_grad_(True)
-        (grad,) = torch.autograd.grad(m.predict(e).sum(), [e])
-        new: list[int] = []
-        for lam in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
-            with torch.no_grad():
-                tokens = m.decode_logits(e + lam * grad).argmax(dim=-1).cpu().numpy()
-            for i in ids_of_tokens(tokens, n):
-                if int(i) not in pool and int(i) not in new and len(new) < self.max_new:
-                    new.append(int(i))
-            if len(new) >= self.max_new:
+        tokens = torch.as_tensor(tokens_of(self.ctx.sp, best), device=self.ctx.device)
+        found: list[int] = []
+        for step in range(1, self.max_step + 1):
+            for i in ids_of_tokens(m.moved(tokens, float(step)).cpu().numpy(), self.ctx.sp.n):
+                if int(i) not in pool and int(i) not in found and len(found) < self.new:
+                    found.append(int(i))
+            if len(found) >= self.new:
                 break
-        rest = [i for i in range(self.ctx.sp.size) if i not in pool and i not in new]
-        if len(new) < self.max_new and rest:
-            new += [int(i) for i in self.ctx.rngs[s].choice(rest, min(len(rest), self.max_new - len(new)),
-                                                            replace=False)]
-        return new
+        return found
 
     def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
-        A = len(ctx.seeds)
+        A, N = len(ctx.seeds), ctx.sp.size
         choice, est = np.zeros(A, dtype=np.int64), np.full(A, np.nan)
-        fit_tau, sizes = np.full(A, np.nan), np.array([len(p) for p in self.pools])
+        fit_tau = np.full(A, np.nan)
+        pool_mask, proposed = np.zeros((A, N), dtype=np.int8), np.zeros((A, N), dtype=np.int8)
         for s in np.flatnonzero(live):
-            ids = np.array(sorted(self.pools[s]), dtype=np.int64)
+            ids = np.asarray(self.pools[s], dtype=np.int64)
+            pool_mask[s, ids] = 1
             ppl = ctx.score(params, s, ids, ctx.valid(last))
             k = int(np.argmin(ppl))
             choice[s], est[s] = ids[k], ppl[k]
             if not last:
                 score = normalised_score(ppl)
                 fit_tau[s] = self.fit(s, ids, score)
-                self.pools[s] = list(ids) + self.propose(s, ids, score)
+                found = self.propose(s, ids, score)
+                proposed[s, found] = 1
+                keep = ids[np.argsort(-score, kind="stable")[: len(ids) - len(found)]]  # the worst make room
+                self.pools[s] = [int(i) for i in keep] + found
         switch = np.log(np.where(np.isfinite(est), est, np.inf))
-        return choice, est, switch, {"pool_size": sizes, "predictor_tau": fit_tau}
+        return choice, est, switch, {"pool": pool_mask, "proposed": proposed, "predictor_tau": fit_tau}

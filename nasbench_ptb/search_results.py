@@ -13,7 +13,8 @@ Layout (HDF5, beside the table schema; format versioned and content-digested lik
         final      [R]          architecture id returned at the end
         status     [R]          Status code (ok / diverged)
         extra/<name>            per-algorithm arrays with leading axes [R, E] (DARTS: alphas [R, E, edges, ops];
-                                ENAS: entropy; NAO: pool size, predictor fit)
+                                ENAS: entropy; NAO: pool and proposed [R, E, N] 0/1 (the pool scored at that epoch,
+                                the decoder's new cells after it), predictor_tau)
 
 Everything random is recorded by its seed; a file holds several algorithms of one space and preset.
 """

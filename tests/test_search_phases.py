@@ -16,7 +16,7 @@ from nasbench_ptb.space import Genotype, id_of_choices, space
 from helpers import tiny_corpus, tiny_preset
 
 SP = space("2node")
-FAST = {"enas": {"controller_steps": 3, "controller_batch": 4, "derive": 20}, "nao": {"epd_epochs": 5},
+FAST = {"enas": {"controller_steps": 3, "controller_batch": 4, "derive": 20}, "nao": {"epd_epochs": 5, "max_step": 3},
         "darts": {}, "random_ws": {}}
 
 
@@ -137,18 +137,72 @@ def test_enas_samples_are_valid_cells_with_consistent_log_probabilities():
 
 def test_nao_predictor_fits_a_constructed_ranking_and_the_decoder_rebuilds_cells(corpus):
     ctx = search.Context(corpus, SP, [0], preset(), torch.device("cpu"))
-    nao = Nao(ctx, epd_epochs=400)
+    nao = Nao(ctx)  # the script's 1000 EPD epochs
     ids = np.arange(SP.size)
-    truth = np.array([(g.ops[0] == 1) * 2 + (g.ops[1] == 2) + 0.1 * g.preds[1] for g in SP], dtype=float)
+    truth = np.array([(g.ops[0] == 1) * 2 + (g.ops[1] == 2) + 0.5 * g.preds[1] for g in SP], dtype=float)
     score = (truth - truth.min()) / (truth.max() - truth.min())
     assert nao.fit(0, ids, score) > 0.8
     m = nao.epds[0]
     with torch.no_grad():
         tokens = torch.as_tensor(tokens_of(SP, ids))
-        rebuilt = m.decode_logits(m.encode(tokens)).argmax(-1)
+        rebuilt = m.decode_logits(m.outputs(tokens)).argmax(-1)
     assert (rebuilt == tokens).all(dim=1).float().mean() > 0.9
     new = nao.propose(0, ids[:8], score[:8])
-    assert len(new) == 3 and not set(new) & set(nao.pools[0]) and all(0 <= i < SP.size for i in new)
+    assert 1 <= len(new) <= nao.new == 4 and not set(new) & set(ids[:8].tolist()) and all(0 <= i < SP.size for i in new)
+    # moving up the predictor's gradient raises the prediction (the sign of the step): decode, re-encode, predict
+    best = torch.as_tensor(tokens_of(SP, ids[np.argsort(-score)[:4]]))
+    with torch.no_grad():
+        before = m.predict(m.encode(best))
+    after = m.predict(m.encode(m.moved(best, 4.0))).detach()
+    assert float(after.mean()) >= float(before.mean()) - 1e-6
+
+
+def test_nao_pool_grows_only_by_decoder_proposals_replacing_its_worst(corpus, monkeypatch):
+    """NAO's defining rule (issue 26): the initial pool is random, then every cell that enters was decoded from
+    the top cells moved along the predictor's gradient; the pool keeps its size, the worst cells make room."""
+    from nasbench_ptb.builder import nao as nao_mod
+
+    decoded, scored = [], []
+    real_moved, real_score = nao_mod.EPD.moved, search.Context.score
+
+    def moved(self, tokens, step):
+        out = real_moved(self, tokens, step)
+        decoded.append(set(nao_mod.ids_of_tokens(out.numpy(), SP.n).tolist()))
+        return out
+
+    def score(self, params, slot, ids, data):
+        out = real_score(self, params, slot, ids, data)
+        scored.append((np.asarray(ids).copy(), out))
+        return out
+
+    monkeypatch.setattr(nao_mod.EPD, "moved", moved)
+    monkeypatch.setattr(search.Context, "score", score)
+    p = tiny_preset(ws_epochs=1.0, ws_checkpoints=5, ws_valid_tokens=None, ws_final_valid_tokens=None)
+    res = search.run("nao", corpus, SP, [4], p, options={"epd_epochs": 3, "max_step": 3})
+    pool, proposed = res.extra["pool"][0].astype(bool), res.extra["proposed"][0].astype(bool)
+    assert pool.shape == (5, 32) and (pool.sum(axis=1) == 8).all()  # 0.25 of 32, constant
+    all_decoded = set().union(*decoded)
+    for c in range(1, 5):
+        entered = set(np.flatnonzero(pool[c] & ~pool[c - 1]).tolist())
+        assert entered == set(np.flatnonzero(proposed[c - 1]).tolist()) and entered <= all_decoded
+        assert not (proposed[c - 1] & pool[c - 1]).any()
+        ids, ppl = scored[c - 1]  # the pool scored at checkpoint c - 1: its worst left
+        order = ids[np.argsort(ppl, kind="stable")]
+        left = set(np.flatnonzero(pool[c - 1] & ~pool[c]).tolist())
+        assert left == set(order[len(order) - len(entered):].tolist()) if entered else not left
+    assert res.final[0] == scored[-1][0][np.argmin(scored[-1][1])]  # the last pool's best under the shared weights
+    assert not proposed[-1].any()  # no proposal after the last search epoch
+
+
+def test_nao_never_fills_the_pool_with_cells_the_decoder_did_not_propose(corpus, monkeypatch):
+    """A decoder that only rebuilds its inputs proposes nothing new: the pool stays as it was (the old code topped
+    it up with random cells, which is how it came to score the whole space)."""
+    from nasbench_ptb.builder import nao as nao_mod
+
+    monkeypatch.setattr(nao_mod.EPD, "moved", lambda self, tokens, step: tokens)
+    res = search.run("nao", corpus, SP, [1], preset(), options={"epd_epochs": 2, "max_step": 2})
+    pool = res.extra["pool"][0].astype(bool)
+    assert (pool == pool[0]).all() and not res.extra["proposed"].any() and pool[0].sum() == 8
 
 
 def test_results_round_trip_merge_and_integrity(tmp_path, corpus):
