@@ -16,7 +16,7 @@ from nasbench_ptb.space import Genotype, id_of_choices, space
 from helpers import tiny_corpus, tiny_preset
 
 SP = space("2node")
-FAST = {"enas": {"controller_steps": 3, "controller_batch": 4, "derive": 20}, "nao": {"epd_epochs": 5, "max_step": 3},
+FAST = {"enas": {"controller_steps": 3, "controller_aggregate": 4, "derive": 20}, "nao": {"epd_epochs": 5, "max_step": 3},
         "darts": {}, "random_ws": {}}
 
 
@@ -126,13 +126,38 @@ def test_enas_controller_concentrates_on_the_best_arm():
 
 def test_enas_samples_are_valid_cells_with_consistent_log_probabilities():
     c = Controller(space("3node").n, 16, seed=1)
-    choices, logp, entropy = c.sample(500, torch.Generator().manual_seed(0))
+    choices, logp, terms, entropy = c.sample(4000, torch.Generator().manual_seed(0))
     ids = id_of_choices(choices.numpy().T)
     assert ((ids >= 0) & (ids < 384)).all() and len(set(ids.tolist())) > 100
     assert (choices[:, 0] < 4).all() and (choices[:, 1] < 8).all()  # node 1: predecessor 0 only; node 2: 0..1
-    assert (logp < 0).all() and (entropy > 0).all()
-    # an untrained controller is near uniform over (pred, op): log p ≈ −log(384)
-    assert abs(float(logp.detach().mean()) + np.log(384)) < 0.5
+    assert (logp < 0).all() and (entropy > 0).all() and (terms > 0).all()
+    assert (terms <= 5 / np.e + 1e-6).all()  # −log p · p ≤ 1/e for each of the 5 sampled decisions
+    # an untrained controller's logits are ~0: uniform ops, and predecessors by the distance penalty (k − j)²/12
+    pen = [np.exp(-np.array([(k - j) ** 2 for j in range(k)]) / 12.0) for k in (2, 3)]
+    pen = [q / q.sum() for q in pen]
+    want = -3 * np.log(4) + sum(float((q * np.log(q)).sum()) for q in pen)
+    assert abs(float(logp.detach().mean()) - want) < 0.15
+    preds3 = (choices[:, 2] // 4).numpy()  # node 3's predecessor: nearer nodes are likelier
+    freq = np.bincount(preds3, minlength=3) / len(preds3)
+    assert freq[2] > freq[1] > freq[0] and np.abs(freq - pen[1]).max() < 0.05
+    assert abs(float(entropy.mean()) - (3 * np.log(4) - sum(float((q * np.log(q)).sum()) for q in pen))) < 0.1
+
+
+def test_enas_reward_is_80_over_the_clipped_validation_ppl_plus_the_entropy_terms():
+    """The documented reward: 80 / exp(min(loss, 10)) on a validation batch, plus 0.001 × Σ −log p · p of the
+    sampled decisions; the baseline an EMA from 0 (decay 0.99) that moves before each advantage is taken."""
+    from nasbench_ptb.builder.enas import Enas
+
+    e = Enas.__new__(Enas)
+    e.c = 80.0
+    assert e.reward(np.array([np.log(100.0), 12.0, np.nan, np.inf])) == pytest.approx(
+        [0.8, 80 / np.exp(10), 80 / np.exp(10), 80 / np.exp(10)])
+    agent = Reinforce(Controller(SP.n, 8, seed=0), seed=0, lr=1e-3, entropy_weight=0.0)
+    r = agent.step(3, lambda ch: np.ones(len(ch)))
+    assert r.tolist() == [1.0, 1.0, 1.0] and agent.baseline == pytest.approx(1 - 0.99 ** 3)
+    bonus = Reinforce(Controller(SP.n, 8, seed=0), seed=0, lr=1e-3, entropy_weight=1.0)
+    r = bonus.step(5, lambda ch: np.zeros(len(ch)))  # the reward is then the entropy terms alone
+    assert (r > 0).all() and (r <= 3 / np.e).all()  # 3 decisions in 2node (node 1's predecessor is fixed)
 
 
 def test_nao_predictor_fits_a_constructed_ranking_and_the_decoder_rebuilds_cells(corpus):
@@ -280,3 +305,30 @@ def test_search_checks_its_output_and_takes_its_lock_before_training(tmp_path, p
     assert main(args + ["--out", str(out)]) == 0
     assert sorted(search_results.read(out).searches) == ["random_ws"]
     assert not list(out.parent.glob(".*.lock"))
+
+
+def test_enas_rewards_and_derivation_read_random_validation_batches(corpus, monkeypatch):
+    """Which split feeds the controller: every reward and every derivation score is a bptt + 1-row window of
+    the validation prefix (never training data), at positions that vary."""
+    from nasbench_ptb.builder import enas as enas_mod
+
+    seen = []
+    real = enas_mod.evaluate_all
+
+    def spy(params, slot, genos, data, bptt, **kw):
+        seen.append(data)
+        return real(params, slot, genos, data, bptt, **kw)
+
+    monkeypatch.setattr(enas_mod, "evaluate_all", spy)
+    p = preset()
+    ctx = search.Context(corpus, SP, [0], p, torch.device("cpu"))
+    valid = ctx.valid_mid
+    search.run("enas", corpus, SP, [0], p, options=FAST["enas"])
+    assert len(seen) == 2 * 3 + 3  # 3 updates after each of the first two search epochs, a derivation at each
+    starts = set()
+    for d in seen:
+        assert d.shape == (p.bptt + 1, valid.shape[1])
+        hits = [i for i in range(valid.shape[0] - p.bptt) if torch.equal(valid[i : i + p.bptt + 1], d)]
+        assert hits, "not a window of the validation prefix"
+        starts.add(hits[0])
+    assert len(starts) > 2
