@@ -1,27 +1,33 @@
-"""DARTS (Liu et al., 2019) on the reduced spaces: the relaxed cell and its bilevel search.
+"""DARTS (Liu et al., "DARTS: Differentiable Architecture Search", ICLR 2019) on the reduced spaces: the relaxed
+cell and its bilevel search, after the authors' recurrent search (``quark0/darts``: ``rnn/model_search.py``,
+``rnn/genotypes.py``, ``rnn/train_search.py``, ``rnn/architect.py``).
 
-The relaxed cell (DARTS rnn/model_search.py with our cell's one matrix per node, ARCHITECTURE.md §3)::
+The relaxed cell (their ``DARTSCellSearch`` with our cell's one matrix per node, ARCHITECTURE.md §3)::
 
     s0   = BN(s0 of the discrete cell)
     node k, every predecessor j < k:   [c_j | h_j] = (s_j ⊙ m_h) · W_k
-    s_k  = BN( Σ_j Σ_o softmax(α_kj)[o] · (s_j + σ(c_j) ⊙ (f_o(h_j) − s_j)) )
+    s_k  = BN( Σ_j Σ_{o ≠ none} softmax(α_kj)[o] · (s_j + σ(c_j) ⊙ (f_o(h_j) − s_j)) )
     h_t  = mean(s_1 … s_n)
 
-``BN`` is one batch normalisation without affine parameters shared by every state, per slot (as in DARTS: batch
-statistics while training, running statistics at evaluation). ``α`` holds one row of 4 op weights per edge
-(node k's edges j = 0..k−1 at rows k(k−1)/2 …); the genotype takes per node the (edge, op) of the largest softmax
-weight, i.e. the argmax over the node's 4·k local choices ``4·pred + op``.
+The mixed op is DARTS's: ``PRIMITIVES = none, tanh, relu, sigmoid, identity``; ``none`` contributes nothing but
+takes its share of each edge's softmax, so ``α`` holds one row of 5 weights per edge (node k's edges j = 0..k−1
+at rows k(k−1)/2 …). The derived cell excludes ``none`` (their ``genotype()``): per node the edge whose best
+non-``none`` weight is largest, and that op — the argmax over the node's 4·k local choices ``4·pred + op`` of the
+non-``none`` softmax weights.
 
-Bilevel optimisation: before every weight step, Adam (lr 3e-3, weight decay 1e-3) steps ``α`` on a mini-batch of
-the validation split of the same length (DARTS searches on the validation split). ``order=1`` (default) uses
-∇α L_val(w, α); ``order=2`` DARTS's eq. 7–8: ∇α L_val(w′, α) − η·[∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / 2ε with
-w′ one unclipped SGD step of the weights and w± = w ± ε·∇w′ L_val, ε = 0.01 / ‖∇w′ L_val‖ (per slot).
+``BN`` (their ``BatchNorm1d(nhid, affine=False)`` on every state; batch statistics while training, running ones at
+evaluation) is **off by default** (``batchnorm=1`` turns it on), measured: they searched at batch 256 and hidden
+300; at our batch 32 and hidden 32, half an epoch of the `cpu` preset (4 checkpoints, seed 0, validation ppl on
+its first 2,000 tokens at the end), the uniform weight-sharing super-net reached 846, the relaxed super-net with
+BN 2,097 (1,974 with its alphas frozen: BN, not the search, held it back), without BN 870 (682 without ``none``).
+With BN, DARTS's architecture gradients came from a super-net that had not learned.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from nasbench_ptb.space import OPS as ACTIVATION_NAMES
 from nasbench_ptb.space import id_of_choices
 
 from .cell import ACTIVATIONS, highway, slot_mm
@@ -30,13 +36,14 @@ from .search import Context, Method
 from .trainer import batchify, to_ppl
 
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1
+PRIMITIVES = ("none", *ACTIVATION_NAMES)  # DARTS's recurrent primitives: none first, then our four ops
 
 
 class RelaxedCell:
     """DARTS's search cell for ``A`` slots; same ``step`` interface as :class:`SlotGenotypes`."""
 
-    def __init__(self, alpha: torch.Tensor, nodes: int, hidden: int):
-        self.alpha, self.n = alpha, nodes  # [A, edges, ops]
+    def __init__(self, alpha: torch.Tensor, nodes: int, hidden: int, batchnorm: bool = True):
+        self.alpha, self.n, self.batchnorm = alpha, nodes, batchnorm  # [A, edges, 1 + ops]: none first
         A = alpha.shape[0]
         self.run_mean = torch.zeros(A, 1, hidden, device=alpha.device)
         self.run_var = torch.ones(A, 1, hidden, device=alpha.device)
@@ -47,6 +54,8 @@ class RelaxedCell:
         return self.alpha.shape[0]
 
     def bn(self, s: torch.Tensor) -> torch.Tensor:
+        if not self.batchnorm:
+            return s
         if self.training:
             mean, var = s.mean(1, keepdim=True), s.var(1, unbiased=False, keepdim=True)
             with torch.no_grad():
@@ -63,7 +72,7 @@ class RelaxedCell:
             x = x.expand(A, -1, -1)
         xin, hin = (x * m_x, h_prev * m_h) if m_x is not None else (x, h_prev)
         states = [self.bn(highway(h_prev, slot_mm(torch.cat([xin, hin], dim=-1), params["W0"]), torch.tanh))]
-        probs = torch.softmax(self.alpha, dim=-1)
+        probs = torch.softmax(self.alpha, dim=-1)[..., 1:]  # the activations' weights; none's share adds nothing
         for k in range(1, self.n + 1):
             S = torch.stack(states, dim=1)  # [A, k, B, H]
             inp = S * m_h.unsqueeze(1) if m_h is not None else S
@@ -71,13 +80,15 @@ class RelaxedCell:
             c, h = torch.sigmoid(ch[..., :H]), ch[..., H:]
             P = probs[:, k * (k - 1) // 2 : k * (k + 1) // 2]  # [A, k, ops]: node k's edges
             mixed = sum(P[:, :, o, None, None] * f(h) for o, f in enumerate(ACTIVATIONS))
-            # Σ_o P_jo = 1 per edge, so Σ_j Σ_o P_jo (s_j + c_j (f_o(h_j) − s_j)) = Σ_j (s_j + c_j (mixed_j − s_j))
-            states.append(self.bn((S + c * (mixed - S)).sum(dim=1)))
+            w = P.sum(dim=-1)[:, :, None, None]  # 1 − P(none) per edge
+            # Σ_{o≠none} P_jo (s_j + c_j (f_o(h_j) − s_j)) = w_j s_j + c_j (mixed_j − w_j s_j)
+            states.append(self.bn((w * S + c * (mixed - w * S)).sum(dim=1)))
         return torch.stack(states[1:], dim=0).mean(dim=0)
 
     def choices(self) -> np.ndarray:
-        """``[A, n]`` each node's argmax local choice ``4·pred + op`` over its edges' softmax weights."""
-        probs = torch.softmax(self.alpha.detach(), dim=-1).cpu().numpy()
+        """``[A, n]`` each node's argmax local choice ``4·pred + op`` over its edges' softmax weights, ``none``
+        excluded (it is never a cell's op)."""
+        probs = torch.softmax(self.alpha.detach(), dim=-1).cpu().numpy()[..., 1:]
         return np.stack([probs[:, k * (k - 1) // 2 : k * (k + 1) // 2].reshape(len(probs), -1).argmax(axis=1)
                          for k in range(1, self.n + 1)], axis=1)
 
@@ -85,18 +96,22 @@ class RelaxedCell:
 class Darts(Method):
     name = "darts"
 
-    def __init__(self, ctx: Context, order: int = 1, arch_lr: float = 3e-3, arch_weight_decay: float = 1e-3):
+    def __init__(self, ctx: Context, order: int = 1, arch_lr: float = 3e-3, arch_weight_decay: float = 1e-3,
+                 batchnorm: int = 0):
         if order not in (1, 2):
             raise ValueError(f"DARTS order must be 1 (first order) or 2 (second order), got {order!r}")
+        if batchnorm not in (0, 1, True, False):
+            raise ValueError(f"DARTS batchnorm must be 0 or 1, got {batchnorm!r}")
         self.ctx, self.order, p = ctx, int(order), ctx.p
         edges = ctx.sp.n * (ctx.sp.n + 1) // 2
-        init = [1e-3 * torch.randn(edges, len(ACTIVATIONS), generator=torch.Generator().manual_seed(int(s) + 31))
+        init = [1e-3 * torch.randn(edges, len(PRIMITIVES), generator=torch.Generator().manual_seed(int(s) + 31))
                 for s in ctx.seeds]
         self.alpha = torch.stack(init).to(ctx.device).requires_grad_(True)
-        self.cell = RelaxedCell(self.alpha, ctx.sp.n, p.hidden)
+        self.cell = RelaxedCell(self.alpha, ctx.sp.n, p.hidden, bool(batchnorm))
         self.adam = torch.optim.Adam([self.alpha], lr=arch_lr, betas=(0.9, 0.999), weight_decay=arch_weight_decay)
         self.masks = MaskSampler([int(s) + 50_021 for s in ctx.seeds], ctx.device)
-        self.options = {"order": self.order, "arch_lr": arch_lr, "arch_weight_decay": arch_weight_decay}
+        self.options = {"order": self.order, "arch_lr": arch_lr, "arch_weight_decay": arch_weight_decay,
+                        "batchnorm": int(bool(batchnorm))}
         self.tr = None
 
     def attach(self, tr) -> None:

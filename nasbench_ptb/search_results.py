@@ -12,7 +12,7 @@ Layout (HDF5, beside the table schema; format versioned and content-digested lik
         seconds    [R, E]       cumulative search wall-clock seconds
         final      [R]          architecture id returned at the end
         status     [R]          Status code (ok / diverged)
-        extra/<name>            per-algorithm arrays with leading axes [R, E] (DARTS: alphas [R, E, edges, ops];
+        extra/<name>            per-algorithm arrays with leading axes [R, E] (DARTS: alphas [R, E, edges, 5]: none then the 4 ops;
                                 ENAS: entropy; NAO: pool and proposed [R, E, N] 0/1 (the pool scored at that epoch,
                                 the decoder's new cells after it), predictor_tau)
 

@@ -6,6 +6,7 @@ import torch
 
 from nasbench_ptb import search_results
 from nasbench_ptb.builder import search
+from nasbench_ptb.builder.cell import ACTIVATIONS, highway, slot_mm
 from nasbench_ptb.builder.darts import Darts, RelaxedCell
 from nasbench_ptb.builder.enas import Controller, Reinforce
 from nasbench_ptb.builder.nao import Nao, tokens_of
@@ -65,22 +66,54 @@ def test_darts_alphas_move_toward_the_choice_whose_loss_is_lower():
     torch.manual_seed(0)
     A, B, H, n = 1, 16, 8, 2
     params = {"W0": torch.randn(A, 2 * H, 2 * H) * 0.5, "Ws": torch.randn(A, n, H, 2 * H) * 0.5}
-    teacher = torch.full((A, 3, 4), -10.0)
-    teacher[0, 0, 1] = 10.0  # node 1: edge from s0, relu
-    teacher[0, 2, 2] = 10.0  # node 2: edge from s1, sigmoid
+    teacher = torch.full((A, 3, 5), -10.0)  # [edges, none + 4 ops]
+    teacher[0, 0, 1 + 1] = 10.0  # node 1: edge from s0, relu
+    teacher[0, 2, 1 + 2] = 10.0  # node 2: edge from s1, sigmoid
     teacher[0, 1, :] = 0.0  # node 2's edge from s0 stays out of the argmax (its weights are uniform)
     x, h = torch.randn(A, B, H), torch.randn(A, B, H)
-    with torch.no_grad():
-        target = RelaxedCell(teacher, n, H).step(x, h, params, None, None)
-    alpha = (1e-3 * torch.randn(A, 3, 4)).requires_grad_(True)
-    student = RelaxedCell(alpha, n, H)
-    opt = torch.optim.Adam([alpha], lr=0.05)
-    for _ in range(300):
-        opt.zero_grad()
-        (student.step(x, h, params, None, None) - target).pow(2).mean().backward()
-        opt.step()
-    g = Genotype.of_choices(student.choices()[0])
-    assert g.canonical == "relu:0|sigmoid:1"
+    for batchnorm in (False, True):
+        with torch.no_grad():
+            target = RelaxedCell(teacher, n, H, batchnorm).step(x, h, params, None, None)
+        alpha = (1e-3 * torch.randn(A, 3, 5)).requires_grad_(True)
+        student = RelaxedCell(alpha, n, H, batchnorm)
+        opt = torch.optim.Adam([alpha], lr=0.05)
+        for _ in range(300):
+            opt.zero_grad()
+            (student.step(x, h, params, None, None) - target).pow(2).mean().backward()
+            opt.step()
+        assert Genotype.of_choices(student.choices()[0]).canonical == "relu:0|sigmoid:1", batchnorm
+
+
+def test_darts_mixed_op_includes_none_and_the_derived_cell_excludes_it():
+    """DARTS's recurrent primitives are none + the four activations: none contributes a zero (so an edge whose
+    weight is all on none adds nothing), takes its softmax share, and never appears in the derived genotype."""
+    A, B, H, n = 1, 4, 6, 2
+    g = torch.Generator().manual_seed(3)
+    params = {"W0": torch.randn(A, 2 * H, 2 * H, generator=g), "Ws": torch.randn(A, n, H, 2 * H, generator=g)}
+    x, h = torch.randn(A, B, H, generator=g), torch.randn(A, B, H, generator=g)
+    alpha = torch.full((A, 3, 5), -30.0)
+    alpha[0, 0, 0] = 30.0  # node 1: all on none → s1 = 0
+    alpha[0, 1, 0] = 30.0  # node 2's edge from s0: none
+    alpha[0, 2, 1] = 30.0  # node 2's edge from s1: tanh
+    out = RelaxedCell(alpha, n, H, batchnorm=False).step(x, h, params, None, None)
+    s0 = highway(h, slot_mm(torch.cat([x, h], dim=-1), params["W0"]), torch.tanh)
+    ch = torch.bmm(torch.zeros(A, B, H), params["Ws"][:, 1])  # node 2 reads s1 = 0
+    s2 = 0 + torch.sigmoid(ch[..., :H]) * (torch.tanh(ch[..., H:]) - 0)
+    assert torch.allclose(out, (torch.zeros_like(s2) + s2) / 2, atol=1e-5) and s0.abs().sum() > 0
+    # equal weights on all five primitives: each activation gets 1/5, not 1/4 — none keeps its share
+    even = RelaxedCell(torch.zeros(A, 3, 5), 1, H, batchnorm=False)
+    one = even.step(x, h, {"W0": params["W0"], "Ws": params["Ws"][:, :1]}, None, None)
+    c1, h1 = torch.bmm(s0, params["Ws"][:, 0]).split(H, dim=-1)
+    mixed = sum(f(h1) for f in ACTIVATIONS) / 5
+    assert torch.allclose(one, 0.8 * s0 + torch.sigmoid(c1) * (mixed - 0.8 * s0), atol=1e-5)
+    # the largest weight of node 1 is none's, yet its op is the best of the four activations
+    alpha = torch.zeros(A, 3, 5)
+    alpha[0, 0] = torch.tensor([5.0, 0.1, 0.3, 0.2, 0.0])
+    alpha[0, 1] = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.9])  # node 2 from s0: identity, softmax 0.35 ...
+    alpha[0, 2] = torch.tensor([0.0, 0.2, 0.0, 0.0, 0.0])  # ... beats tanh from s1 at 0.23 (probabilities compared)
+    assert Genotype.of_choices(RelaxedCell(alpha, n, H).choices()[0]).canonical == "relu:0|identity:0"
+    alpha[0, 1, 0] = 9.0  # none's mass on that edge shrinks its identity's probability below tanh's from s1
+    assert Genotype.of_choices(RelaxedCell(alpha, n, H).choices()[0]).canonical == "relu:0|tanh:1"
 
 
 def test_darts_second_order_equals_first_order_when_the_unrolled_step_is_zero(corpus):
@@ -105,7 +138,7 @@ def test_darts_second_order_equals_first_order_when_the_unrolled_step_is_zero(co
 def test_darts_steps_its_alphas_during_training(corpus):
     res = search.run("darts", corpus, SP, [0], preset())
     alphas = res.extra["alphas"][0]  # [C, edges, ops]
-    init = 1e-3 * torch.randn(3, 4, generator=torch.Generator().manual_seed(0 + 31)).numpy()
+    init = 1e-3 * torch.randn(3, 5, generator=torch.Generator().manual_seed(0 + 31)).numpy()
     # Adam moves each weight by up to ~lr (3e-3) per mini-batch: far beyond the 1e-3·N(0,1) initialisation
     assert np.abs(alphas[-1] - init).max() > 0.02
     assert not np.allclose(alphas[0], alphas[-1])
