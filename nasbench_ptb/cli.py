@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu); the WS values apply")
     se.add_argument("--seeds", type=int, default=5, help="search seeds per algorithm, trained together (default 5)")
     se.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="an algorithm option, e.g. order=2 (DARTS), controller_steps=50 (ENAS), max_new=3 (NAO), "
+                    help="an algorithm option, e.g. order=2 (DARTS), controller_steps=50 (ENAS), new=4 (NAO), "
                          "candidates=8 (random_ws)")
     se.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     _threads_flag(se)

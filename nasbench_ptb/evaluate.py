@@ -31,6 +31,7 @@ class PolicyResult:
     p_best_iso: float  # ... or a renumbering of it (same iso hash)
     regret: float  # mean valid ppl of the choice minus the best valid ppl
     cost_seconds: float  # mean simulated search cost
+    exact: bool = False  # the row is the policy's exact expectation over every choice it can make (``runs`` of them)
 
 
 def _stats(table: Table):
@@ -54,6 +55,10 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
     for policy in policies:
         if policy.uses_ws and not ws_ok:
             raise ValueError(f"policy {policy.name} needs a table with weight-sharing results")
+        if hasattr(policy, "exact"):  # a distribution known in closed form: its expectation, not a sample of it
+            ids = [int(i) for i in policy.exact(table)]
+            out.append(judge(table, policy.name, ids, [0.0] * len(ids), exact=True))
+            continue
         choices, costs = [], []
         for r in range(runs):
             rng = np.random.default_rng([r, zlib.crc32(policy.name.encode())])
@@ -78,9 +83,12 @@ def _checked_choice(policy: Policy, sim: Simulator, table: Table) -> int:
     return int(choice)
 
 
-def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float]) -> PolicyResult:
+def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float],
+          exact: bool = False) -> PolicyResult:
     """One row of Table 3: the chosen architectures' final standalone results (mean over ok seeds), their ranks,
-    how often the best (or a renumbering of it) was found, the regret, and the mean search cost."""
+    how often the best (or a renumbering of it) was found, the regret, and the mean search cost. ``exact``: the
+    choices are a uniform distribution's support, so every figure is its expectation and the spread is the
+    distribution's own (ddof 0), not a sample's."""
     valid, test, rank = _stats(table)
     if np.isnan(valid).all():
         raise ValueError("the table has no ok standalone run to judge choices with")
@@ -88,12 +96,13 @@ def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float
     genos = list(table.space)
     choices = [int(c) for c in choices]
     v, t = valid[choices], test[choices]
+    spread = (lambda x: float(np.std(x)) if x.size else float("nan")) if exact else sample_std
     return PolicyResult(
-        name, len(choices), tuple(choices), float(np.nanmean(v)), sample_std(v[np.isfinite(v)]),
-        float(np.nanmean(t)), sample_std(t[np.isfinite(t)]), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(rank[choices])),
+        name, len(choices), tuple(choices), float(np.nanmean(v)), spread(v[np.isfinite(v)]),
+        float(np.nanmean(t)), spread(t[np.isfinite(t)]), float(np.nanmin(v)), float(np.nanmin(t)), float(np.mean(rank[choices])),
         float(np.mean([c == best for c in choices])),
         float(np.mean([genos[c].iso_hash == genos[best].iso_hash for c in choices])),
-        float(np.nanmean(v) - valid[best]), float(np.mean(costs)),
+        float(np.nanmean(v) - valid[best]), float(np.mean(costs)), exact,
     )
 
 
@@ -135,7 +144,7 @@ def format_table(results: Sequence[PolicyResult], best: dict) -> str:
     """The paper's Table 3 form (Markdown), extended with rank, hit rates, regret and cost."""
     head = ("| policy | valid ppl (mean ± std) | test ppl (mean ± std) | best valid | best test | mean rank | "
             "P(best) | P(best iso) | regret | search cost (s) |\n|---|---|---|---|---|---|---|---|---|---|")
-    rows = [f"| {r.policy} | {_spread(r.valid_mean, r.valid_std)} | {_spread(r.test_mean, r.test_std)} | "
+    rows = [f"| {r.policy}{f' (exact expectation over {r.runs} cells)' if r.exact else ''} | {_spread(r.valid_mean, r.valid_std)} | {_spread(r.test_mean, r.test_std)} | "
             f"{r.valid_best:.2f} | {r.test_best:.2f} | {r.mean_rank:.1f} | {r.p_best:.2f} | {r.p_best_iso:.2f} | "
             f"{r.regret:.2f} | {r.cost_seconds:.0f} |" for r in results]
     rows.append(f"| REAL-BEST ({best['genotype']}) | {best['valid']:.2f} | {best['test']:.2f} | {best['valid']:.2f} | "

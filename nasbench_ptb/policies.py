@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .schema import Status, Table
 from .simulator import BudgetExhausted, Simulator
 from .space import OPS, Genotype, SearchSpace
 
@@ -85,13 +86,19 @@ def _in(sim: Simulator, ids) -> list[int]:
 
 @dataclass
 class RandomChoice:
-    """The paper's random policy: one uniformly sampled architecture, no search."""
+    """The paper's random policy: one uniformly sampled architecture, no search. ``evaluate`` reports its exact
+    expectation over every candidate (:meth:`exact`), not a sample of draws (ten draws of the 2-node table read
+    mean rank 12.4 where the expectation is 16.5)."""
 
     name: str = "random"
     uses_ws: bool = False
 
     def search(self, sim: Simulator) -> int:
         return sim.random_arch()
+
+    def exact(self, table: Table) -> np.ndarray:
+        """The ids a draw picks among, each with the same probability: every attempted architecture."""
+        return np.flatnonzero((table.standalone.status != Status.MISSING).any(axis=1))
 
 
 @dataclass

@@ -55,7 +55,7 @@ def test_cli_evaluate_and_report_with_real_searches(tmp_path, capsys):
     assert main(["evaluate", "--table", str(tmp_path / "2node-x.h5"), "--real", str(path), "--runs", "2",
                  "--policies", "random"]) == 0
     out = capsys.readouterr().out
-    assert "| enas (real, cpu) | 110.83 ± 17.90 |" in out and "| random |" in out
+    assert "| enas (real, cpu) | 110.83 ± 17.90 |" in out and "| random (exact expectation over 31 cells) |" in out
     assert main(["report", "--table", str(tmp_path / "2node-x.h5"), "--real", str(path), "--runs", "2",
                  "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -23,6 +23,11 @@ def table(tmp_path_factory):
     return synthetic_table(tmp_path_factory.mktemp("t") / "t.h5")
 
 
+def hand_mean(a: int) -> float:
+    """Mean final valid ppl over ok seeds by hand: 100 + key_valid + mean seed (arch 2: seed 1 only)."""
+    return 100 + key_valid(a) + (1 if a == 2 else 0.5)
+
+
 def with_ws(table, values):
     ws = dataclasses.replace(table.ws, valid_ppl=np.broadcast_to(values, table.ws.valid_ppl.shape).copy())
     return dataclasses.replace(table, ws=ws)
@@ -62,9 +67,25 @@ def test_small_budget_is_respected_and_reproducible(table):
 
 
 def test_random_is_uniform_over_trained_architectures(table):
-    res = evaluate(table, [RandomChoice()], runs=620)[0]
-    counts = np.bincount(res.choices, minlength=32)
-    assert counts[1] == 0 and (counts[np.arange(32) != 1] > 5).all() and res.cost_seconds == 0
+    from nasbench_ptb.simulator import Simulator
+
+    sim = Simulator(table, np.random.default_rng(0), Budget(queries=10))
+    counts = np.bincount([RandomChoice().search(sim) for _ in range(620)], minlength=32)
+    assert counts[1] == 0 and (counts[np.arange(32) != 1] > 5).all()
+
+
+def test_random_row_is_its_exact_expectation_by_hand(table):
+    """Issue 26: ten draws read mean rank 12.4 on the 2-node table where the expectation is 16.5. The row is the
+    expectation over the 31 attempted cells (arch 1 was never run), each with probability 1/31."""
+    res = evaluate(table, [RandomChoice()], runs=3)[0]
+    ids = [a for a in range(32) if a != 1]
+    assert res.exact and res.runs == 31 and res.choices == tuple(ids) and res.cost_seconds == 0
+    # ranks 1..30 by hand_mean for the 30 with a value (all distinct), arch 3 (no ok run) ranks last, tied at 31
+    assert res.mean_rank == pytest.approx((sum(range(1, 31)) + 31) / 31)
+    finite = np.array([hand_mean(a) for a in ids if a != 3])
+    assert res.valid_mean == pytest.approx(finite.mean()) and res.valid_std == pytest.approx(finite.std())
+    assert res.p_best == pytest.approx(1 / 31) and res.regret == pytest.approx(finite.mean() - finite.min())
+    assert "| random (exact expectation over 31 cells) |" in format_table([res], real_best(table))
 
 
 def test_ws_top1_returns_the_ws_best(table):
@@ -292,7 +313,7 @@ def test_evaluate_defaults_messages_and_choices_refused_by_the_numbers(table):
 
     from nasbench_ptb.evaluate import judge
     from nasbench_ptb.schema import Status
-    assert len(evaluate(table, [RandomChoice()])[0].choices) == 10  # the paper's 10 runs by default
+    assert len(evaluate(table, [RandomSearch()])[0].choices) == 10  # the paper's 10 runs by default
     with pytest.raises(ValueError, match="^policy ws_top1 needs a table with weight-sharing results$"):
         evaluate(dataclasses.replace(table, ws=None), [WSTop1()], runs=1)
 
