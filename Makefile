@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DATA ?= $(abspath ../shared/data/ptb)
 export NASBENCH_PTB_DATA := $(DATA)
 
-.PHONY: demo test install bench serve
+.PHONY: demo test lint install bench serve
 
 $(BIN)/nasbench_ptb: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ serve: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff (configured under [tool.ruff] in pyproject.toml); CI runs it before the tests
+lint: install
+	$(BIN)/ruff check nasbench_ptb builder api tests benchmarks docs
 
 bench: install
 	$(BIN)/python benchmarks/bench_api.py --requests 20000 --connections 8

@@ -118,7 +118,7 @@ def start_server(cmd: list[str], port: int, probe: str, pin: str | None = None) 
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}")
+                raise RuntimeError(f"server did not start: {proc.stderr.read().decode()}") from None
             time.sleep(0.1)
 
 

@@ -51,7 +51,7 @@ def encode(sp: SearchSpace, ids: np.ndarray) -> np.ndarray:
 def most_probable(sp: SearchSpace, logits: list[np.ndarray], candidates: np.ndarray) -> int:
     """The candidate most probable under independent per-node softmax choices (``logits[k]`` over node k+1's
     ``4·pred + op``): the per-node argmax when that cell is a candidate, else the next most probable one."""
-    logp = [l - l.max() - np.log(np.exp(l - l.max()).sum()) for l in logits]
+    logp = [z - z.max() - np.log(np.exp(z - z.max()).sum()) for z in logits]
     digits = np.array([sp.from_id(int(c)).choices for c in candidates])
     score = sum(lp[digits[:, k]] for k, lp in enumerate(logp))
     return int(candidates[int(np.argmax(score))])
@@ -199,9 +199,9 @@ class EnasLike:
         allowed = set(sim.candidates.tolist())
         baseline = None
         for _ in range(self.steps):
-            grads = [np.zeros_like(l) for l in logits]
+            grads = [np.zeros_like(z) for z in logits]
             for _ in range(self.batch):
-                probs = [np.exp(l - l.max()) / np.exp(l - l.max()).sum() for l in logits]
+                probs = [np.exp(z - z.max()) / np.exp(z - z.max()).sum() for z in logits]
                 slots = [int(sim.rng.choice(len(p), p=p)) for p in probs]
                 g = Genotype.of_choices(slots)
                 reward = -np.log(sim.ws_query(g.id)) if g.id in allowed else -np.inf

@@ -40,7 +40,7 @@ def _serve(tables):
             return proc, url
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode())
+                raise RuntimeError(proc.stderr.read().decode()) from None
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("server did not start")

@@ -258,7 +258,7 @@ def test_nao_like_pool_and_proposals_by_the_numbers():
             sim = Simulator(table, np.random.default_rng(r), ws_seed=0)
             asked = []
             ask = sim.ws_query
-            sim.ws_query = lambda a: asked.append(int(a)) or ask(a)
+            sim.ws_query = lambda a, asked=asked, ask=ask: asked.append(int(a)) or ask(a)
             choice = NaoLike(pool=pool, per_iter=per_iter, iterations=iterations).search(sim)
             assert len(asked) == len(set(asked)) == n0 + per_iter * iterations, (pool, r)
             assert choice == min(asked, key=lambda a: logppl[a])
