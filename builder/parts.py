@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from nasbench_ptb import schema
+from nasbench_ptb.errors import NasbenchError
 from nasbench_ptb.files import write_h5
 from nasbench_ptb.space import SearchSpace
 
@@ -39,7 +40,7 @@ class _Damaged(Exception):
     """A part whose contents do not match its digest."""
 
 
-class BuildError(RuntimeError):
+class BuildError(NasbenchError, RuntimeError):
     """The build cannot start or continue (bad output path, conflicting parts, bad device)."""
 
 

@@ -19,26 +19,20 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from . import schema, summary
+from .errors import (ArchNotFoundError, InvalidInputError, NasbenchError, NotFoundError, PartNotFoundError,
+                     SpaceNotLoadedError, SuperNetNotFoundError)
 from .files import sha256_file
 from .records import ArchRecord, Curve, SeedResult, Standalone, WsSeedResult
 from .schema import Status, TableError
 from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space
 
-__all__ = ["ArchNotFoundError", "Benchmark", "TableError", "Tables", "default_tables", "defaults", "load", "query"]
+__all__ = ["ArchNotFoundError", "Benchmark", "InvalidInputError", "NasbenchError", "NotFoundError", "TableError", "Tables",
+           "default_tables", "defaults", "load", "query"]
 
 _STATUS = {int(s): s.name.lower() for s in Status}
 METRICS = ("valid_ppl", "test_ppl")
 
 
-class ArchNotFoundError(KeyError):
-    """No such architecture (hash, id or genotype) in the space of the table."""
-
-    def __init__(self, key: object, space: str):
-        super().__init__(key, space)
-        self.key, self.space = key, space
-
-    def __str__(self) -> str:
-        return f"no architecture {self.key!r} in space {self.space}"
 
 
 def _ranks(values: np.ndarray, attempted: np.ndarray) -> list[int | None]:
@@ -158,7 +152,7 @@ class Benchmark:
         cols = list(range(len(sa.seeds)))
         if seed is not None:
             if seed not in sa.seeds:
-                raise KeyError(f"no standalone seed {seed} in this table (seeds {list(map(int, sa.seeds))})")
+                raise PartNotFoundError(f"no standalone seed {seed} in this table (seeds {list(map(int, sa.seeds))})")
             cols = [int(np.flatnonzero(sa.seeds == seed)[0])]
         runs = []
         for k in cols:
@@ -202,12 +196,12 @@ class Benchmark:
         a = self.resolve(key)
         if ws_seed is None:
             if self.table.standalone is None:
-                raise KeyError("this table has no standalone part")
+                raise PartNotFoundError("this table has no standalone part")
             return self._sa_rank[a]
         ws = self.table.ws
         if ws is None or ws_seed not in ws.seeds:  # the same kind and words as values()
             have = ", ".join(map(str, ws.seeds)) if ws is not None else "none"
-            raise ValueError(f"no super-net with WS seed {ws_seed} (the table's: {have})")
+            raise SuperNetNotFoundError(f"no super-net with WS seed {ws_seed} (the table's: {have})")
         return self._ws_ranks["ws"][int(np.flatnonzero(ws.seeds == ws_seed)[0])][a]
 
     def values(self, metric: str, ws_seed: int | None = None) -> np.ndarray:
@@ -217,7 +211,7 @@ class Benchmark:
         if metric == "ws_valid_ppl":
             return self._ws_final(ws_seed)
         if metric not in METRICS:
-            raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRICS + ('ws_valid_ppl',))})")
+            raise InvalidInputError(f"unknown metric {metric!r} (known: {', '.join(METRICS + ('ws_valid_ppl',))})")
         sa = self.table.standalone
         if sa is None:  # a weight-sharing-only table: no architecture has a standalone value
             return np.full(self.space.size, np.nan)
@@ -226,11 +220,11 @@ class Benchmark:
     def _ws_final(self, ws_seed: int | None) -> np.ndarray:
         ws = self.table.ws
         if ws is None:
-            raise ValueError(f"the {self.space.name} table has no weight-sharing super-nets")
+            raise SuperNetNotFoundError(f"the {self.space.name} table has no weight-sharing super-nets")
         seeds = [int(s) for s in ws.seeds]
         seed = seeds[0] if ws_seed is None else int(ws_seed)
         if seed not in seeds:
-            raise ValueError(f"no super-net with WS seed {seed} (the table's: {', '.join(map(str, seeds))})")
+            raise SuperNetNotFoundError(f"no super-net with WS seed {seed} (the table's: {', '.join(map(str, seeds))})")
         k = seeds.index(seed)
         if ws.status[k] != schema.Status.OK:
             return np.full(self.space.size, np.nan)
@@ -257,7 +251,7 @@ class Benchmark:
             KeyError: the table has no standalone part. ValueError: an unknown metric.
         """
         if self.table.standalone is None:
-            raise KeyError("this table has no standalone part")
+            raise PartNotFoundError("this table has no standalone part")
         ids, with_value = self.order(metric)
         n_ok = (self.table.standalone.status == schema.Status.OK).sum(axis=1)
         return [self.query(i) for i in [i for i in ids[:with_value] if n_ok[i] >= min_n][: max(k, 0)]]
@@ -270,7 +264,7 @@ class Benchmark:
             KeyError: the table has no standalone part.
         """
         if self.table.standalone is None:
-            raise KeyError("this table has no standalone part")
+            raise PartNotFoundError("this table has no standalone part")
         return summary.iso_classes(self.table, min_n)
 
     def to_dataframe(self):
@@ -389,7 +383,7 @@ class Tables:
         """The table of a space; :class:`TableError` naming the loaded spaces when there is none."""
         name = get_space(space).name
         if name not in self._loaders:
-            raise TableError(f"no table for space {name} (loaded: {', '.join(self.spaces) or 'none'})")
+            raise SpaceNotLoadedError(f"no table for space {name} (loaded: {', '.join(self.spaces) or 'none'})")
         if name not in self._loaded:
             self._loaded[name] = self._loaders[name]()
         return self._loaded[name]
@@ -402,7 +396,7 @@ class Tables:
             bench = self.bench(space)
             return bench, bench.resolve(key)
         if is_id(key):
-            raise ValueError(f"id {key} needs a space (space='2node' in Python, --space on the command line)")
+            raise InvalidInputError(f"id {key} needs a space (space='2node' in Python, --space on the command line)")
         if is_hash(key):
             if self._by_hash is None:
                 self._by_hash = {g.hash: n for n in self._loaders for g in get_space(n)}

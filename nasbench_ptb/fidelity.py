@@ -13,11 +13,10 @@ import dataclasses
 
 import numpy as np
 
+from .errors import FidelityError
 from .schema import Standalone, Status, Table, WeightSharing
 
 
-class FidelityError(ValueError):
-    """An epoch the table cannot answer (before its first checkpoint, or not a number)."""
 
 
 TOLERANCE = 0.01

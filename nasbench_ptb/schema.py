@@ -28,6 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import TableError
 from .files import read_h5, write_h5
 from .space import SearchSpace, space as get_space
 
@@ -42,8 +43,6 @@ class Status(enum.IntEnum):
     DIVERGED = 2  # NaN/inf during training: checkpoints before it are kept, finals are NaN
 
 
-class TableError(Exception):
-    """A table file is missing, truncated, of another format version, or not a nasbench-ptb table."""
 
 
 @dataclass(frozen=True)

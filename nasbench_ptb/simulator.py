@@ -18,17 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import BudgetExhausted, QueryLimitExceeded
 from .schema import Status, Table
 from .summary import mean_over_ok, worst_last
 
 
-class BudgetExhausted(Exception):
-    """The run has spent its query or time budget."""
-
-
-class QueryLimitExceeded(Exception):
-    """A policy asked more questions in one run than any search needs (re-queries are free, so a policy that
-    loops on them would never end); not a budget a policy should catch."""
 
 
 MAX_CALLS = 1_000_000

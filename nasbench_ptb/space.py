@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Iterator, Sequence, Union
 
+from .errors import InvalidInputError
+
 OPS: tuple[str, ...] = ("tanh", "relu", "sigmoid", "identity")
 """Activation names; their order defines the ids and must never change."""
 
@@ -57,17 +59,17 @@ class Genotype:
 
     def __post_init__(self) -> None:
         if not self.nodes:
-            raise ValueError("genotype has no nodes")
+            raise InvalidInputError("genotype has no nodes")
         for k, node in enumerate(self.nodes, start=1):
             if len(node) != 2:
-                raise ValueError(f"node {k}: expected (op, pred), got {node!r}")
+                raise InvalidInputError(f"node {k}: expected (op, pred), got {node!r}")
             op, pred = node
             if op not in OPS:
-                raise ValueError(f"node {k}: unknown op {op!r} (known: {', '.join(OPS)})")
+                raise InvalidInputError(f"node {k}: unknown op {op!r} (known: {', '.join(OPS)})")
             if isinstance(pred, bool) or not isinstance(pred, int):
-                raise ValueError(f"node {k}: predecessor must be an integer, got {pred!r}")
+                raise InvalidInputError(f"node {k}: predecessor must be an integer, got {pred!r}")
             if not 0 <= pred < k:
-                raise ValueError(f"node {k}: predecessor {pred} is not an earlier node (allowed 0..{k - 1})")
+                raise InvalidInputError(f"node {k}: predecessor {pred} is not an earlier node (allowed 0..{k - 1})")
 
     @property
     def n(self) -> int:
@@ -135,11 +137,11 @@ _CONCAT_RE = re.compile(r"^range\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 
 def _from_pairs(pairs: object, source: str) -> Genotype:
     if not isinstance(pairs, (list, tuple)) or not pairs:
-        raise ValueError(f"genotype {source!r}: expected a non-empty list of (op, pred) pairs")
+        raise InvalidInputError(f"genotype {source!r}: expected a non-empty list of (op, pred) pairs")
     nodes = []
     for item in pairs:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
-            raise ValueError(f"genotype {source!r}: expected (op, pred) pairs, got {item!r}")
+            raise InvalidInputError(f"genotype {source!r}: expected (op, pred) pairs, got {item!r}")
         nodes.append((item[0], item[1]))
     return Genotype(tuple(nodes))
 
@@ -154,21 +156,21 @@ def parse(value: GenotypeLike) -> Genotype:
     if isinstance(value, (list, tuple)):
         return _from_pairs(list(value), repr(value))
     if not isinstance(value, str):
-        raise ValueError(f"cannot parse a genotype from {type(value).__name__} {value!r}")
+        raise InvalidInputError(f"cannot parse a genotype from {type(value).__name__} {value!r}")
     text = value.strip()
     if not text:
-        raise ValueError("empty genotype string")
+        raise InvalidInputError("empty genotype string")
     match = _DARTS_RE.match(text)
     if match:
         try:
             pairs = ast.literal_eval(match.group(1))
         except (ValueError, SyntaxError) as exc:
-            raise ValueError(f"genotype {value!r}: malformed recurrent list ({exc})") from None
+            raise InvalidInputError(f"genotype {value!r}: malformed recurrent list ({exc})") from None
         geno = _from_pairs(pairs, value)
         if match.group(2) is not None:
             concat = _CONCAT_RE.match(match.group(2).strip())
             if not concat or (int(concat.group(1)), int(concat.group(2))) != (1, geno.n + 1):
-                raise ValueError(
+                raise InvalidInputError(
                     f"genotype {value!r}: concat must be range(1, {geno.n + 1}) (the output averages every node)"
                 )
         return geno
@@ -177,9 +179,9 @@ def parse(value: GenotypeLike) -> Genotype:
         op, sep, pred = part.strip().partition(":")
         pred = pred.strip()
         if not sep or not re.fullmatch(r"-?[0-9]{1,9}", pred, re.ASCII):  # ASCII digits only (not ０ or ٣)
-            raise ValueError(f"genotype {value!r}: node {k} {part!r} is not of the form op:pred")
+            raise InvalidInputError(f"genotype {value!r}: node {k} {part!r} is not of the form op:pred")
         if pred.startswith("-") and int(pred) == 0:
-            raise ValueError(f"genotype {value!r}: node {k} {part!r}: a predecessor has no sign (write {op.strip()}:0)")
+            raise InvalidInputError(f"genotype {value!r}: node {k} {part!r}: a predecessor has no sign (write {op.strip()}:0)")
         nodes.append((op.strip(), int(pred)))
     return Genotype(tuple(nodes))
 
@@ -192,7 +194,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"a search space needs at least one node, got {self.n!r}")
+            raise InvalidInputError(f"a search space needs at least one node, got {self.n!r}")
 
     @property
     def name(self) -> str:
@@ -208,7 +210,7 @@ class SearchSpace:
     def from_id(self, arch_id: int) -> Genotype:
         """Decode the paper's id (inverse of :attr:`Genotype.id`)."""
         if isinstance(arch_id, bool) or not isinstance(arch_id, int) or not 0 <= arch_id < self.size:
-            raise ValueError(f"id {arch_id!r} is out of range for space {self.name} (0..{self.size - 1})")
+            raise InvalidInputError(f"id {arch_id!r} is out of range for space {self.name} (0..{self.size - 1})")
         nodes = []
         rest = arch_id
         for k in range(self.n, 0, -1):
@@ -223,7 +225,7 @@ class SearchSpace:
         """Parse and check that the genotype belongs to this space."""
         geno = parse(value)
         if geno.n != self.n:
-            raise ValueError(f"genotype {geno.canonical!r} has {geno.n} nodes; space {self.name} needs {self.n}")
+            raise InvalidInputError(f"genotype {geno.canonical!r} has {geno.n} nodes; space {self.name} needs {self.n}")
         return geno
 
 
@@ -234,5 +236,5 @@ def space(name: str | int) -> SearchSpace:
     match = re.fullmatch(r"\s*([0-9]{1,6})\s*node\s*", str(name), re.ASCII)  # ASCII digits, a sane count
     if not match or int(match.group(1)) < 1:
         shown = repr(name) if len(str(name)) <= 40 else repr(str(name)[:20] + "…") + f" ({len(str(name))} characters)"
-        raise ValueError(f"unknown search space {shown}; expected a name like '2node' or '3node'")
+        raise InvalidInputError(f"unknown search space {shown}; expected a name like '2node' or '3node'")
     return SearchSpace(int(match.group(1)))

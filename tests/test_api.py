@@ -247,3 +247,29 @@ def test_a_negative_id_is_the_same_error_on_the_command_line_and_in_python(capsy
         api.query(-3, space="2node")
     assert main(["query", "--space", "2node", "--", "-3"]) == 1
     assert capsys.readouterr().err.strip() == f"nasbench_ptb query: error: {info.value}"
+
+
+def test_every_failure_a_user_meets_is_one_nasbench_error_of_its_kind(table_dir):
+    """Issue 27: one base to catch, the few kinds users tell apart, each still the builtin older code catches,
+    and one mapping from kind to HTTP status."""
+    from nasbench_ptb import errors
+    from nasbench_ptb.builder.data import DataError
+    from nasbench_ptb.builder.parts import BuildError
+
+    bench = api.load(table_dir / "2node-x.h5")
+    cases = [
+        (lambda: bench.query("ffffffffffffffff"), errors.ArchNotFoundError, KeyError, 404),
+        (lambda: bench.query("tanh:0|gelu:0"), errors.InvalidInputError, ValueError, 404),
+        (lambda: bench.rank(5, ws_seed=9), errors.SuperNetNotFoundError, ValueError, 404),
+        (lambda: bench.query(5, seed=9), errors.PartNotFoundError, KeyError, 404),
+        (lambda: bench.at_epoch(0.01), errors.FidelityError, ValueError, 404),
+        (lambda: api.load(table_dir / "none.h5"), errors.TableError, Exception, 404),
+        (lambda: api.Tables([bench]).bench("3node"), errors.SpaceNotLoadedError, errors.TableError, 404),
+    ]
+    for call, kind, builtin, status in cases:
+        with pytest.raises(errors.NasbenchError) as caught:
+            call()
+        assert type(caught.value) is kind and isinstance(caught.value, builtin), (kind, type(caught.value))
+        assert errors.http_status(caught.value) == status and str(caught.value)
+    assert issubclass(BuildError, errors.NasbenchError) and issubclass(DataError, errors.NasbenchError)
+    assert errors.http_status(errors.QueryLimitExceeded("x")) == 500  # a policy bug, never a request's fault
