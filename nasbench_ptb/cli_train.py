@@ -166,8 +166,10 @@ def cmd_search(args) -> int:
         raise UserError(str(exc)) from None
     for algo in algos:
         s = results.searches[algo]
-        finals = ", ".join(sp.from_id(int(i)).canonical for i in s.final)
-        print(f"{algo}: {len(s.seeds)} searches, {float(s.seconds[:, -1].sum()):.0f} s; chose {finals}")
+        ok = s.status == schema.Status.OK
+        finals = ", ".join(sp.from_id(int(i)).canonical + ("" if k else " (diverged)") for i, k in zip(s.final, ok))
+        print(f"{algo}: {len(s.seeds)} searches ({int((~ok).sum())} diverged), "
+              f"{float(np.nansum(s.seconds[:, -1])):.0f} s of search time; chose {finals}")
     print(f"wrote {out}: {sp.name}/{preset.name}, {', '.join(sorted(results.searches))}")
     return 0
 
