@@ -101,7 +101,7 @@ class RandomWS(Method):
         return (*ctx.best_of(params, live, cands, last), {})
 
 
-def METHODS() -> dict:
+def methods() -> dict:
     """Algorithm name -> method class (imported here: the methods' modules import this driver)."""
     from . import darts, enas, nao
 
@@ -109,10 +109,10 @@ def METHODS() -> dict:
 
 
 def make(algo: str, ctx: Context, options: dict) -> Method:
-    methods = METHODS()
-    if algo not in methods:
+    known = methods()
+    if algo not in known:
         raise ValueError(f"unknown search algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")
-    return methods[algo](ctx, **options)
+    return known[algo](ctx, **options)
 
 
 def run(algo: str, corpus, sp: SearchSpace, seeds: Sequence[int], p: Preset, device: torch.device | str = "cpu",
@@ -202,7 +202,7 @@ def options_per_algorithm(algos: Sequence[str], options: dict) -> dict[str, dict
     ``algo.name=value`` to that one; an option no requested algorithm takes is refused, naming what they take."""
     import inspect
 
-    takes = {a: set(list(inspect.signature(METHODS()[a].__init__).parameters)[2:]) for a in algos}
+    takes = {a: set(list(inspect.signature(methods()[a].__init__).parameters)[2:]) for a in algos}
     out: dict[str, dict] = {a: {} for a in algos}
     for key, value in options.items():
         target, dot, name = key.rpartition(".")
