@@ -14,7 +14,6 @@ import json
 import os
 import stat
 from contextlib import contextmanager, suppress
-from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +24,7 @@ from nasbench_ptb.space import SearchSpace
 
 from . import parts
 from .parts import BuildError
-from .presets import Preset
+from .presets import Preset, from_config
 
 _FORCE = "use another --out, or --force to replace it"
 
@@ -36,14 +35,6 @@ def check_path(out: Path) -> None:
         raise BuildError(f"output {out} is a directory; give a file path such as {out / 'table.h5'}")
     if out.exists() and not stat.S_ISREG(out.stat().st_mode):
         raise BuildError(f"output {out} is not a regular file (a device, pipe or socket); give a table file path")
-
-
-def _preset_of(table: schema.Table) -> Preset | None:
-    names = {f.name for f in fields(Preset)}
-    try:
-        return Preset(**{k: v for k, v in table.config.items() if k in names})
-    except TypeError:
-        return None
 
 
 def _held_runs(table: schema.Table) -> dict[str, set]:
@@ -89,7 +80,7 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
     except schema.TableError as exc:
         raise BuildError(f"refusing to overwrite {out}: it is not a readable nasbench-ptb table ({exc}); "
                          f"{_FORCE}") from None
-    theirs = _preset_of(table)
+    theirs = from_config(table.config)
     if table.space.name != sp.name or theirs is None or \
             parts.fingerprint(table.space, theirs, "standalone") != parts.fingerprint(sp, p, "standalone"):
         raise BuildError(f"refusing to overwrite {out}: it is a {table.space.name}/{table.preset} table of another "

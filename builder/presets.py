@@ -144,6 +144,15 @@ def get(name: str) -> Preset:
     return PRESETS[name]
 
 
+def from_config(config: dict) -> Preset | None:
+    """The preset a table's ``config`` was built with (its preset fields), or None when they do not make one."""
+    names = {f.name for f in fields(Preset)}
+    try:
+        return Preset(**{k: v for k, v in config.items() if k in names})
+    except TypeError:
+        return None
+
+
 def override(preset: Preset, values: dict) -> Preset:
     """A copy with single values replaced, each converted to the field's type; unknown names are refused."""
     types = {f.name: f.type for f in fields(Preset)}

@@ -10,7 +10,7 @@ from nasbench_ptb import schema
 
 from . import data
 from .build import resolve_device
-from .guard import _preset_of
+from .presets import from_config
 from .parts import BuildError
 from .presets import Preset
 from .standalone import train_runs
@@ -18,7 +18,7 @@ from .standalone import train_runs
 
 def table_preset(table: schema.Table) -> Preset:
     """The preset a table was built with (every value is in its config)."""
-    p = _preset_of(table)
+    p = from_config(table.config)
     if p is None:
         raise BuildError(f"the table's configuration is not a preset of this version ({table.preset}); pass --preset")
     return p
