@@ -12,7 +12,7 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 from .schema import Status, Table
-from .summary import attempted, final_valid, mean_over_ok, ranks, sample_std, standalone_final, worst_last
+from .stats import attempted, final_valid, mean_over_ok, ranks, sample_std, standalone_final, worst_last
 
 
 def tau_b(a: np.ndarray, b: np.ndarray) -> float:

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import schema, summary
+from . import schema, stats, summary
 from .errors import (ArchNotFoundError, InvalidInputError, NasbenchError, NotFoundError, PartNotFoundError,
                      SpaceNotLoadedError, SuperNetNotFoundError)
 from .files import sha256_file
@@ -36,8 +36,8 @@ METRICS = ("valid_ppl", "test_ppl")
 
 
 def _ranks(values: np.ndarray, attempted: np.ndarray) -> list[int | None]:
-    """Ranks as in :func:`summary.ranks` (NaN/diverged ties last); not attempted → None."""
-    return [int(r) if a else None for r, a in zip(summary.ranks(values), attempted)]
+    """Ranks as in :func:`stats.ranks` (NaN/diverged ties last); not attempted → None."""
+    return [int(r) if a else None for r, a in zip(stats.ranks(values), attempted)]
 
 
 def _tuple(a: np.ndarray) -> tuple[float, ...]:
@@ -58,10 +58,10 @@ class Benchmark:
         self._cache: dict[tuple, ArchRecord] = {}
         sa, ws = table.standalone, table.ws
         if sa is not None:
-            self._sa_mean = summary.standalone_final(table)
-            self._sa_rank = _ranks(self._sa_mean, summary.attempted(table))
+            self._sa_mean = stats.standalone_final(table)
+            self._sa_rank = _ranks(self._sa_mean, stats.attempted(table))
             # per seed: ranks among that seed's runs (a run that seed never had is not ranked)
-            fv = summary.final_valid(table)
+            fv = stats.final_valid(table)
             self._seed_ranks = [_ranks(fv[:, k], sa.status[:, k] != Status.MISSING) for k in range(len(sa.seeds))]
         self._ws_ranks = {}  # per WS group, per super-net: ranks among the architectures it shared weights with
         for name, group in (("ws", ws), ("ws_subspace", table.ws_subspace)):
@@ -168,8 +168,8 @@ class Benchmark:
         nan = float("nan")
         status = "ok" if okv else ("diverged" if any(r.status == "diverged" for r in runs) else "missing")
         return Standalone(
-            status, len(okv), float(valid.mean()) if okv else nan, summary.sample_std(valid),
-            float(test.mean()) if okv else nan, summary.sample_std(test),
+            status, len(okv), float(valid.mean()) if okv else nan, stats.sample_std(valid),
+            float(test.mean()) if okv else nan, stats.sample_std(test),
             self._sa_rank[a] if seed is None else self._seed_ranks[cols[0]][a],
             tuple(r.seed for r in runs if r.status == "missing"), tuple(r.seed for r in runs if r.status == "diverged"),
             tuple(runs),
@@ -215,7 +215,7 @@ class Benchmark:
         sa = self.table.standalone
         if sa is None:  # a weight-sharing-only table: no architecture has a standalone value
             return np.full(self.space.size, np.nan)
-        return self._sa_mean if metric == "valid_ppl" else summary.mean_over_ok(sa.test_ppl, sa.status)
+        return self._sa_mean if metric == "valid_ppl" else stats.mean_over_ok(sa.test_ppl, sa.status)
 
     def _ws_final(self, ws_seed: int | None) -> np.ndarray:
         ws = self.table.ws

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from . import schema, summary
+from . import schema, stats, summary
 from .cli_base import UserError
 
 
@@ -64,7 +64,7 @@ def cmd_info(args) -> int:
         print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing; "
               f"{cov.archs_with_ok_run}/{table.space.size} architectures with a result"
               + (" (full)" if cov.full else " (partial)"))
-        print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(summary.final_valid(table))}")
+        print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(stats.final_valid(table))}")
         ok_test = np.where(sa.status == schema.Status.OK, sa.test_ppl, np.nan)
         print(f"test ppl   at best checkpoint: {_fmt_range(ok_test)}")
         for row in seed_taus:

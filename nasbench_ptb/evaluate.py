@@ -12,7 +12,7 @@ from .policies import Policy
 from .schema import Status, Table
 from .search_results import Search, SearchResults
 from .simulator import Budget, Simulator
-from .summary import final_valid, mean_over_ok, ranks, sample_std
+from .stats import final_valid, mean_over_ok, ranks, sample_std
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import BudgetExhausted, QueryLimitExceeded
 from .schema import Status, Table
-from .summary import mean_over_ok, worst_last
+from .stats import mean_over_ok, worst_last
 
 
 

@@ -6,18 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .analyses import seed_pair_taus, sharing_amount
 from .schema import Status, Table
-
-
-def worst_last(values: np.ndarray) -> np.ndarray:
-    """NaN (diverged) becomes +inf: ranked last, tied with each other."""
-    return np.where(np.isnan(values), np.inf, values)
-
-
-def ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, lower is better, ties share the best rank; NaN last."""
-    filled = worst_last(values)
-    return np.searchsorted(np.sort(filled), filled, side="left") + 1
+from .stats import (attempted, final_valid, mean_over_ok, ranking, ranks, sample_std,  # noqa: F401 (re-exported)
+                    standalone_final, worst_last)
 
 
 @dataclass(frozen=True)
@@ -41,44 +33,6 @@ def coverage(table: Table) -> Coverage:
         runs=int(st.size), ok=int((st == Status.OK).sum()), missing=int((st == Status.MISSING).sum()),
         diverged=int((st == Status.DIVERGED).sum()), archs_with_ok_run=int((st == Status.OK).any(axis=1).sum()),
     )
-
-
-def final_valid(table: Table) -> np.ndarray:
-    """``[N, S]`` validation ppl at the last checkpoint; NaN where the run is not ``ok``."""
-    sa = table.standalone
-    return np.where(sa.status == Status.OK, sa.valid_ppl[:, :, -1], np.nan)
-
-
-def sample_std(values) -> float:
-    """The spread of a few seeds: the sample standard deviation (ddof 1), NaN for fewer than two values — one
-    seed has no spread to report (say n instead). The one definition every record and report uses."""
-    v = np.asarray(values, dtype=float)
-    return float(v.std(ddof=1)) if v.size >= 2 else float("nan")
-
-
-def mean_over_ok(values: np.ndarray, status: np.ndarray) -> np.ndarray:
-    """Mean over the ``ok`` seeds of each architecture; NaN where none is ``ok`` (never imputed)."""
-    ok = status == Status.OK
-    total = np.where(ok, values, 0.0).sum(axis=1)
-    count = ok.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def attempted(table: Table) -> np.ndarray:
-    """``[N]`` architectures with at least one standalone run that is not ``missing``."""
-    return (table.standalone.status != Status.MISSING).any(axis=1)
-
-
-def standalone_final(table: Table) -> np.ndarray:
-    """Mean final validation ppl over ok seeds per architecture (NaN: none ok)."""
-    return mean_over_ok(final_valid(table), table.standalone.status)
-
-
-def ranking(table: Table) -> np.ndarray:
-    """Architecture ids, best first, by mean final validation ppl; those without an ok run come last."""
-    mean = mean_over_ok(final_valid(table), table.standalone.status)
-    return np.argsort(np.where(np.isnan(mean), np.inf, mean), kind="stable")
 
 
 def best(table: Table, k: int = 5, min_n: int = 1) -> list[dict]:
@@ -173,8 +127,6 @@ def seed_taus(table: Table) -> list[dict]:
     sample the table records."""
     if table.standalone is None:
         return []
-    from .analyses import seed_pair_taus  # analyses builds on this module
-
     rows = []
     for smp in [None, *table.attrs.get("samples", [])]:
         ids = None if smp is None else smp["ids"]
@@ -189,8 +141,6 @@ def sharing(table: Table) -> dict | None:
     sub = table.ws_subspace
     if sub is None:
         return None
-    from .analyses import sharing_amount  # analyses builds on this module
-
     out = {"ids": [int(i) for i in sub.archs], "seeds": [int(s) for s in sub.seeds],
            "ok": int((sub.status == Status.OK).sum()), "taus": []}
     if table.standalone is not None and attempted(table)[sub.archs].all():

@@ -19,7 +19,7 @@ import numpy as np
 
 from .analyses import tau_b
 from .schema import Status, Table
-from .summary import final_valid, mean_over_ok, ranks, sample_std
+from .stats import final_valid, mean_over_ok, ranks, sample_std
 
 
 @dataclass(frozen=True)
