@@ -45,8 +45,6 @@ from nasbench_ptb.builder.engine import (AMP_MODES, MaskSampler, SlotGenotypes, 
                                          init_params, train_loss)
 from nasbench_ptb.builder.optim import SlotSGD  # noqa: E402
 from nasbench_ptb.builder.trainer import BpttStream, batchify  # noqa: E402
-from nasbench_ptb.cli_base import UserError  # noqa: E402
-from nasbench_ptb.cli_train import resolve_preset  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 
 MODES = ("eager", "graph", "compile", "graph+compile")
@@ -322,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
     try:  # the same --set parsing and refusals as `nasbench_ptb build`
-        p = resolve_preset(presets, args.preset, args.set, {"amp": args.amp})
-    except UserError as exc:
+        p = presets.resolve(args.preset, args.set, {"amp": args.amp})
+    except ValueError as exc:
         ap.error(str(exc))
     args.modes = args.modes.split(",") if args.modes else [m for m in MODES if device.type == "cuda" or
                                                            not m.startswith("graph")]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
+from typing import Sequence
 
 from .engine import AMP_MODES, Dropouts
 
@@ -151,6 +152,25 @@ def from_config(config: dict) -> Preset | None:
         return Preset(**{k: v for k, v in config.items() if k in names})
     except TypeError:
         return None
+
+
+def key_values(items: Sequence[str], flag: str = "--set") -> dict[str, str]:
+    """``["lr=10", "hidden=64"]`` → ``{"lr": "10", "hidden": "64"}``; a ``ValueError`` naming ``flag`` otherwise."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {item!r}: expected KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def resolve(name: str, sets: Sequence[str] = (), extra: dict | None = None) -> Preset:
+    """The preset ``name`` with ``--set KEY=VALUE`` items (and named flags in ``extra``, None meaning unset)
+    applied: what every command and benchmark that trains asks for. ``ValueError`` names the problem."""
+    overrides = key_values(sets, "--set")
+    overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
+    return override(get(name), overrides)
 
 
 def override(preset: Preset, values: dict) -> Preset:

@@ -111,22 +111,17 @@ def _builder(command: str, *modules: str, threads: int | None = None) -> list:
     return [*mods, data.DataError]
 
 
-def _key_values(items: list[str], flag: str) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"{flag} {item!r}: expected KEY=VALUE")
-        out[key.strip()] = value.strip()
-    return out
+def _key_values(presets, items: list[str], flag: str) -> dict:
+    try:
+        return presets.key_values(items, flag)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def resolve_preset(presets, name: str, sets: list[str], extra: dict | None = None):
-    """The preset ``name`` with ``--set KEY=VALUE`` (and named flags in ``extra``) applied; one line on error."""
-    overrides = _key_values(sets, "--set")
-    overrides.update({k: v for k, v in (extra or {}).items() if v is not None})
+    """:func:`builder.presets.resolve`, its error as one line."""
     try:
-        return presets.override(presets.get(name), overrides)
+        return presets.resolve(name, sets, extra)
     except ValueError as exc:
         raise UserError(str(exc)) from None
 
@@ -155,8 +150,8 @@ def cmd_search(args) -> int:
                         f"(known: {', '.join(ALGORITHMS)})")
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
-    options = {k: _option_value(v) for k, v in _key_values(args.option, "--option").items()}
     presets, search, DataError = _builder("search", "presets", "search", threads=args.threads)
+    options = {k: _option_value(v) for k, v in _key_values(presets, args.option, "--option").items()}
     preset = resolve_preset(presets, args.preset, args.set)
     out = args.out or f"search-{sp.name}-{preset.name}.h5"
     try:
@@ -195,7 +190,7 @@ def cmd_verify(args) -> int:
     seeds = own if args.reuse_seeds else list(range(max(own) + 1, max(own) + 1 + args.seeds))
     try:
         base = presets.get(args.preset) if args.preset else verify.table_preset(table)
-        p = presets.override(base, _key_values(args.set, "--set"))
+        p = presets.override(base, _key_values(presets, args.set, "--set"))
         valid, test, seconds = verify.retrain(table, archs, seeds, p, args.device, args.data)
     except (ValueError, verify.BuildError, DataError) as exc:
         raise UserError(str(exc)) from None
