@@ -30,7 +30,8 @@ from nasbench_ptb.space import space  # noqa: E402
 
 def timed_build(sp, p, out: Path, archs, data_dir, executor) -> float:
     t0 = time.perf_counter()
-    build_mod.build(sp, p, out, archs, 1, "cpu", data_dir, quiet=True, mode="standalone", executor=executor)
+    build_mod.build(build_mod.BuildRequest(sp, p, out, archs, 1, "cpu", data_dir, quiet=True, mode="standalone",
+                                           executor=executor))
     return time.perf_counter() - t0
 
 

@@ -120,36 +120,52 @@ def software() -> dict:
             "h5py": h5py.__version__, "nasbench_ptb": nasbench_ptb.__version__}
 
 
-def build(
-    sp: SearchSpace,
-    p: Preset,
-    out: str | os.PathLike,
-    archs: Sequence[Genotype] | None = None,
-    seeds: int | None = None,
-    device: str = "auto",
-    data_dir: str | None = None,
-    quiet: bool = False,
-    mode: str = "both",
-    ws_seeds: int | None = None,
-    time_limit: float | None = None,
-    sample: dict | None = None,
-    ws_archs: Sequence[Genotype] | None = None,
-    force: bool = False,
-    executor: Executor | None = None,
-) -> schema.Table:
-    """Train the requested runs (all architectures × ``seeds`` standalone and/or ``ws_seeds`` super-nets) and
-    write the table to ``out``.
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build: what to train and write, and how. ``nasbench_ptb build`` fills one from its flags.
 
-    ``time_limit`` (seconds): start no unit that would not finish by then (judged from the units trained so
-    far), and write the table of what is done; rerunning the same command continues. ``0`` only assembles.
-    ``sample``: the recorded description (:meth:`nasbench_ptb.sampling.Sample.to_dict`) of the sample that
-    ``archs`` is; its units carry it, and the table lists it under ``samples`` with the seeds asked for it.
-    ``ws_archs``: the super-nets share their weights among these architectures only (``/ws_subspace``).
-    ``force``: replace an existing ``out`` that is not this build's own earlier table (see :mod:`builder.guard`).
-    ``executor``: where units train (default :class:`builder.executors.LocalExecutor`; ``builder.cluster`` has
-    Ray); the parts, resume and the table are the same for every executor.
-    Nothing is created before the output, the device, the data and the executor have been checked.
+    ``archs``: the architectures (default every one of ``space``); ``seeds``/``ws_seeds``: standalone seeds and
+    super-nets (default the preset's); ``mode``: ``both``, ``standalone`` or ``ws``. ``time_limit`` (seconds):
+    start no unit that would not finish by then (judged from the units trained so far), pause the running unit at
+    a checkpoint, and write the table of what is done; rerunning the same request continues. ``0`` only
+    assembles. ``sample``: the recorded description (:meth:`nasbench_ptb.sampling.Sample.to_dict`) of the sample
+    that ``archs`` is; its units carry it, and the table lists it under ``samples``. ``ws_archs``: the super-nets
+    share their weights among these architectures only (``/ws_subspace``). ``force``: replace an existing
+    ``out`` that is not this build's own earlier table (:mod:`builder.guard`). ``executor``: where units train
+    (default :class:`builder.executors.LocalExecutor`; ``builder.cluster`` has Ray); the parts, resume and the
+    table are the same for every executor.
     """
+
+    space: SearchSpace
+    preset: Preset
+    out: str | os.PathLike
+    archs: Sequence[Genotype] | None = None
+    seeds: int | None = None
+    device: str = "auto"
+    data_dir: str | None = None
+    quiet: bool = False
+    mode: str = "both"
+    ws_seeds: int | None = None
+    time_limit: float | None = None
+    sample: dict | None = None
+    ws_archs: Sequence[Genotype] | None = None
+    force: bool = False
+    executor: Executor | None = None
+
+
+def build(request: BuildRequest) -> schema.Table:
+    """Train what ``request`` asks for and write its table (see :class:`BuildRequest`).
+
+    Nothing is created before the output, the device, the data and the executor have been checked.
+
+    Raises:
+        BuildError: a bad mode, output path, device, conflicting parts, a table it would shrink, a failed unit.
+        builder.data.DataError: PTB missing or failing its checksum.
+    """
+    r = request
+    sp, p, archs, seeds, mode, ws_seeds, ws_archs = r.space, r.preset, r.archs, r.seeds, r.mode, r.ws_seeds, r.ws_archs
+    device, data_dir, quiet, time_limit, sample, force = r.device, r.data_dir, r.quiet, r.time_limit, r.sample, r.force
+    executor, out = r.executor, r.out
     if mode not in MODES:
         raise BuildError(f"unknown mode {mode!r} ({', '.join(MODES)})")
     out = Path(out)

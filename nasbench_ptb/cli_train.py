@@ -73,9 +73,9 @@ def cmd_build(args) -> int:
             executor = cluster.RayExecutor(args.address, 1 if args.unit_cpus is None else args.unit_cpus,
                                           0.0 if args.unit_gpus is None else args.unit_gpus)
         limit = args.time_limit * 60 if args.time_limit is not None else None
-        table = build_mod.build(sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode,
-                                args.ws_seeds, limit, sample.to_dict() if sample else None, ws_archs, args.force,
-                                executor)
+        table = build_mod.build(build_mod.BuildRequest(
+            sp, preset, out, archs, args.seeds, args.device, args.data, args.quiet, args.mode, args.ws_seeds, limit,
+            sample.to_dict() if sample else None, ws_archs, args.force, executor))
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
@@ -233,8 +233,8 @@ def cmd_train(args) -> int:
     preset = resolve_preset(presets, args.preset, args.set)
     out = args.out or f"train-{geno.hash}-{preset.name}.h5"
     try:
-        table = build_mod.build(sp, preset, out, [geno], args.seeds, args.device, args.data, True, "standalone",
-                                force=args.force)
+        table = build_mod.build(build_mod.BuildRequest(sp, preset, out, [geno], args.seeds, args.device, args.data,
+                                                       quiet=True, mode="standalone", force=args.force))
     except (build_mod.BuildError, DataError, schema.TableError) as exc:
         raise UserError(str(exc)) from None
     sa = table.standalone

@@ -157,8 +157,8 @@ def test_failed_units_keep_the_finished_ones_and_name_themselves(tmp_path, ptb_p
     sp, p = space("2node"), presets.override(presets.get("smoke"), {"train_tokens": 600, "valid_tokens": 200,
                                                                     "test_tokens": 200, "slots_per_unit": 2})
     with pytest.raises(build_mod.BuildError, match=r"1 unit\(s\) failed \(standalone runs \(arch:seed\) 0:0,1:0\)"):
-        build_mod.build(sp, p, tmp_path / "t.h5", [sp.from_id(i) for i in range(4)], 1, "cpu", str(ptb_path),
-                        quiet=True, mode="standalone", executor=OneFails())
+        build_mod.build(build_mod.BuildRequest(sp, p, tmp_path / "t.h5", [sp.from_id(i) for i in range(4)], 1, "cpu",
+                                               str(ptb_path), quiet=True, mode="standalone", executor=OneFails()))
     status = schema.read(tmp_path / "t.h5").standalone.status[:, 0]
     assert list(status[:4]) == [Status.MISSING] * 2 + [Status.OK] * 2
 
