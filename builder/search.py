@@ -57,6 +57,14 @@ class Context:
         self.valid_mid = batchify(corpus.valid[: p.ws_valid_tokens], p.eval_batch_size, device)
         self.valid_final = batchify(corpus.valid[: p.ws_final_valid_tokens], p.eval_batch_size, device)
         self.rngs = [np.random.RandomState(int(s) + 104_729) for s in seeds]  # the methods' own draws
+        self.schedule, self.checkpoint = None, 0  # the search epochs (presets.Schedule) and the one now (run sets)
+
+    def interval(self) -> float:
+        """Epochs of shared-weight training since the previous search epoch (1.0 before :func:`run` sets one)."""
+        if self.schedule is None:
+            return 1.0
+        at = self.schedule.at
+        return at[self.checkpoint] - (at[self.checkpoint - 1] if self.checkpoint else 0.0)
 
     def valid(self, last: bool) -> torch.Tensor:
         return self.valid_final if last else self.valid_mid
@@ -128,7 +136,10 @@ def run(algo: str, corpus, sp: SearchSpace, seeds: Sequence[int], p: Preset, dev
     choice, estimate = np.zeros((A, C), dtype=np.int64), np.full((A, C), np.nan)
     extras: dict[str, list] = {}
 
+    ctx.schedule = schedule
+
     def validate(c: int, params: dict, live: np.ndarray) -> np.ndarray:
+        ctx.checkpoint = c
         ch, est, switch, ex = method.checkpoint(ctx, params, live, c == C - 1)
         tr.kill(live & ~np.isfinite(est))  # a search whose super-net no longer scores anything has diverged
         choice[:, c], estimate[:, c] = ch, est

@@ -357,7 +357,7 @@ def test_enas_rewards_and_derivation_read_random_validation_batches(corpus, monk
     ctx = search.Context(corpus, SP, [0], p, torch.device("cpu"))
     valid = ctx.valid_mid
     search.run("enas", corpus, SP, [0], p, options=FAST["enas"])
-    assert len(seen) == 2 * 3 + 3  # 3 updates after each of the first two search epochs, a derivation at each
+    assert len(seen) == 2 * 1 + 3  # 3 updates per epoch → 1 per third of an epoch, after the first two; 3 derivations
     starts = set()
     for d in seen:
         assert d.shape == (p.bptt + 1, valid.shape[1])
@@ -365,3 +365,19 @@ def test_enas_rewards_and_derivation_read_random_validation_batches(corpus, monk
         assert hits, "not a window of the validation prefix"
         starts.add(hits[0])
     assert len(starts) > 2
+
+
+def test_enas_trains_its_controller_at_the_authors_rate_per_epoch_of_child_training(corpus, monkeypatch):
+    """100 updates per epoch of shared-weight training (ENAS trains its controller once per epoch): with search
+    epochs every third of an epoch, a third of them after each; never fewer than one."""
+    from nasbench_ptb.builder.enas import Enas
+
+    steps = []
+    real = Reinforce.step
+    monkeypatch.setattr(Reinforce, "step", lambda self, k, reward: steps.append(k) or real(self, k, reward))
+    search.run("enas", corpus, SP, [0], preset(), options={"controller_steps": 30, "controller_aggregate": 2,
+                                                           "derive": 5})
+    assert steps == [2] * 20  # 30 × 1/3 = 10 updates of 2 samples after each of the first two search epochs
+    e = Enas.__new__(Enas)
+    e.steps = 100
+    assert e.updates(0.1) == 10 and e.updates(0.001) == 1 and e.updates(2.0) == 200
