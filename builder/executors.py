@@ -124,6 +124,10 @@ def state_path(folder: Path, unit: "Unit") -> Path:
 
 
 class Executor(Protocol):
+    """Where a build's units train. The build hands over the units still to do and persists what comes back
+    (parts, resume, the table are the executor's concern nowhere): ``local`` runs them in this process,
+    ``builder.cluster.RayExecutor`` as Ray tasks."""
+
     name: str
     resumable: bool  # units keep their state in Work.states and pause at Work.deadline
 
@@ -144,9 +148,11 @@ class LocalExecutor:
     resumable = True
 
     def connect(self, device: str) -> torch.device:
+        """The device of ``--device`` on this machine (a one-line ``BuildError`` when it has none)."""
         return resolve_device(device)
 
     def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed | Stopped]:
+        """Each unit in turn; a unit paused by the deadline yields :class:`Stopped` (its state kept)."""
         todo = list(todo)
         for i, unit in enumerate(todo):
             if not may_start(len(todo) - i):

@@ -377,6 +377,7 @@ class Tables:
 
     @property
     def spaces(self) -> list[str]:
+        """The loaded spaces, smallest first."""
         return sorted(self._loaders, key=lambda n: get_space(n).n)
 
     def bench(self, space: str) -> Benchmark:
@@ -410,6 +411,9 @@ class Tables:
 
     def query(self, key: GenotypeLike | int, space: str | None = None, seed: int | None = None,
               curves: bool = True, epoch: float | None = None) -> ArchRecord:
+        """The record of ``key`` (genotype, hash, or id with ``space``) in the loaded tables, as
+        :meth:`Benchmark.query`. Raises: the kinds of :meth:`resolve`, and :class:`errors.PartNotFoundError` /
+        :class:`errors.FidelityError` for a seed or epoch the table lacks."""
         bench, arch = self.resolve(key, space)
         return bench.query(arch, seed, curves, epoch)
 

@@ -17,6 +17,8 @@ from .stats import final_valid, mean_over_ok, ranks, sample_std
 
 @dataclass(frozen=True)
 class PolicyResult:
+    """One row of the paper's Table 3 for one policy (or one real search algorithm) over its runs."""
+
     policy: str
     runs: int
     choices: tuple[int, ...]

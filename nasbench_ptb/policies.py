@@ -17,10 +17,19 @@ from .space import OPS, Genotype, SearchSpace
 
 
 class Policy(Protocol):
-    name: str
+    """A *simulated* search policy: it searches the table through a :class:`Simulator` (which charges each
+    standalone query its recorded training time and enforces the budget) and returns its choice. The real search
+    phases that train a super-net are :class:`nasbench_ptb.builder.search.Method`. A policy may also give
+    ``exact(table) -> ids``: a uniform choice among those ids, which ``evaluate`` reports as an expectation."""
+
+    name: str  # unique among the policies evaluated together
     uses_ws: bool  # needs a WS oracle (a WS seed per run)
 
-    def search(self, sim: Simulator) -> int: ...
+    def search(self, sim: Simulator) -> int:
+        """The chosen architecture id. Ask ``sim.query`` / ``sim.query_at`` / ``sim.ws_query``; they raise
+        :class:`BudgetExhausted` when the budget is spent (catch it and return the best seen). Raises: whatever
+        the policy raises is reported by ``evaluate`` as that policy's failure, in one line."""
+        ...
 
 
 def neighbours(sp: SearchSpace, arch: int) -> list[int]:

@@ -38,6 +38,18 @@ class Budget:
 
 
 class Simulator:
+    """One simulated search run over a table: the oracle a :class:`nasbench_ptb.policies.Policy` asks.
+
+    ``query(a)`` gives architecture ``a``'s standalone validation ppl at ``checkpoint`` (mean over the table's
+    ok seeds, or seed ``seed``) and charges its recorded training seconds once; ``query_at(a, epoch)`` the same at
+    a lower fidelity, charging only the extra epochs of a continued run; ``ws_query(a)`` its validation ppl under
+    super-net ``ws_seed`` (the super-net's training charged once). Re-queries are free but counted
+    (:data:`MAX_CALLS`). The budget (queries and/or seconds) raises :class:`BudgetExhausted` when spent.
+
+    Raises:
+        ValueError: a table without standalone runs, a checkpoint or WS seed the table lacks.
+    """
+
     def __init__(self, table: Table, rng: np.random.Generator, budget: Budget = Budget(), checkpoint: int = -1,
                  seed: int | None = None, ws_seed: int | None = None):
         self.table, self.rng, self.budget = table, rng, budget
@@ -85,6 +97,7 @@ class Simulator:
             raise BudgetExhausted
 
     def can_query(self) -> bool:
+        """Whether one more charged query fits the budget."""
         try:
             self._check_budget()
             return True
@@ -157,9 +170,12 @@ class Simulator:
         return np.array([a for a in self.candidates if int(a) not in self._seen], dtype=np.int64)
 
     def random_arch(self) -> int:
+        """A uniformly drawn candidate (an architecture with a standalone run), from the run's generator."""
         return int(self.rng.choice(self.candidates))
 
     def best_seen(self) -> int:
+        """The queried architecture with the lowest value so far (ties: the lower id). Raises: ValueError when
+        nothing has been queried."""
         if not self.history:
             raise ValueError("no architecture queried yet")
         return min(self.history, key=lambda h: (h[1], h[0]))[0]
