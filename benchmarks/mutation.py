@@ -58,7 +58,8 @@ def main() -> int:
     if not Path(mutmut).exists():
         print("mutmut is not installed: pip install mutmut", file=sys.stderr)
         return 1
-    env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1"}
+    env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1",
+           "NASBENCH_PTB_TABLES": str(ROOT / "artifacts")}  # the scratch copy has no artifacts/: the checkout's
     if args.report:
         if not (Path(args.report) / "mutants").is_dir():
             print(f"--report {args.report}: no mutmut results there (run with --keep first)", file=sys.stderr)
