@@ -1,61 +1,54 @@
-"""Response models of the HTTP API (they make /docs complete). Floats that do not exist (NaN) are null."""
+"""Response models of the HTTP API (they make /docs complete). Floats that do not exist (NaN) are null.
+
+The architecture record's models are derived from the query records (``nasbench_ptb.records``, whose per-run
+fields come from the table layout); the views that exist only over HTTP (leaderboard, WS view, space) are
+declared here.
+"""
 from __future__ import annotations
 
+import dataclasses
+import typing
 from typing import Optional
 
-from pydantic import BaseModel
+from pydantic import BaseModel, create_model
+
+from nasbench_ptb import records
 
 
-class CurveModel(BaseModel):
-    epochs: list[Optional[float]]
-    train_loss: list[Optional[float]]
-    valid_ppl: list[Optional[float]]
-    seconds: list[Optional[float]]
+def _http_type(tp):
+    """A record field's type as the HTTP model states it: floats nullable (NaN is sent as null), tuples as lists,
+    nested records as their models."""
+    if tp is float:
+        return Optional[float]
+    if dataclasses.is_dataclass(tp):
+        return _MODELS[tp]
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:
+        return list[_http_type(args[0])]
+    if type(None) in args:  # Optional[X] / X | None
+        (inner,) = [a for a in args if a is not type(None)]
+        return Optional[_http_type(inner)]
+    return tp
 
 
-class SeedResultModel(BaseModel):
-    seed: int
-    status: str
-    final_valid_ppl: Optional[float]
-    test_ppl: Optional[float]
-    best_epoch: Optional[float]
-    curve: Optional[CurveModel] = None
+def _model(record: type, name: str) -> type[BaseModel]:
+    """The response model of one query record, field for field (its dataclass is the single declaration)."""
+    hints = typing.get_type_hints(record)
+    fields = {}
+    for f in dataclasses.fields(record):
+        default = f.default if f.default is not dataclasses.MISSING else ...
+        fields[f.name] = (_http_type(hints[f.name]), list(default) if isinstance(default, tuple) else default)
+    model = create_model(name, __doc__=record.__doc__, **fields)
+    _MODELS[record] = model
+    return model
 
 
-class StandaloneModel(BaseModel):
-    status: str
-    n_seeds: int
-    valid_ppl: Optional[float]
-    valid_ppl_std: Optional[float]
-    test_ppl: Optional[float]
-    test_ppl_std: Optional[float]
-    rank: Optional[int]
-    missing_seeds: list[int]
-    diverged_seeds: list[int]
-    seeds: list[SeedResultModel]
-
-
-class WsSeedModel(BaseModel):
-    seed: int
-    status: str
-    epochs: list[Optional[float]]
-    valid_ppl: list[Optional[float]]
-    final_valid_ppl: Optional[float]
-    test_ppl: Optional[float]
-    rank: Optional[int]
-    samples: int
-
-
-class ArchModel(BaseModel):
-    genotype: str
-    id: int
-    hash: str
-    iso_hash: str
-    space: str
-    params: int
-    standalone: Optional[StandaloneModel]
-    ws: list[WsSeedModel]
-    ws_subspace: list[WsSeedModel] = []  # super-nets that shared weights among a subspace only (if a member)
+_MODELS: dict[type, type[BaseModel]] = {}
+CurveModel = _model(records.Curve, "CurveModel")
+SeedResultModel = _model(records.SeedResult, "SeedResultModel")
+StandaloneModel = _model(records.Standalone, "StandaloneModel")
+WsSeedModel = _model(records.WsSeedResult, "WsSeedModel")
+ArchModel = _model(records.ArchRecord, "ArchModel")
 
 
 class LeaderboardRow(BaseModel):

@@ -44,6 +44,16 @@ def _tuple(a: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in a)
 
 
+def _scalar(v) -> int | float:
+    return int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v)
+
+
+# the per-run datasets a record carries, from the layout (schema.py): curves per checkpoint, one value per run
+_SA_CURVES = schema.columns("standalone", "NSC")
+_SA_FINALS = tuple(n for n in schema.columns("standalone", "NS") if n != "status")
+_WS_CURVES, _WS_FINALS = schema.columns("ws", "SCN"), schema.columns("ws", "SN")
+
+
 class Benchmark:
     """One table in memory: query records, iterate, rank, summarise."""
 
@@ -157,11 +167,10 @@ class Benchmark:
         runs = []
         for k in cols:
             ok = sa.status[a, k] == Status.OK
-            curve = Curve(_tuple(sa.epochs), _tuple(sa.train_loss[a, k]), _tuple(sa.valid_ppl[a, k]),
-                          _tuple(sa.seconds[a, k])) if curves else None
+            curve = Curve(_tuple(sa.epochs), **{n: _tuple(getattr(sa, n)[a, k]) for n in _SA_CURVES}) if curves else None
             runs.append(SeedResult(int(sa.seeds[k]), _STATUS[int(sa.status[a, k])],
                                    float(sa.valid_ppl[a, k, -1]) if ok else float("nan"),
-                                   float(sa.test_ppl[a, k]) if ok else float("nan"), float(sa.best_epoch[a, k]), curve))
+                                   **{n: _scalar(getattr(sa, n)[a, k]) for n in _SA_FINALS}, curve=curve))
         okv = [r for r in runs if r.status == "ok"]
         valid = np.array([r.final_valid_ppl for r in okv])
         test = np.array([r.test_ppl for r in okv])
@@ -181,9 +190,10 @@ class Benchmark:
         if ws is None or (ws.archs is not None and a not in ws.archs):
             return ()
         return tuple(
-            WsSeedResult(int(s), _STATUS[int(ws.status[k])], _tuple(ws.epochs), _tuple(ws.valid_ppl[k, :, a]),
-                         float(ws.valid_ppl[k, -1, a]), float(ws.test_ppl[k, a]), self._ws_ranks[name][k][a],
-                         int(ws.samples[k, a]))
+            WsSeedResult(int(s), _STATUS[int(ws.status[k])], _tuple(ws.epochs),
+                         **{n: _tuple(getattr(ws, n)[k, :, a]) for n in _WS_CURVES},
+                         final_valid_ppl=float(ws.valid_ppl[k, -1, a]),
+                         **{n: _scalar(getattr(ws, n)[k, a]) for n in _WS_FINALS}, rank=self._ws_ranks[name][k][a])
             for k, s in enumerate(ws.seeds)
         )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import schema
 from .schema import Status, Table
 
 FORMATS = ("parquet", "csv", "syne-tune")
@@ -39,6 +40,33 @@ def _genotype_columns(table: Table) -> dict[str, np.ndarray]:
     return cols
 
 
+_AXES = ("seeds", "epochs", "archs")  # rows' own columns (seed, epoch) or a subspace's membership
+
+
+def _value_columns() -> tuple[str, ...]:
+    """Every per-run dataset of the layout, standalone's first, each once (a name both parts hold, one column)."""
+    names = [k for part in ("standalone", "ws") for k in schema.layout(part) if k not in _AXES]
+    return tuple(dict.fromkeys(names))
+
+
+def _block(part, name: str, a, s, c, n_rows: int) -> dict[str, np.ndarray]:
+    """The long rows of one part from its declared datasets: a curve gives each checkpoint's value, a per-run
+    float final its value on the run's last checkpoint row (NaN elsewhere), an integer count every row."""
+    idx, last = {"N": a, "S": s, "C": c}, c == len(part.epochs) - 1
+    block = {"part": np.full(n_rows, name, dtype=object), "arch": a, "seed": part.seeds[s], "checkpoint": c,
+             "epoch": part.epochs[c]}
+    layout = schema.layout("standalone" if name == "standalone" else "ws")
+    for key in _value_columns():
+        if key not in layout:
+            block[key] = np.full(n_rows, np.nan)
+            continue
+        dims, integer = layout[key]
+        v = getattr(part, key)[tuple(idx[d] for d in dims)]
+        block[key] = v if key == "status" else v.astype(float) if integer else v if "C" in dims else \
+            np.where(last, v, np.nan)
+    return block
+
+
 def long_columns(table: Table) -> dict[str, np.ndarray]:
     """The long format as columns (equal-length arrays), standalone rows first, then each WS part."""
     arch = _genotype_columns(table)
@@ -47,13 +75,7 @@ def long_columns(table: Table) -> dict[str, np.ndarray]:
     if sa is not None:
         N, S, C = sa.valid_ppl.shape
         a, s, c = (x.ravel() for x in np.meshgrid(np.arange(N), np.arange(S), np.arange(C), indexing="ij"))
-        last = c == C - 1
-        blocks.append({
-            "part": np.full(a.size, "standalone", dtype=object), "arch": a, "seed": sa.seeds[s], "checkpoint": c,
-            "epoch": sa.epochs[c], "train_loss": sa.train_loss[a, s, c], "valid_ppl": sa.valid_ppl[a, s, c],
-            "seconds": sa.seconds[a, s, c], "test_ppl": np.where(last, sa.test_ppl[a, s], np.nan),
-            "best_epoch": np.where(last, sa.best_epoch[a, s], np.nan), "status": sa.status[a, s],
-            "valid_tokens": np.full(a.size, np.nan), "samples": np.full(a.size, np.nan)})
+        blocks.append(_block(sa, "standalone", a, s, c, a.size))
     for name in ("ws", "ws_subspace"):
         ws = getattr(table, name)
         if ws is None:
@@ -62,14 +84,7 @@ def long_columns(table: Table) -> dict[str, np.ndarray]:
         a, s, c = (x.ravel() for x in np.meshgrid(np.arange(N), np.arange(S), np.arange(C), indexing="ij"))
         member = np.ones(N, bool) if ws.archs is None else np.isin(np.arange(N), ws.archs)
         keep = member[a]  # a subspace super-net has no value for the architectures outside it
-        a, s, c = a[keep], s[keep], c[keep]
-        last = c == C - 1
-        blocks.append({
-            "part": np.full(a.size, name, dtype=object), "arch": a, "seed": ws.seeds[s], "checkpoint": c,
-            "epoch": ws.epochs[c], "train_loss": ws.train_loss[s, c], "valid_ppl": ws.valid_ppl[s, c, a],
-            "seconds": ws.seconds[s, c], "test_ppl": np.where(last, ws.test_ppl[s, a], np.nan),
-            "best_epoch": np.full(a.size, np.nan), "status": ws.status[s],
-            "valid_tokens": ws.valid_tokens[c].astype(float), "samples": ws.samples[s, a].astype(float)})
+        blocks.append(_block(ws, name, a[keep], s[keep], c[keep], int(keep.sum())))
     if not blocks:
         raise ValueError("the table holds neither standalone runs nor super-nets")
     out = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}

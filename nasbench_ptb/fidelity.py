@@ -13,11 +13,9 @@ import dataclasses
 
 import numpy as np
 
+from . import schema
 from .errors import FidelityError
 from .schema import Standalone, Status, Table, WeightSharing
-
-
-
 
 TOLERANCE = 0.01
 """Epochs by which a recorded checkpoint may pass the epoch asked for and still be "at" it: a table records where
@@ -56,10 +54,14 @@ def _standalone(sa: Standalone, c: int) -> Standalone:
     best_c = np.argmin(masked, axis=2)
     best_epoch = np.where(ok, sa.epochs[best_c], np.nan)
     tested_here = np.isclose(best_epoch, sa.best_epoch, rtol=0, atol=1e-6)
-    test = np.where(ok & tested_here, sa.test_ppl, np.nan)
-    cut = lambda a: np.where(trained[:, :, None], a[:, :, : c + 1], np.nan)  # noqa: E731
-    return Standalone(sa.seeds, sa.epochs[: c + 1], cut(sa.train_loss), cut(sa.valid_ppl), cut(sa.seconds), test,
-                      best_epoch, status)
+    # every curve cut at c; every other per-run final (measured at the best checkpoint, as the test ppl) kept
+    # only where that checkpoint is still the best one
+    curves = {k: np.where(trained[:, :, None], getattr(sa, k)[:, :, : c + 1], np.nan)
+              for k in schema.columns("standalone", "NSC")}
+    finals = {k: np.where(ok & tested_here, getattr(sa, k), np.nan) for k in schema.columns("standalone", "NS")
+              if k not in ("status", "best_epoch")}
+    return dataclasses.replace(sa, epochs=sa.epochs[: c + 1], **curves, **finals, best_epoch=best_epoch,
+                               status=status)
 
 
 def _ws(ws: WeightSharing, epoch: float) -> WeightSharing | None:
@@ -71,9 +73,14 @@ def _ws(ws: WeightSharing, epoch: float) -> WeightSharing | None:
     alive = np.isfinite(ws.valid_ppl[:, c]).any(axis=1)
     status = np.where(ws.status == Status.MISSING, Status.MISSING,
                       np.where(alive, Status.OK, Status.DIVERGED)).astype(np.int8)
-    return dataclasses.replace(ws, epochs=ws.epochs[: c + 1], valid_tokens=ws.valid_tokens[: c + 1],
-                               valid_ppl=ws.valid_ppl[:, : c + 1], test_ppl=np.full_like(ws.test_ppl, np.nan),
-                               train_loss=ws.train_loss[:, : c + 1], seconds=ws.seconds[:, : c + 1], status=status)
+    # every per-checkpoint dataset cut at c; the per-architecture finals (measured after the last epoch) do not
+    # exist yet; counts are kept
+    layout = schema.layout("ws")
+    cut = {k: getattr(ws, k)[(slice(None),) * dims.index("C") + (slice(0, c + 1),)]
+           for k, (dims, _) in layout.items() if "C" in dims}
+    finals = {k: np.full_like(getattr(ws, k), np.nan) for k, (dims, integer) in layout.items()
+              if dims == "SN" and not integer}
+    return dataclasses.replace(ws, **cut, **finals, status=status)
 
 
 def at_epoch(table: Table, epoch: float) -> Table:

@@ -1,4 +1,6 @@
-"""Query results: frozen dataclasses, built from a table's arrays (NaN where a value does not exist).
+"""Query results: frozen dataclasses, built from a table's arrays (NaN where a value does not exist). The per-run
+records (:data:`Curve`, :data:`SeedResult`, :data:`WsSeedResult`) take their fields from the table layout
+(``schema.py``), so a dataset added there reaches the query, the CLI's JSON and the HTTP API unedited.
 
 ``to_dict()`` gives JSON-ready dicts (NaN → None) for the CLI and the HTTP API.
 """
@@ -6,7 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
+from typing import Optional
+
+from . import schema
 
 
 def _clean(value):
@@ -35,26 +40,40 @@ def _drop_curves(d):
     return d
 
 
-@dataclass(frozen=True)
-class Curve(_Record):
-    """One standalone run's learning curve, one value per checkpoint."""
+def _per_run(part: str, dims: str, many: bool) -> list[tuple[str, type]]:
+    """Record fields for the table's datasets of these dimensions (:func:`nasbench_ptb.schema.columns`): one
+    value per checkpoint (``many``) or one per run; a new dataset in the layout appears here by itself."""
+    out = []
+    for name in schema.columns(part, dims):
+        integer = schema.layout(part)[name][1]
+        out.append((name, tuple[float, ...] if many else (int if integer else float)))
+    return out
 
-    epochs: tuple[float, ...]
-    train_loss: tuple[float, ...]
-    valid_ppl: tuple[float, ...]
-    seconds: tuple[float, ...]  # cumulative wall-clock
+
+def _derived(name: str, doc: str, fields: list) -> type:
+    cls = make_dataclass(name, fields, bases=(_Record,), frozen=True)
+    cls.__doc__, cls.__module__ = doc, __name__
+    return cls
 
 
-@dataclass(frozen=True)
-class SeedResult(_Record):
-    """One standalone run (architecture, seed)."""
+Curve = _derived("Curve", "One standalone run's learning curve: every [N, S, C] dataset of the table's /standalone, "
+                 "one value per checkpoint (``seconds``: cumulative wall-clock).",
+                 [("epochs", tuple[float, ...]), *_per_run("standalone", "NSC", many=True)])
 
-    seed: int
-    status: str  # ok | missing | diverged
-    final_valid_ppl: float  # at the last checkpoint; NaN unless ok
-    test_ppl: float  # at the best-validation checkpoint; NaN unless ok
-    best_epoch: float
-    curve: Curve | None
+SeedResult = _derived(
+    "SeedResult", "One standalone run (architecture, seed): its status, the final validation ppl (NaN unless ok), "
+    "every per-run [N, S] dataset (``test_ppl`` at the best-validation checkpoint, ``best_epoch``; NaN unless ok) and "
+    "its curve (None when curves were not asked for).",
+    [("seed", int), ("status", str), ("final_valid_ppl", float),
+     *[f for f in _per_run("standalone", "NS", many=False) if f[0] != "status"], ("curve", Optional[Curve])])
+
+WsSeedResult = _derived(
+    "WsSeedResult", "One architecture under one weight-sharing super-net: the super-net's status, every [S, C, N] "
+    "dataset per checkpoint (``valid_ppl`` under the shared weights), the final validation ppl, every [S, N] "
+    "dataset (``test_ppl``, ``samples``: mini-batches it was drawn for) and its rank under this super-net (1 = best "
+    "final validation ppl).",
+    [("seed", int), ("status", str), ("epochs", tuple[float, ...]), *_per_run("ws", "SCN", many=True),
+     ("final_valid_ppl", float), *_per_run("ws", "SN", many=False), ("rank", Optional[int])])
 
 
 @dataclass(frozen=True)
@@ -75,21 +94,10 @@ class Standalone(_Record):
 
 
 @dataclass(frozen=True)
-class WsSeedResult(_Record):
-    """One architecture under one weight-sharing super-net."""
-
-    seed: int
-    status: str  # of the super-net
-    epochs: tuple[float, ...]
-    valid_ppl: tuple[float, ...]  # per checkpoint, under the shared weights
-    final_valid_ppl: float
-    test_ppl: float
-    rank: int | None  # 1 = best final validation ppl under this super-net
-    samples: int  # mini-batches this architecture was drawn for
-
-
-@dataclass(frozen=True)
 class ArchRecord(_Record):
+    """Everything a table holds on one architecture: its identity, its standalone training (None where the table
+    has no standalone part) and its evaluation under each weight-sharing super-net."""
+
     genotype: str
     id: int
     hash: str

@@ -1,20 +1,11 @@
 """The HDF5 table: one module owns its layout and :data:`FORMAT_VERSION` (ARCHITECTURE.md §6).
 
-Layout (dense arrays; NaN plus a status code where a run is missing or diverged, never imputed)::
-
-    /            attrs: format_version, space, preset, config (JSON), ptb_sha256 (JSON), software (JSON),
-                        device, timings (JSON), created
-    /archs       id [N], genotype [N], hash [N], iso_hash [N], params [N]
-    /standalone  seeds [S], epochs [C]; train_loss, valid_ppl, seconds [N, S, C];
-                 test_ppl, best_epoch [N, S]; status [N, S]
-    /ws          seeds [Sw], epochs [Cw], valid_tokens [Cw]; valid_ppl [Sw, Cw, N]; test_ppl [Sw, N];
-                 train_loss, seconds [Sw, Cw]; samples [Sw, N]; status [Sw]
-    /ws_subspace the /ws layout, plus archs [n]: super-nets that shared their weights only among the ``n``
-                 architectures of a subspace (the paper's "amount of sharing", Fig. 6); NaN and 0 samples
-                 outside it
-
-Any part may be absent (a build with ``--mode ws`` or ``--mode standalone``; ``/ws_subspace`` only where a
-build used ``--ws-archs``). ``/ws_subspace`` was added within format version 1: readers that predate it ignore it.
+Dense arrays; NaN plus a status code where a run is missing or diverged, never imputed. Each part's datasets are
+declared once, as the fields of :class:`Standalone` and :class:`WeightSharing` (:func:`column`: dimensions,
+dtype, description); reading, the checks on open, ``empty()``, the build's assembly, the long export, the query
+records and the layout block of README.md (``python -m nasbench_ptb.schema`` prints it; ``--update`` rewrites
+it there and in docs/ARCHITECTURE.md) follow from them. Any part may be absent (a build with ``--mode ws`` or
+``--mode standalone``; ``/ws_subspace`` only where a build used ``--ws-archs``).
 """
 from __future__ import annotations
 
@@ -22,7 +13,7 @@ import enum
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import h5py
@@ -45,50 +36,74 @@ class Status(enum.IntEnum):
 
 
 
-@dataclass(frozen=True)
-class Standalone:
-    seeds: np.ndarray  # [S]
-    epochs: np.ndarray  # [C]
-    train_loss: np.ndarray  # [N, S, C]
-    valid_ppl: np.ndarray  # [N, S, C]
-    seconds: np.ndarray  # [N, S, C]
-    test_ppl: np.ndarray  # [N, S]
-    best_epoch: np.ndarray  # [N, S]
-    status: np.ndarray  # [N, S] Status codes
+def column(dims: str, dtype: str, doc: str, **kw):
+    """One dataset of a part, declared once: ``dims`` its axes (``N`` architectures in id order; ``S`` the part's
+    seeds and ``C`` its checkpoints, from its own ``seeds`` and ``epochs``; ``n`` subspace members), ``dtype``
+    (``f8`` floats, NaN where a value does not exist; ``i8``/``i1`` integers) and ``doc`` (the line the README's
+    layout block shows). The readers, the validation on open, ``empty()``, the build assembly, the long export and
+    the query records are derived from these declarations (:func:`layout`, :func:`per_run`)."""
+    return field(metadata={"dims": dims, "dtype": dtype, "doc": doc}, **kw)
+
+
+class _Part:
+    """A part of a table: dense arrays, one per :func:`column`."""
 
     @classmethod
-    def empty(cls, n_archs: int, seeds, epochs) -> "Standalone":
-        S, C = len(seeds), len(epochs)
-        nan3 = lambda: np.full((n_archs, S, C), np.nan)  # noqa: E731
-        return cls(
-            np.asarray(seeds, dtype=np.int64), np.asarray(epochs, dtype=np.float64), nan3(), nan3(), nan3(),
-            np.full((n_archs, S), np.nan), np.full((n_archs, S), np.nan),
-            np.full((n_archs, S), Status.MISSING, dtype=np.int8),
-        )
+    def empty(cls, n_archs: int, *axes, **named):
+        """The part with its axes given (``seeds``, ``epochs``, then the part's other 1-D axes, in declaration
+        order) and every other dataset not yet trained: NaN, 0 mini-batches, status ``MISSING``."""
+        given = dict(zip(_axes(cls), axes), **named)
+        sizes = {"N": n_archs, "S": len(given["seeds"]), "C": len(given["epochs"])}
+        values = {}
+        for f in fields(cls):
+            dims, dtype = f.metadata["dims"], f.metadata["dtype"]
+            if f.name in given:
+                values[f.name] = None if given[f.name] is None else np.asarray(given[f.name], dtype=dtype)
+            elif f.name == "status":
+                values[f.name] = np.full(tuple(sizes[d] for d in dims), Status.MISSING, dtype=dtype)
+            elif f.default is None:
+                values[f.name] = None
+            else:
+                values[f.name] = np.full(tuple(sizes[d] for d in dims), np.nan if dtype == "f8" else 0, dtype=dtype)
+        return cls(**values)
+
+
+def _axes(cls) -> tuple[str, ...]:
+    """The 1-D datasets ``empty()`` takes (not per architecture): seeds, epochs, valid_tokens, archs."""
+    return tuple(f.name for f in fields(cls) if len(f.metadata["dims"]) == 1 and f.metadata["dims"] != "N"
+                 and f.name != "status")
 
 
 @dataclass(frozen=True)
-class WeightSharing:
-    seeds: np.ndarray  # [Sw]
-    epochs: np.ndarray  # [Cw]
-    valid_tokens: np.ndarray  # [Cw] validation tokens used at each checkpoint (the last: the whole split)
-    valid_ppl: np.ndarray  # [Sw, Cw, N] every architecture under each super-net's shared weights
-    test_ppl: np.ndarray  # [Sw, N] at the final checkpoint
-    train_loss: np.ndarray  # [Sw, Cw]
-    seconds: np.ndarray  # [Sw, Cw]
-    samples: np.ndarray  # [Sw, N] mini-batches each architecture was sampled for
-    status: np.ndarray  # [Sw] Status codes
-    archs: np.ndarray | None = None  # [n] the subspace that shared the weights; None: the whole space
+class Standalone(_Part):
+    """Every architecture trained alone, with each of ``S`` seeds, recorded at ``C`` checkpoints."""
 
-    @classmethod
-    def empty(cls, n_archs: int, seeds, epochs, valid_tokens, archs=None) -> "WeightSharing":
-        S, C = len(seeds), len(epochs)
-        return cls(
-            np.asarray(seeds, dtype=np.int64), np.asarray(epochs, dtype=np.float64),
-            np.asarray(valid_tokens, dtype=np.int64), np.full((S, C, n_archs), np.nan), np.full((S, n_archs), np.nan),
-            np.full((S, C), np.nan), np.full((S, C), np.nan), np.zeros((S, n_archs), dtype=np.int64),
-            np.full(S, Status.MISSING, dtype=np.int8), None if archs is None else np.asarray(archs, dtype=np.int64),
-        )
+    seeds: np.ndarray = column("S", "i8", "standalone training seeds")
+    epochs: np.ndarray = column("C", "f8", "epochs over the training slice at each checkpoint")
+    train_loss: np.ndarray = column("NSC", "f8", "mean training cross-entropy (nats, no AR/TAR) since the last checkpoint")
+    valid_ppl: np.ndarray = column("NSC", "f8", "validation perplexity at each checkpoint")
+    seconds: np.ndarray = column("NSC", "f8", "cumulative wall-clock seconds (a unit's time shared by its runs)")
+    test_ppl: np.ndarray = column("NS", "f8", "test perplexity at the best-validation checkpoint")
+    best_epoch: np.ndarray = column("NS", "f8", "epoch of the best-validation checkpoint")
+    status: np.ndarray = column("NS", "i1", "0 ok, 1 missing, 2 diverged")
+
+
+@dataclass(frozen=True)
+class WeightSharing(_Part):
+    """``S`` weight-sharing super-nets (one per seed), every architecture evaluated under each at ``C``
+    checkpoints; ``archs``: the subspace that shared the weights (None: the whole space)."""
+
+    seeds: np.ndarray = column("S", "i8", "super-net seeds")
+    epochs: np.ndarray = column("C", "f8", "super-net epochs at each checkpoint")
+    valid_tokens: np.ndarray = column("C", "i8", "validation tokens used at each checkpoint (the last: the whole split)")
+    valid_ppl: np.ndarray = column("SCN", "f8", "every architecture's validation ppl under the shared weights")
+    test_ppl: np.ndarray = column("SN", "f8", "test ppl under the shared weights at the final checkpoint")
+    train_loss: np.ndarray = column("SC", "f8", "the super-net's mean training cross-entropy (nats)")
+    seconds: np.ndarray = column("SC", "f8", "cumulative wall-clock seconds of the super-net")
+    samples: np.ndarray = column("SN", "i8", "mini-batches each architecture was drawn for")
+    status: np.ndarray = column("S", "i1", "0 ok, 1 missing, 2 diverged")
+    archs: np.ndarray | None = column("n", "i8", "/ws_subspace only: the architectures that shared the weights",
+                                      default=None)
 
 
 PARTS = {"standalone": Standalone, "ws": WeightSharing, "ws_subspace": WeightSharing}
@@ -105,10 +120,6 @@ class Table:
     ws: WeightSharing | None = None
     attrs: dict = field(default_factory=dict)  # ptb_sha256, software, device, timings, created
     ws_subspace: WeightSharing | None = None  # super-nets over a subspace only (``archs``)
-
-    @property
-    def genotypes(self):
-        return list(self.space)
 
 
 def arch_columns(sp: SearchSpace, params: int) -> dict:
@@ -206,41 +217,50 @@ def content_digest(f: h5py.File, arrays: dict[str, np.ndarray] | None = None) ->
     return digest.hexdigest()
 
 
-# Every dataset of a part: its dimensions (N architectures; S seeds and C checkpoints from the part's own seeds
-# and epochs; n subspace members) and whether its values are integers. ``archs`` is required in /ws_subspace only.
-_LAYOUT = {
-    "standalone": {"seeds": ("S", True), "epochs": ("C", False), "train_loss": ("NSC", False),
-                   "valid_ppl": ("NSC", False), "seconds": ("NSC", False), "test_ppl": ("NS", False),
-                   "best_epoch": ("NS", False), "status": ("NS", True)},
-    "ws": {"seeds": ("S", True), "epochs": ("C", False), "valid_tokens": ("C", True), "valid_ppl": ("SCN", False),
-           "test_ppl": ("SN", False), "train_loss": ("SC", False), "seconds": ("SC", False), "samples": ("SN", True),
-           "status": ("S", True), "archs": ("n", True)},
-}
-_LAYOUT["ws_subspace"] = _LAYOUT["ws"]
+def layout(part: str) -> dict[str, tuple[str, bool]]:
+    """Dataset name -> (its dimension letters, whether it holds integers), in declaration order."""
+    return {f.name: (f.metadata["dims"], f.metadata["dtype"][0] == "i") for f in fields(PARTS[part])}
+
+
+def optional(part: str) -> set[str]:
+    """The datasets a part may lack: ``archs`` in /ws (it names a subspace; /ws_subspace requires it)."""
+    return {f.name for f in fields(PARTS[part]) if f.default is None} if part == "ws" else set()
 
 
 def per_run(part: str) -> tuple[str, ...]:
     """The datasets of ``part`` that hold one row per run (standalone: per architecture × seed, ``N`` first;
     weight sharing: per super-net, ``S`` first): what a build unit computes and the assembly copies into place."""
     lead = "N" if part == "standalone" else "S"
-    return tuple(k for k, (dims, _) in _LAYOUT[part].items() if dims[0] == lead and k != "seeds")
+    return tuple(k for k, (dims, _) in layout(part).items() if dims[0] == lead and k != "seeds")
+
+
+def columns(part: str, dims: str) -> tuple[str, ...]:
+    """The datasets of ``part`` with exactly these dimensions, e.g. ``("standalone", "NSC")``: the curves."""
+    return tuple(k for k, (d, _) in layout(part).items() if d == dims)
+
+
+def doc(part: str, name: str) -> str:
+    """The declared description of one dataset."""
+    return next(f.metadata["doc"] for f in fields(PARTS[part]) if f.name == name)
+
+
 _STATUS_CODES = np.array([int(s) for s in Status])
 
 
 def _read_part(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Path):
     """One part with every dataset checked for presence, shape, kind and (status, archs) values."""
-    layout = _LAYOUT[name]
+    layout_ = layout(name)
     group = {key.partition("/")[2] for key in arrays if key.startswith(name + "/")}
-    required = set(layout) - ({"archs"} if name == "ws" else set())
+    required = set(layout_) - optional(name)
     missing = sorted(required - group)
     if missing:
         raise TableError(f"{path}: /{name} lacks the dataset(s) {', '.join(missing)}")
-    data = {k: arrays[f"{name}/{k}"] for k in layout if k in group}
+    data = {k: arrays[f"{name}/{k}"] for k in layout_ if k in group}
     dims = {"N": n_archs, "S": data["seeds"].shape[0] if data["seeds"].ndim == 1 else -1,
             "C": data["epochs"].shape[0] if data["epochs"].ndim == 1 else -1,
             "n": data["archs"].shape[0] if "archs" in data and data["archs"].ndim == 1 else -1}
     for key, value in data.items():
-        letters, integer = layout[key]
+        letters, integer = layout_[key]
         expected = tuple(dims[c] for c in letters)
         if value.shape != expected:
             raise TableError(f"{path}: /{name}/{key} has shape {value.shape}, expected {expected} "
@@ -294,3 +314,55 @@ def read(path: str | os.PathLike) -> Table:
                      read_attrs(f), parts["ws_subspace"])
 
     return read_h5(path, "table", parse, TableError)
+
+
+HEADER_TEXT = """\
+/            attrs: format_version, space, preset, config (JSON: every preset value, params, ntokens),
+                    ptb_sha256, software (python, torch, numpy, h5py, nasbench_ptb), device, timings, created,
+                    content_sha256 (SHA-256 over every dataset and every other attribute; checked on every open)
+/archs       id, genotype (canonical string), hash, iso_hash, params [N]"""
+
+_GROUP_NOTES = {"ws_subspace": "the /ws layout with archs required: super-nets that shared weights among the n "
+                               "architectures\n             of a subspace only (build --ws-archs); NaN and samples 0 "
+                               "outside it"}
+_DIM_NAMES = {"standalone": {}, "ws": {"S": "Sw", "C": "Cw"}}  # the super-nets' seeds and checkpoints
+BEGIN, END = "<!-- table layout: generated by python -m nasbench_ptb.schema --update -->", "<!-- end of table layout -->"
+
+
+def layout_text() -> str:
+    """The table layout in words, generated from the declarations: README's and ARCHITECTURE.md's block."""
+    lines = [HEADER_TEXT]
+    for part in PARTS:
+        if part in _GROUP_NOTES:
+            lines.append(f"/{part:<11} {_GROUP_NOTES[part]}")
+            continue
+        for i, (name, (dims, _)) in enumerate(layout(part).items()):
+            shape = f"{name} [{', '.join(_DIM_NAMES[part].get(d, d) for d in dims)}]"
+            lines.append(f"{'/' + part if i == 0 else '':<12} {shape:<22} {doc(part, name)}")
+    return "\n".join(lines)
+
+
+def update_docs(paths) -> list[str]:
+    """Rewrite the generated layout block (between :data:`BEGIN` and :data:`END`) in each file; the changed ones."""
+    changed = []
+    for path in map(Path, paths):
+        text = path.read_text()
+        head, sep, rest = text.partition(BEGIN)
+        _, sep2, tail = rest.partition(END)
+        if not sep or not sep2:
+            raise ValueError(f"{path}: no generated layout block ({BEGIN} … {END})")
+        new = f"{head}{BEGIN}\n```\n{layout_text()}\n```\n{END}{tail}"
+        if new != text:
+            path.write_text(new)
+            changed.append(str(path))
+    return changed
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] == ["--update"]:
+        files = sys.argv[2:] or ["README.md", "docs/ARCHITECTURE.md"]
+        print("\n".join(f"updated {p}" for p in update_docs(files)) or "up to date")
+    else:
+        print(layout_text())
