@@ -16,15 +16,15 @@ from nasbench_ptb.space import space
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_layout_block_of_readme_and_architecture_is_the_generated_one():
+def test_the_layout_block_of_readme_is_the_generated_one():
     block = schema.layout_text()
-    for doc in ("README.md", "docs/ARCHITECTURE.md"):
+    for doc in ("README.md",):
         text = (ROOT / doc).read_text()
         assert f"{schema.BEGIN}\n```\n{block}\n```\n{schema.END}" in text, (
             f"{doc}: the table layout block is stale; run `python -m nasbench_ptb.schema --update`")
     # every declared dataset is in the block with its shape and its description
     for part in ("standalone", "ws"):
-        for name, (dims, _) in schema.layout(part).items():
+        for name in schema.layout(part):
             assert schema.doc(part, name) in block and f"{name} [" in block
 
 
@@ -80,11 +80,15 @@ def test_the_records_and_the_http_models_carry_every_per_run_dataset():
                           (records.ArchRecord, models.ArchModel)):
         assert list(model.model_fields) == [f.name for f in dataclasses.fields(record)], model.__name__
     # a float that does not exist (NaN) is sent as null, so every float field of the models is nullable
-    run = models.SeedResultModel.model_validate({"seed": 0, "status": "diverged", "final_valid_ppl": None,
-                                                 "test_ppl": None, "best_epoch": None, "curve": None})
+    run = models.SeedResultModel.model_validate({"seed": 0, "status": "diverged", "curve": None,
+                                                 **dict.fromkeys(_floats(records.SeedResult))})
     assert run.test_ppl is None
     with pytest.raises(ValueError):  # and the rest is typed: a status is a string
         models.SeedResultModel.model_validate({**run.model_dump(), "status": None})
+
+
+def _floats(record) -> list[str]:
+    return [f.name for f in dataclasses.fields(record) if f.type in (float, "float")]
 
 
 def test_a_cut_keeps_a_per_run_final_only_where_its_checkpoint_is_still_the_best():
@@ -101,3 +105,30 @@ def test_a_cut_keeps_a_per_run_final_only_where_its_checkpoint_is_still_the_best
     assert cut.test_ppl[0, 0] == 95.0 and np.isnan(cut.test_ppl[1, 0])
     assert cut.best_epoch[:2, 0].tolist() == [1.0, 1.0] and cut.valid_ppl.shape == (sp.size, 1, 1)
     assert cut.valid_ppl[:2, 0, 0].tolist() == [100.0, 130.0]
+
+
+def test_a_dataset_added_later_reads_as_not_measured_from_a_table_written_before_it(tmp_path, monkeypatch):
+    """The shipped tables predate any dataset added to the layout: they stay readable (NaN there), while a
+    dataset that is not declared ``added`` is still required."""
+    sp = space("2node")
+    sa = schema.Standalone.empty(sp.size, [0], [1.0])
+    sa.valid_ppl[0, 0, 0] = 100.0
+    sa.status[0] = schema.Status.OK
+    schema.write(schema.Table(sp, "custom", {}, sa), tmp_path / "old.h5")
+
+    @dataclasses.dataclass(frozen=True)
+    class Later(schema.Standalone):
+        test_loss: np.ndarray = schema.column("NS", "f8", "test cross-entropy", added=True)
+
+    monkeypatch.setitem(schema.PARTS, "standalone", Later)
+    read = schema.read(tmp_path / "old.h5").standalone
+    assert isinstance(read, Later) and read.test_loss.shape == (sp.size, 1) and np.isnan(read.test_loss).all()
+    assert read.valid_ppl[0, 0, 0] == 100.0 and "test_loss" in schema.optional("standalone")
+
+    @dataclasses.dataclass(frozen=True)
+    class Required(schema.Standalone):
+        test_loss: np.ndarray = schema.column("NS", "f8", "test cross-entropy")
+
+    monkeypatch.setitem(schema.PARTS, "standalone", Required)
+    with pytest.raises(schema.TableError, match="lacks the dataset.s. test_loss"):
+        schema.read(tmp_path / "old.h5")
