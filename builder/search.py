@@ -109,11 +109,15 @@ class RandomWS(Method):
         return (*ctx.best_of(params, live, cands, last), {})
 
 
-def methods() -> dict:
-    """Algorithm name -> method class (imported here: the methods' modules import this driver)."""
+def methods() -> dict[str, type[Method]]:
+    """Algorithm name -> method class, for every name of the registry ``search_results.ALGORITHMS`` (the
+    methods' modules are imported here: they import this driver)."""
     from . import darts, enas, nao
 
-    return {"darts": darts.Darts, "enas": enas.Enas, "nao": nao.Nao, "random_ws": RandomWS}
+    classes = {m.name: m for m in (darts.Darts, enas.Enas, nao.Nao, RandomWS)}
+    if list(classes) != list(ALGORITHMS):
+        raise RuntimeError(f"search methods {list(classes)} differ from the registry {list(ALGORITHMS)}")
+    return classes
 
 
 def make(algo: str, ctx: Context, options: dict) -> Method:

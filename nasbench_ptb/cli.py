@@ -66,15 +66,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--unit-cpus", type=int, metavar="N", help="Ray: CPUs (torch threads) per unit (default 1)")
     b.add_argument("--unit-gpus", type=float, metavar="F", help="Ray: GPUs per unit, fractions allowed (default 0)")
 
+    from .search_results import ALGORITHMS
+
     se = sub.add_parser("search", help="run real search phases (DARTS, ENAS, NAO, random-WS) on the super-net")
     se.add_argument("--algo", required=True, action="append",
-                    help="darts, enas, nao or random_ws (comma-separated or repeated; each adds its group to --out)")
+                    help="; ".join(f"{k}: {v}" for k, v in ALGORITHMS.items()) + " (comma-separated or repeated; "
+                         "each adds its group to --out)")
     se.add_argument("--space", required=True, help="2node, 3node or <n>node")
     se.add_argument("--preset", default="cpu", help="smoke, cpu, gpu or paper (default: cpu); the WS values apply")
     se.add_argument("--seeds", type=int, default=5, help="search seeds per algorithm, trained together (default 5)")
     se.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                    help="an algorithm option, e.g. order=2 (DARTS), controller_steps=50 (ENAS), new=4 (NAO), "
-                         "candidates=8 (random_ws)")
+                    help="an algorithm option (the examples under --algo; every option: README § Search phases)")
     se.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     _threads_flag(se)
     se.add_argument("--out", help="search-results file (default: ./search-<space>-<preset>.h5); other algorithms "
@@ -139,8 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="run search policies against a table (the paper's protocol, Table 3)")
     e.add_argument("--space", default="2node")
     e.add_argument("--table", help="a table file (default: the default table of the space)")
-    e.add_argument("--policies", help="comma-separated (default: all): " + "random, random_search, evolution, "
-                   "local_search, enas_like, nao_like, ws_top1")
+    from .policies import default_policies
+
+    e.add_argument("--policies", help="comma-separated (default: all): " + ", ".join(default_policies()))
     e.add_argument("--runs", type=int, default=10, help="search seeds per policy (default 10)")
     e.add_argument("--budget-queries", type=int, default=10, help="standalone queries per run (default 10)")
     e.add_argument("--budget-seconds", type=float, help="simulated seconds per run (table seconds)")

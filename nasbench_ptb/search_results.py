@@ -34,7 +34,12 @@ from .space import SearchSpace, space as get_space
 
 FORMAT = "nasbench_ptb-search"
 FORMAT_VERSION = 1
-ALGORITHMS = ("darts", "enas", "nao", "random_ws")
+ALGORITHMS = {  # the registry of real search phases: name -> what it is (the CLI's help); builder.search.methods()
+    "darts": "DARTS (Liu et al. 2019): a relaxed super-net, alphas by gradient on validation; e.g. order=2",
+    "enas": "ENAS (Pham et al. 2018): an LSTM controller trained by REINFORCE; e.g. controller_steps=50",
+    "nao": "NAO (Luo et al. 2018): encoder-predictor-decoder over a growing pool; e.g. new=4",
+    "random_ws": "random search with weight sharing (Li & Talwalkar 2019); e.g. candidates=8",
+}
 
 
 @dataclass(frozen=True)

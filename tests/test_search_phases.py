@@ -381,3 +381,20 @@ def test_enas_trains_its_controller_at_the_authors_rate_per_epoch_of_child_train
     e = Enas.__new__(Enas)
     e.steps = 100
     assert e.updates(0.1) == 10 and e.updates(0.001) == 1 and e.updates(2.0) == 200
+
+
+def test_one_registry_names_the_algorithms_the_builder_runs_and_the_cli_offers(capsys):
+    """Issue 27: the registry (search_results.ALGORITHMS) is what the builder's methods, the CLI's --algo help and
+    its refusal list; the policies' registry likewise feeds `evaluate --policies` (it once lacked two)."""
+    from nasbench_ptb.policies import default_policies
+
+    assert list(search.methods()) == list(search_results.ALGORITHMS)
+    assert all(cls.name == name for name, cls in search.methods().items())
+    for command, names in ((["search", "--help"], search_results.ALGORITHMS),
+                           (["evaluate", "--help"], default_policies())):
+        with pytest.raises(SystemExit):
+            main(command)
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(name in text for name in names), command
+    assert main(["search", "--algo", "bogus", "--space", "2node"]) != 0
+    assert "known: darts, enas, nao, random_ws" in capsys.readouterr().err
