@@ -1,10 +1,10 @@
 """The HDF5 table: one module owns its layout and :data:`FORMAT_VERSION` (ARCHITECTURE.md §6).
 
-Dense arrays; NaN plus a status code where a run is missing or diverged, never imputed. Each part's datasets are
+Dense arrays; NaN plus a status code where a run is missing or diverged, never imputed. Each group's datasets are
 declared once, as the fields of :class:`Standalone` and :class:`WeightSharing` (:func:`column`: dimensions,
 dtype, description); reading, the checks on open, ``empty()``, the build's assembly, the long export, the query
 records and the layout block of README.md (``python -m nasbench_ptb.schema`` prints it; ``--update`` rewrites
-it there) follow from them. Any part may be absent (a build with ``--mode ws`` or
+it there) follow from them. Any group may be absent (a build with ``--mode ws`` or
 ``--mode standalone``; ``/ws_subspace`` only where a build used ``--ws-archs``).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Status(enum.IntEnum):
 
 
 def column(dims: str, dtype: str, doc: str, added: bool = False, **kw):
-    """One dataset of a part, declared once: ``dims`` its axes (``N`` architectures in id order; ``S`` the part's
+    """One dataset of a group, declared once: ``dims`` its axes (``N`` architectures in id order; ``S`` the group's
     seeds and ``C`` its checkpoints, from its own ``seeds`` and ``epochs``; ``n`` subspace members), ``dtype``
     (``f8`` floats, NaN where a value does not exist; ``i8``/``i1`` integers) and ``doc`` (the line the README's
     layout block shows). The readers, the validation on open, ``empty()``, the build assembly, the long export and
@@ -55,12 +55,12 @@ def _not_measured(dims: str, dtype: str, sizes: dict[str, int]) -> np.ndarray:
     return np.full(shape, Status.MISSING if dtype == "i1" else np.nan if dtype == "f8" else 0, dtype=dtype)
 
 
-class _Part:
-    """A part of a table: dense arrays, one per :func:`column`."""
+class _Group:
+    """A group of a table: dense arrays, one per :func:`column`."""
 
     @classmethod
     def empty(cls, n_archs: int, *axes, **named):
-        """The part with its axes given (``seeds``, ``epochs``, then the part's other 1-D axes, in declaration
+        """The group with its axes given (``seeds``, ``epochs``, then the group's other 1-D axes, in declaration
         order) and every other dataset not yet trained: NaN, 0 mini-batches, status ``MISSING``."""
         given = dict(zip(_axes(cls), axes), **named)
         sizes = {"N": n_archs, "S": len(given["seeds"]), "C": len(given["epochs"])}
@@ -81,7 +81,7 @@ def _axes(cls) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Standalone(_Part):
+class Standalone(_Group):
     """Every architecture trained alone, with each of ``S`` seeds, recorded at ``C`` checkpoints."""
 
     seeds: np.ndarray = column("S", "i8", "standalone training seeds")
@@ -95,7 +95,7 @@ class Standalone(_Part):
 
 
 @dataclass(frozen=True)
-class WeightSharing(_Part):
+class WeightSharing(_Group):
     """``S`` weight-sharing super-nets (one per seed), every architecture evaluated under each at ``C``
     checkpoints; ``archs``: the subspace that shared the weights (None: the whole space)."""
 
@@ -112,12 +112,12 @@ class WeightSharing(_Part):
                                       default=None)
 
 
-PARTS = {"standalone": Standalone, "ws": WeightSharing, "ws_subspace": WeightSharing}
+GROUPS = {"standalone": Standalone, "ws": WeightSharing, "ws_subspace": WeightSharing}
 
 
 @dataclass(frozen=True)
 class Table:
-    """A whole table in memory; ``standalone`` or ``ws`` is None where the build did not train that part."""
+    """A whole table in memory; ``standalone`` or ``ws`` is None where the build did not train that group."""
 
     space: SearchSpace
     preset: str
@@ -179,12 +179,12 @@ def _fill(f: h5py.File, table: Table) -> None:
     for key, col in arch_columns(table.space, int(table.config.get("params", 0))).items():
         dtype = h5py.string_dtype() if col.dtype == object else col.dtype
         archs.create_dataset(key, data=col, dtype=dtype)
-    for name in PARTS:
-        part = getattr(table, name)
-        if part is None:
+    for name in GROUPS:
+        arrays = getattr(table, name)
+        if arrays is None:
             continue
         group = f.create_group(name)
-        for key, value in vars(part).items():
+        for key, value in vars(arrays).items():
             if value is not None:
                 group.create_dataset(key, data=value, compression="gzip" if value.ndim == 3 else None)
     f.attrs[DIGEST] = content_digest(f)
@@ -223,41 +223,41 @@ def content_digest(f: h5py.File, arrays: dict[str, np.ndarray] | None = None) ->
     return digest.hexdigest()
 
 
-def layout(part: str) -> dict[str, tuple[str, bool]]:
+def layout(group: str) -> dict[str, tuple[str, bool]]:
     """Dataset name -> (its dimension letters, whether it holds integers), in declaration order."""
-    return {f.name: (f.metadata["dims"], f.metadata["dtype"][0] == "i") for f in fields(PARTS[part])}
+    return {f.name: (f.metadata["dims"], f.metadata["dtype"][0] == "i") for f in fields(GROUPS[group])}
 
 
-def optional(part: str) -> set[str]:
-    """The datasets a part may lack: ``archs`` in /ws (it names a subspace; /ws_subspace requires it) and the
+def optional(group: str) -> set[str]:
+    """The datasets a group may lack: ``archs`` in /ws (it names a subspace; /ws_subspace requires it) and the
     datasets declared ``added`` (read as not measured)."""
-    cols = fields(PARTS[part])
-    return ({f.name for f in cols if f.default is None} if part == "ws" else set()) | \
+    cols = fields(GROUPS[group])
+    return ({f.name for f in cols if f.default is None} if group == "ws" else set()) | \
         {f.name for f in cols if f.metadata["added"]}
 
 
-def per_run(part: str) -> tuple[str, ...]:
-    """The datasets of ``part`` that hold one row per run (standalone: per architecture × seed, ``N`` first;
+def per_run(group: str) -> tuple[str, ...]:
+    """The datasets of ``group`` that hold one row per run (standalone: per architecture × seed, ``N`` first;
     weight sharing: per super-net, ``S`` first): what a build unit computes and the assembly copies into place."""
-    lead = "N" if part == "standalone" else "S"
-    return tuple(k for k, (dims, _) in layout(part).items() if dims[0] == lead and k != "seeds")
+    lead = "N" if group == "standalone" else "S"
+    return tuple(k for k, (dims, _) in layout(group).items() if dims[0] == lead and k != "seeds")
 
 
-def columns(part: str, dims: str) -> tuple[str, ...]:
-    """The datasets of ``part`` with exactly these dimensions, e.g. ``("standalone", "NSC")``: the curves."""
-    return tuple(k for k, (d, _) in layout(part).items() if d == dims)
+def columns(group: str, dims: str) -> tuple[str, ...]:
+    """The datasets of ``group`` with exactly these dimensions, e.g. ``("standalone", "NSC")``: the curves."""
+    return tuple(k for k, (d, _) in layout(group).items() if d == dims)
 
 
-def doc(part: str, name: str) -> str:
+def doc(group: str, name: str) -> str:
     """The declared description of one dataset."""
-    return next(f.metadata["doc"] for f in fields(PARTS[part]) if f.name == name)
+    return next(f.metadata["doc"] for f in fields(GROUPS[group]) if f.name == name)
 
 
 _STATUS_CODES = np.array([int(s) for s in Status])
 
 
-def _read_part(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Path):
-    """One part with every dataset checked for presence, shape, kind and (status, archs) values."""
+def _read_group(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Path):
+    """One group with every dataset checked for presence, shape, kind and (status, archs) values."""
     layout_ = layout(name)
     group = {key.partition("/")[2] for key in arrays if key.startswith(name + "/")}
     required = set(layout_) - optional(name)
@@ -268,7 +268,7 @@ def _read_part(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Pat
     dims = {"N": n_archs, "S": data["seeds"].shape[0] if data["seeds"].ndim == 1 else -1,
             "C": data["epochs"].shape[0] if data["epochs"].ndim == 1 else -1,
             "n": data["archs"].shape[0] if "archs" in data and data["archs"].ndim == 1 else -1}
-    for f in fields(PARTS[name]):  # a table written before a dataset was added: not measured there
+    for f in fields(GROUPS[name]):  # a table written before a dataset was added: not measured there
         if f.metadata["added"] and f.name not in data and -1 not in (dims["S"], dims["C"]):
             data[f.name] = _not_measured(f.metadata["dims"], f.metadata["dtype"], dims)
     for key, value in data.items():
@@ -289,7 +289,7 @@ def _read_part(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Pat
         archs = data["archs"]
         if len(np.unique(archs)) != len(archs) or (archs.size and (archs.min() < 0 or archs.max() >= n_archs)):
             raise TableError(f"{path}: /{name}/archs must be distinct ids in 0..{n_archs - 1}")
-    return PARTS[name](**data)
+    return GROUPS[name](**data)
 
 
 def read(path: str | os.PathLike) -> Table:
@@ -321,9 +321,9 @@ def read(path: str | os.PathLike) -> Table:
         ids = arrays["archs/id"]
         if len(ids) != sp.size or not np.array_equal(ids, np.arange(sp.size)):
             raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
-        parts = {name: _read_part(arrays, name, sp.size, path) if name in f else None for name in PARTS}
-        return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), parts["standalone"], parts["ws"],
-                     read_attrs(f), parts["ws_subspace"])
+        groups = {name: _read_group(arrays, name, sp.size, path) if name in f else None for name in GROUPS}
+        return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), groups["standalone"], groups["ws"],
+                     read_attrs(f), groups["ws_subspace"])
 
     return read_h5(path, "table", parse, TableError)
 
@@ -344,13 +344,13 @@ BEGIN, END = "<!-- table layout: generated by python -m nasbench_ptb.schema --up
 def layout_text() -> str:
     """The table layout in words, generated from the declarations: README's block."""
     lines = [HEADER_TEXT]
-    for part in PARTS:
-        if part in _GROUP_NOTES:
-            lines.append(f"/{part:<11} {_GROUP_NOTES[part]}")
+    for group in GROUPS:
+        if group in _GROUP_NOTES:
+            lines.append(f"/{group:<11} {_GROUP_NOTES[group]}")
             continue
-        for i, (name, (dims, _)) in enumerate(layout(part).items()):
-            shape = f"{name} [{', '.join(_DIM_NAMES[part].get(d, d) for d in dims)}]"
-            lines.append(f"{'/' + part if i == 0 else '':<12} {shape:<22} {doc(part, name)}")
+        for i, (name, (dims, _)) in enumerate(layout(group).items()):
+            shape = f"{name} [{', '.join(_DIM_NAMES[group].get(d, d) for d in dims)}]"
+            lines.append(f"{'/' + group if i == 0 else '':<12} {shape:<22} {doc(group, name)}")
     return "\n".join(lines)
 
 

@@ -120,7 +120,7 @@ def test_a_dataset_added_later_reads_as_not_measured_from_a_table_written_before
     class Later(schema.Standalone):
         test_loss: np.ndarray = schema.column("NS", "f8", "test cross-entropy", added=True)
 
-    monkeypatch.setitem(schema.PARTS, "standalone", Later)
+    monkeypatch.setitem(schema.GROUPS, "standalone", Later)
     read = schema.read(tmp_path / "old.h5").standalone
     assert isinstance(read, Later) and read.test_loss.shape == (sp.size, 1) and np.isnan(read.test_loss).all()
     assert read.valid_ppl[0, 0, 0] == 100.0 and "test_loss" in schema.optional("standalone")
@@ -129,6 +129,6 @@ def test_a_dataset_added_later_reads_as_not_measured_from_a_table_written_before
     class Required(schema.Standalone):
         test_loss: np.ndarray = schema.column("NS", "f8", "test cross-entropy")
 
-    monkeypatch.setitem(schema.PARTS, "standalone", Required)
+    monkeypatch.setitem(schema.GROUPS, "standalone", Required)
     with pytest.raises(schema.TableError, match="lacks the dataset.s. test_loss"):
         schema.read(tmp_path / "old.h5")
