@@ -51,9 +51,11 @@ class RelaxedCell:
 
     @property
     def slots(self) -> int:
+        """Search seeds trained together (one alpha set each)."""
         return self.alpha.shape[0]
 
     def bn(self, s: torch.Tensor) -> torch.Tensor:
+        """DARTS's parameter-free batch norm of a node's state (per slot; identity when off, the default)."""
         if not self.batchnorm:
             return s
         if self.training:
@@ -67,6 +69,7 @@ class RelaxedCell:
         return (s - mean) / torch.sqrt(var + BN_EPS)
 
     def step(self, x: torch.Tensor, h_prev: torch.Tensor, params: dict, m_x, m_h) -> torch.Tensor:
+        """One time step of the relaxed cell: every edge mixes the primitives by softmax(alpha), ``none`` included."""
         A, B, H = h_prev.shape
         if x.shape[0] != A:
             x = x.expand(A, -1, -1)
@@ -94,6 +97,8 @@ class RelaxedCell:
 
 
 class Darts(Method):
+    """DARTS (Liu et al. 2019), the real search phase: shared weights and alphas trained alternately (see the
+    module docstring for every value's source)."""
     name = "darts"
 
     def __init__(self, ctx: Context, order: int = 1, arch_lr: float = 3e-3, arch_weight_decay: float = 1e-3,
@@ -115,6 +120,7 @@ class Darts(Method):
         self.tr = None
 
     def attach(self, tr) -> None:
+        """Hook the architecture step before every weight step; the search data is the whole validation split."""
         self.tr = tr
         # DARTS's search data: the whole validation split, batchified at the training batch size
         self.search_data = batchify(self.ctx.valid_tokens, self.ctx.p.batch_size, self.ctx.device)
@@ -122,6 +128,7 @@ class Darts(Method):
         tr.before_step = self.arch_step
 
     def genotypes(self) -> RelaxedCell:
+        """The relaxed cell (every slot trains its own mixture; no cell is sampled)."""
         self.cell.training = True
         return self.cell
 
@@ -131,6 +138,7 @@ class Darts(Method):
         return torch.where(self.tr.alive, obj, torch.zeros_like(obj)).sum(), h_last
 
     def arch_step(self, start: int, seq: int, h_train: torch.Tensor) -> None:
+        """One Adam step on the alphas from the next validation mini-batch (first or second order)."""
         p, tr, V = self.ctx.p, self.tr, self.tr.V
         if self.v_pos + seq + 1 > self.search_data.shape[0]:
             self.v_pos, self.h_valid = 0, torch.zeros_like(self.h_valid)
@@ -173,6 +181,8 @@ class Darts(Method):
         return d_alpha - eta * implicit, h_last
 
     def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
+        """The derived cell (per node its best non-``none`` edge and op), the relaxed super-net's validation ppl,
+        the alphas."""
         self.cell.training = False
         loss = evaluate(params, self.cell, ctx.valid(last), ctx.p.bptt, ctx.p.amp).cpu().numpy()
         ppl = to_ppl(loss, live)

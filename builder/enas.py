@@ -54,10 +54,12 @@ LOSS_CLIP = 10.0  # nats: ``valid_loss = min(rl_loss, 10)``
 
 
 def squash(logits: torch.Tensor) -> torch.Tensor:
+    """The authors' logit squashing, 2.5 · tanh(logits / 5) (tanh constant and temperature of their PTB run)."""
     return TANH_C * torch.tanh(logits / TEMPERATURE)
 
 
 class Controller(torch.nn.Module):
+    """ENAS's LSTM controller: per node a predecessor (attention with the distance penalty) and an activation."""
     def __init__(self, nodes: int, hidden: int = 100, seed: int = 0):
         super().__init__()
         self.n = nodes
@@ -145,10 +147,13 @@ class Reinforce:
 
     @torch.no_grad()
     def draw(self, count: int) -> np.ndarray:
+        """``count`` cells sampled from the controller's policy, as choices ``[count, n]`` (no gradient)."""
         return self.c.sample(count, self.gen)[0].cpu().numpy()
 
 
 class Enas(Method):
+    """ENAS (Pham et al. 2018), the real search phase: shared weights trained on controller-sampled cells, the
+    controller by REINFORCE (module docstring: every value's source)."""
     name = "enas"
 
     def __init__(self, ctx: Context, controller_steps: int = 100, controller_aggregate: int = 10,
@@ -170,6 +175,7 @@ class Enas(Method):
                         "reward_c": reward_c}
 
     def genotypes(self) -> SlotGenotypes:
+        """Each slot's next training cell, sampled from its controller."""
         ids = torch.as_tensor(np.concatenate([id_of_choices(a.draw(1).T) for a in self.agents]),
                               device=self.ctx.device)
         return SlotGenotypes(self.genos.preds[ids], self.genos.ops[ids], uniform=None)
@@ -186,6 +192,7 @@ class Enas(Method):
         return data[start : start + bptt + 1]
 
     def losses(self, params: dict, s: int, ids: np.ndarray) -> np.ndarray:
+        """Validation loss (nats) of cells ``ids`` under slot ``s``'s shared weights on one random validation batch."""
         genos = SlotGenotypes(self.genos.preds[ids], self.genos.ops[ids], uniform=None)
         return evaluate_all(params, s, genos, self.batch(s), self.ctx.p.bptt, amp=self.ctx.p.amp)
 
@@ -194,6 +201,8 @@ class Enas(Method):
         return self.c / np.exp(np.where(np.isfinite(loss), np.minimum(loss, LOSS_CLIP), LOSS_CLIP))
 
     def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
+        """Train each controller for this interval's updates, then derive: the best of ``derive`` sampled cells on
+        one validation batch."""
         A = len(ctx.seeds)
         for s in np.flatnonzero(live):
             if not last:  # the controller trains after each search epoch; the last one only derives

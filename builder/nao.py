@@ -58,6 +58,7 @@ def tokens_of(sp, ids) -> np.ndarray:
 
 
 def ids_of_tokens(tokens: np.ndarray, n: int) -> np.ndarray:
+    """Architecture ids of decoded token sequences (the inverse of :func:`tokens_of`)."""
     return id_of_choices((N_OPS * tokens[:, 0::2] + (tokens[:, 1::2] - n)).T)
 
 
@@ -92,12 +93,15 @@ class EPD(torch.nn.Module):
 
     @staticmethod
     def embedding(outputs: torch.Tensor) -> torch.Tensor:
+        """The architecture embedding: the encoder outputs averaged over the sequence, L2-normalised."""
         return torch.nn.functional.normalize(outputs.mean(dim=1), dim=-1)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Embedding of token sequences ``[B, 2n]``."""
         return self.embedding(self.outputs(tokens))
 
     def predict(self, e: torch.Tensor) -> torch.Tensor:
+        """Predicted score (sigmoid, higher is better) of embeddings."""
         return torch.sigmoid(self.regressor(e)).view(-1)
 
     def decode_logits(self, outputs: torch.Tensor, tokens: torch.Tensor | None = None) -> torch.Tensor:
@@ -120,6 +124,7 @@ class EPD(torch.nn.Module):
         return torch.stack(logits, dim=1)
 
     def loss(self, tokens: torch.Tensor, score: torch.Tensor, trade_off: float = 0.8) -> torch.Tensor:
+        """``trade_off`` × predictor MSE + (1 − ``trade_off``) × decoder reconstruction NLL, as NAO's joint loss."""
         out = self.outputs(tokens)
         mse = (self.predict(self.embedding(out)) - score).pow(2).mean()
         logits = self.decode_logits(out, tokens)
@@ -147,6 +152,8 @@ def normalised_score(ppl: np.ndarray) -> np.ndarray:
 
 
 class Nao(Method):
+    """NAO (Luo et al. 2018), the real search phase (NAO-WS): shared weights trained on pool cells, the pool grown
+    only by decoder proposals (module docstring: every value's source)."""
     name = "nao"
 
     def __init__(self, ctx: Context, pool_fraction: float = 0.25, new: int | None = None, top: int | None = None,
@@ -173,6 +180,7 @@ class Nao(Method):
                         "trade_off": trade_off, "grad_bound": grad_bound}
 
     def genotypes(self) -> SlotGenotypes:
+        """Each slot's next training cell, drawn uniformly from its pool."""
         ids = torch.as_tensor([pool[d.randint(len(pool))] for pool, d in zip(self.pools, self.draws)],
                               device=self.ctx.device)
         return SlotGenotypes(self.genos.preds[ids], self.genos.ops[ids], uniform=None)
@@ -210,6 +218,8 @@ class Nao(Method):
         return found
 
     def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
+        """Score the pool, return its best; then (not at the last epoch) fit the EPD and let the proposals replace
+        the worst."""
         A, N = len(ctx.seeds), ctx.sp.size
         choice, est = np.zeros(A, dtype=np.int64), np.full(A, np.nan)
         fit_tau = np.full(A, np.nan)

@@ -14,6 +14,8 @@ from .engine import AMP_MODES, Dropouts
 
 @dataclass(frozen=True)
 class Preset:
+    """Every training value of a build (frozen; each lands in the table's ``config``, and a part's fingerprint is
+    taken over them)."""
     name: str
     hidden: int  # embedding = hidden (tied decoder)
     batch_size: int
@@ -55,11 +57,13 @@ class Preset:
 
     @property
     def dropouts(self) -> Dropouts:
+        """The five AWD-LSTM dropouts the engine applies (output, hidden, x, input, embedding)."""
         return Dropouts(
             self.dropout_output, self.dropout_hidden, self.dropout_x, self.dropout_input, self.dropout_embedding
         )
 
     def to_dict(self) -> dict:
+        """Every field by name (what a table's ``config`` and a part's fingerprint hold)."""
         return dataclasses.asdict(self)
 
     def schedule(self, kind: str = "standalone") -> "Schedule":
@@ -83,6 +87,8 @@ class Schedule:
 
     @classmethod
     def of(cls, epochs: float, checkpoints: int, first: int = 0) -> "Schedule":
+        """``checkpoints`` evenly spaced over ``epochs``, plus ``first`` over the first epoch (those never judge
+        the ASGD switch)."""
         points = {round(k / first, 9): (k / first, False) for k in range(1, first + 1) if k / first <= epochs}
         points.update({round((c + 1) * epochs / checkpoints, 9): ((c + 1) * epochs / checkpoints, True)
                        for c in range(checkpoints)})  # a grid point wins a tie (its exact value, and it judges)
@@ -140,6 +146,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get(name: str) -> Preset:
+    """The named preset; an unknown name raises ValueError listing the known ones."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return PRESETS[name]
@@ -205,6 +212,7 @@ def override(preset: Preset, values: dict) -> Preset:
 
 
 def validate(p: Preset) -> None:
+    """Refuse a preset whose values cannot train (ValueError naming the field and the rule)."""
     if p.hidden < 1 or p.batch_size < 1 or p.bptt < 2 or p.eval_batch_size < 1 or p.slots_per_unit < 1:
         raise ValueError("hidden, batch_size, eval_batch_size, slots_per_unit must be ≥ 1 and bptt ≥ 2")
     if p.epochs <= 0 or p.checkpoints < 1 or p.ws_epochs <= 0 or p.ws_checkpoints < 1:

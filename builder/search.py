@@ -67,6 +67,7 @@ class Context:
         return at[self.checkpoint] - (at[self.checkpoint - 1] if self.checkpoint else 0.0)
 
     def valid(self, last: bool) -> torch.Tensor:
+        """The validation data a search epoch scores on: the whole split at the last one, the prefix before."""
         return self.valid_final if last else self.valid_mid
 
     def score(self, params: dict, slot: int, ids: Sequence[int], data: torch.Tensor) -> np.ndarray:
@@ -102,9 +103,11 @@ class RandomWS(Method):
         self.options = {"candidates": self.k}
 
     def genotypes(self) -> SlotGenotypes:
+        """Uniformly random cells, one per slot (the plain super-net)."""
         return self.sampler.genotypes()
 
     def checkpoint(self, ctx: Context, params: dict, live: np.ndarray, last: bool) -> tuple:
+        """The best of ``candidates`` fresh random cells under the shared weights."""
         cands = [rng.choice(ctx.sp.size, self.k, replace=False) for rng in ctx.rngs]
         return (*ctx.best_of(params, live, cands, last), {})
 
@@ -121,6 +124,7 @@ def methods() -> dict[str, type[Method]]:
 
 
 def make(algo: str, ctx: Context, options: dict) -> Method:
+    """The method of ``algo`` with its options; an unknown algorithm or option raises ValueError naming it."""
     known = methods()
     if algo not in known:
         raise ValueError(f"unknown search algorithm {algo!r} (known: {', '.join(ALGORITHMS)})")

@@ -294,6 +294,7 @@ def cmd_serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``nasbench_ptb`` command: parse, run the subcommand, a user error is one line on stderr and exit code 1."""
     args = _parser().parse_args(argv)
     try:
         from . import cli_train  # the commands that train (torch is imported only when they run)

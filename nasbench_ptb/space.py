@@ -38,6 +38,7 @@ def is_id(key: object) -> bool:
 
 
 def is_hash(key: object) -> bool:
+    """Whether ``key`` is written as an architecture hash (exactly 16 lowercase hex digits)."""
     return isinstance(key, str) and _HASH.match(key) is not None
 
 
@@ -73,6 +74,7 @@ class Genotype:
 
     @property
     def n(self) -> int:
+        """Intermediate nodes of the cell."""
         return len(self.nodes)
 
     @property
@@ -82,6 +84,7 @@ class Genotype:
 
     @property
     def preds(self) -> tuple[int, ...]:
+        """Each node's predecessor (0 = the first state s0, from x_t and h_{t-1}; k = node k)."""
         return tuple(p for _, p in self.nodes)
 
     @cached_property
@@ -198,10 +201,12 @@ class SearchSpace:
 
     @property
     def name(self) -> str:
+        """The space's name, ``<n>node``."""
         return f"{self.n}node"
 
     @property
     def size(self) -> int:
+        """Architectures in the space: n! predecessor choices × 4^n activations."""
         return math.factorial(self.n) * 4**self.n
 
     def __len__(self) -> int:
