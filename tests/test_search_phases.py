@@ -12,7 +12,7 @@ from nasbench_ptb.builder.enas import Controller, Reinforce
 from nasbench_ptb.builder.nao import Nao, tokens_of
 from nasbench_ptb.cli import main
 from nasbench_ptb.schema import Status, TableError
-from nasbench_ptb.space import Genotype, id_of_choices, space
+from nasbench_ptb.space import OPS, Genotype, id_of_choices, parse, space
 
 from helpers import tiny_corpus, tiny_preset
 
@@ -543,3 +543,170 @@ def test_enas_refuses_each_bad_option_and_accepts_the_boundaries(corpus, bad):
         Enas(ctx, **bad)
     Enas(ctx, controller_steps=1, controller_aggregate=1, controller_hidden=1, derive=1, controller_lr=1e-9,
          baseline_decay=0.0, entropy_weight=0.0)
+
+
+# --- DARTS against independent expectations (issue 26's mutation target) ------------------------------------------
+
+def _darts_setup(corpus, order, **changes):
+    p = tiny_preset(ws_epochs=1.0, ws_checkpoints=3, ws_valid_tokens=None, ws_final_valid_tokens=None, alpha=2.0,
+                    beta=1.0, weight_decay=0.01, **changes)
+    ctx = search.Context(corpus, SP, [0, 1], p, torch.device("cpu"))
+    d = Darts(ctx, order=order)
+    tr = search.SlotTrainer(corpus, [0, 1], SP.n, p, torch.device("cpu"), p.ws_bptt, p.hidden_clip)
+    d.attach(tr)
+    drawn = []
+    real_draw = d.masks.draw
+    d.masks.draw = lambda *a: drawn.append(real_draw(*a)) or drawn[-1]
+    return p, d, tr, drawn
+
+
+def _objective(params, alpha, x, y, h, masks, p):
+    """DARTS's loss on one window, written from the engine's public pieces: the training objective (CE + AR + TAR)
+    of the relaxed cell with these alphas, summed over the slots."""
+    from nasbench_ptb.builder.engine import train_loss
+
+    obj, _, h_last = train_loss(params, RelaxedCell(alpha, SP.n, p.hidden, False), x, y, h, masks, p.beta, p.alpha)
+    return obj.sum(), h_last
+
+
+def test_darts_first_order_steps_on_the_next_validation_window_with_its_carried_state(corpus):
+    p, d, tr, drawn = _darts_setup(corpus, order=1)
+    seq, L = 8, d.search_data.shape[0]
+    assert d.search_data.shape[1] == p.batch_size and d.v_pos == 0  # the whole validation split, training batch
+    for start_pos, wraps in ((0, False), (L - seq - 1, False), (L - seq, True)):
+        d.v_pos = start_pos
+        h_before = torch.randn_like(d.h_valid) if start_pos else torch.zeros_like(d.h_valid)
+        d.h_valid = h_before.clone()
+        alpha = d.alpha.detach().clone().requires_grad_(True)
+        d.arch_step(0, seq, torch.zeros_like(tr.hidden))
+        at = 0 if wraps else start_pos
+        h0 = torch.zeros_like(h_before) if wraps else h_before
+        loss, h_last = _objective(tr.params, alpha, d.search_data[at : at + seq], d.search_data[at + 1 : at + 1 + seq],
+                                  h0, drawn[-1], p)
+        (want,) = torch.autograd.grad(loss, [alpha])
+        assert torch.allclose(d.alpha.grad, want, rtol=1e-4, atol=1e-7), start_pos
+        assert d.v_pos == at + seq and torch.allclose(d.h_valid, h_last.detach())
+        assert not torch.equal(d.alpha.detach(), alpha.detach())  # Adam stepped
+
+
+def test_darts_second_order_is_the_derivative_of_the_unrolled_validation_loss(corpus):
+    """DARTS eq. 7: the gradient of f(α) = L_val(w − ξ(∇w L_train(w, α) + wd·w), α), ξ = lr · seq / bptt, whose
+    Hessian term they approximate by finite differences in w; here f itself is differenced in α along random
+    directions (no Hessian, no autograd through the step), and the method's gradient must agree."""
+    p, d, tr, drawn = _darts_setup(corpus, order=2, lr=20.0)
+    seq, start = 8, 5
+    h_train = torch.randn_like(tr.hidden) * 0.1
+    alpha = d.alpha.detach().clone()
+    d.arch_step(start, seq, h_train)
+    mv, mt = drawn[-2], drawn[-1]  # the validation masks, then the training masks of the unrolled step
+    names = list(tr.params)
+    tx, ty = tr.train[start : start + seq], tr.train[start + 1 : start + 1 + seq]
+    vx, vy = d.search_data[:seq], d.search_data[1 : seq + 1]
+    eta, h0 = p.lr * seq / p.bptt, torch.zeros_like(d.h_valid)
+
+    def unrolled(a):
+        w = {k: tr.params[k].detach().clone().requires_grad_(True) for k in names}
+        loss_t, _ = _objective(w, a, tx, ty, h_train, mt, p)
+        g = torch.autograd.grad(loss_t, [w[k] for k in names])
+        return {k: (w[k] - eta * (gk + p.weight_decay * w[k])).detach() for k, gk in zip(names, g)}
+
+    def f(a):
+        return float(_objective(unrolled(a), a, vx, vy, h0, mv, p)[0])
+
+    a = alpha.clone().requires_grad_(True)
+    (direct,) = torch.autograd.grad(_objective(unrolled(alpha), a, vx, vy, h0, mv, p)[0], [a])  # w' held fixed
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        u = torch.randn(alpha.shape, generator=gen)
+        numeric = (f(alpha + 1e-2 * u) - f(alpha - 1e-2 * u)) / 2e-2
+        second = float((numeric - (direct * u).sum()))  # what the unrolling adds
+        assert abs(second) > 0.1 * abs(numeric)  # it matters in this case
+        assert abs(float((d.alpha.grad * u).sum()) - numeric) < 0.02 * abs(second)
+
+
+def test_darts_batch_norm_is_the_hand_computed_one():
+    """Their BatchNorm1d(affine=False): batch statistics (biased variance) while training, running statistics at
+    evaluation, updated with momentum 0.1 and the unbiased variance b/(b − 1)."""
+    for B in (2, 4):
+        A, H = 2, 3
+        cell = RelaxedCell(torch.zeros(A, 3, 5), 2, H, batchnorm=True)
+        s = torch.arange(A * B * H, dtype=torch.float32).view(A, B, H) ** 1.5 / 7
+        out = cell.bn(s)
+        mean, var = s.mean(1, keepdim=True), ((s - s.mean(1, keepdim=True)) ** 2).mean(1, keepdim=True)
+        assert torch.allclose(out, (s - mean) / torch.sqrt(var + 1e-5), atol=1e-6)
+        assert torch.allclose(cell.run_mean, 0.1 * mean, atol=1e-6)
+        assert torch.allclose(cell.run_var, 0.9 + 0.1 * var * B / (B - 1), atol=1e-6)
+        assert cell.run_mean.shape == (A, 1, H)
+        cell.training = False
+        s2 = s + 1.0
+        assert torch.allclose(cell.bn(s2), (s2 - cell.run_mean) / torch.sqrt(cell.run_var + 1e-5), atol=1e-6)
+    off = RelaxedCell(torch.zeros(1, 3, 5), 2, H, batchnorm=False)
+    assert off.bn(s) is s
+
+
+def test_the_relaxed_cell_with_one_hot_weights_is_the_discrete_cell_under_dropout_masks():
+    """Alphas that put each node's mass on one (edge, op), and every other edge of the node on none, make the
+    relaxed cell the discrete cell of that genotype: per slot, with an embedding shared by the slots and masks."""
+    from nasbench_ptb.builder.cell import cell_step
+    from nasbench_ptb.builder.engine import SlotGenotypes
+
+    sp = space("3node")
+    genos = [parse("relu:0|sigmoid:1|identity:1"), parse("tanh:0|identity:0|relu:2")]
+    A, B, H = 2, 3, 5
+    alpha = torch.full((A, 6, 5), -30.0)
+    for a, g in enumerate(genos):
+        for k, (op, pred) in enumerate(g.nodes, start=1):
+            for j in range(k):
+                row = k * (k - 1) // 2 + j
+                alpha[a, row, 1 + OPS.index(op) if j == pred else 0] = 30.0
+    torch.manual_seed(1)
+    params = {"W0": torch.randn(A, 2 * H, 2 * H) * 0.5, "Ws": torch.randn(A, sp.n, H, 2 * H) * 0.5}
+    x, h = torch.randn(1, B, H), torch.randn(A, B, H)
+    m_x, m_h = (torch.rand(A, B, H) > 0.3).float() / 0.7, (torch.rand(A, B, H) > 0.3).float() / 0.7
+    relaxed = RelaxedCell(alpha, sp.n, H, batchnorm=False).step(x, h, params, m_x, m_h)
+    sg = SlotGenotypes.of(genos)
+    discrete = cell_step(x, h, params["W0"], params["Ws"], sg.preds, sg.ops, m_x, m_h)
+    assert relaxed.shape == (A, B, H) and torch.allclose(relaxed, discrete, atol=1e-5)
+    assert [Genotype.of_choices(c).canonical for c in RelaxedCell(alpha, sp.n, H).choices()] == \
+        [g.canonical for g in genos]
+
+
+def test_darts_defaults_are_the_authors_and_bad_options_are_refused(corpus):
+    ctx = search.Context(corpus, SP, [0, 3], preset(), torch.device("cpu"))
+    d = Darts(ctx)
+    assert d.options == {"order": 1, "arch_lr": 3e-3, "arch_weight_decay": 1e-3, "batchnorm": 0}
+    group = d.adam.param_groups[0]
+    assert (group["lr"], group["betas"], group["weight_decay"]) == (3e-3, (0.9, 0.999), 1e-3)
+    assert d.cell.batchnorm is False and Darts(ctx, batchnorm=1).cell.batchnorm is True
+    for a, s in enumerate((0, 3)):  # 1e-3 · N(0, 1) per search seed, as their init
+        want = 1e-3 * torch.randn(3, 5, generator=torch.Generator().manual_seed(s + 31))
+        assert torch.equal(d.alpha[a].detach(), want)
+    d = Darts(ctx, order=2, arch_lr=0.1, arch_weight_decay=0.0)
+    assert d.order == 2 and d.adam.param_groups[0]["lr"] == 0.1 and d.adam.param_groups[0]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match=r"^DARTS order must be 1 \(first order\) or 2 \(second order\), got 3$"):
+        Darts(ctx, order=3)
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match=rf"^DARTS batchnorm must be 0 or 1, got {bad}$"):
+            Darts(ctx, batchnorm=bad)
+    bn = Darts(ctx, batchnorm=1)
+    bn.cell.training = False
+    assert bn.genotypes() is bn.cell and bn.cell.training is True  # training steps use batch statistics
+
+
+def test_darts_checkpoint_scores_the_relaxed_net_on_the_split_of_that_epoch(corpus):
+    from nasbench_ptb.builder.engine import evaluate
+
+    p = tiny_preset(ws_epochs=1.0, ws_checkpoints=3, ws_valid_tokens=200, ws_final_valid_tokens=None)
+    ctx = search.Context(corpus, SP, [0, 1], p, torch.device("cpu"))
+    assert ctx.valid_final.shape[0] > ctx.valid_mid.shape[0]  # a prefix at mid-search epochs, whole at the last
+    d = Darts(ctx, batchnorm=1)
+    tr = search.SlotTrainer(corpus, [0, 1], SP.n, ctx.p, torch.device("cpu"), ctx.p.ws_bptt, ctx.p.hidden_clip)
+    d.attach(tr)
+    for last in (False, True):
+        d.cell.training = True
+        choice, est, switch, extra = d.checkpoint(ctx, tr.params, np.array([True, False]), last)
+        assert d.cell.training is False  # running BN statistics at evaluation
+        want = np.exp(evaluate(tr.params, d.cell, ctx.valid(last), ctx.p.bptt).numpy())
+        assert est[0] == pytest.approx(want[0], rel=1e-5) and np.isnan(est[1])
+        assert choice.dtype == np.int64 and choice.tolist() == id_of_choices(d.cell.choices().T).tolist()
+        assert np.allclose(extra["alphas"], d.alpha.detach().numpy()) and extra["alphas"] is not d.alpha
