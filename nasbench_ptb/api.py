@@ -101,7 +101,12 @@ class Benchmark:
 
     def resolve(self, key: GenotypeLike | int) -> int:
         """The id of an architecture given by id, hash, canonical string, DARTS repr, pairs or Genotype (the rules
-        of :func:`nasbench_ptb.space.is_hash`/``is_id``: the same key means the same thing on every face)."""
+        of :func:`nasbench_ptb.space.is_hash`/``is_id``: the same key means the same thing on every face).
+
+        Raises:
+            ArchNotFoundError: the key names no architecture of this table (InvalidInputError, a ValueError, where it
+                is malformed).
+        """
         if isinstance(key, str) and key in self._keys:
             return self._keys[key]
         if is_id(key):
@@ -217,7 +222,11 @@ class Benchmark:
     def values(self, metric: str, ws_seed: int | None = None) -> np.ndarray:
         """Mean standalone ``valid_ppl`` (final checkpoint) or ``test_ppl`` over ok seeds per id (NaN: none);
         ``ws_valid_ppl``: the final validation ppl under super-net ``ws_seed`` (default: the first; NaN where it
-        is not finite or the super-net is not ok)."""
+        is not finite or the super-net is not ok).
+
+        Raises:
+            InvalidInputError: an unknown metric. SuperNetNotFoundError: ``ws_valid_ppl`` without that super-net.
+        """
         if metric == "ws_valid_ppl":
             return self._ws_final(ws_seed)
         if metric not in METRICS:
@@ -278,7 +287,11 @@ class Benchmark:
         return summary.iso_classes(self.table, min_n)
 
     def to_dataframe(self):
-        """One row per architecture (standalone aggregates, WS final valid/rank per seed); needs pandas."""
+        """One row per architecture (standalone aggregates, WS final valid/rank per seed); needs pandas.
+
+        Raises:
+            ImportError: pandas is not installed.
+        """
         try:
             import pandas as pd
         except ImportError:
@@ -297,7 +310,11 @@ class Benchmark:
 
 
 def read_manifest(folder: Path) -> dict[str, str]:
-    """``MANIFEST`` in sha256sum format (``<sha256>  <file>``), in order; {} when absent."""
+    """``MANIFEST`` in sha256sum format (``<sha256>  <file>``), in order; {} when absent.
+
+    Raises:
+        TableError: the MANIFEST exists but a line is malformed.
+    """
     path = folder / "MANIFEST"
     if not path.is_file():
         return {}
@@ -313,7 +330,11 @@ def read_manifest(folder: Path) -> dict[str, str]:
 
 
 def load(path: str | os.PathLike, verify: bool = True) -> Benchmark:
-    """Open one table. When a ``MANIFEST`` beside it lists the file, its sha256 is checked first."""
+    """Open one table. When a ``MANIFEST`` beside it lists the file, its sha256 is checked first.
+
+    Raises:
+        TableError: the file is not a readable table, or its sha256 differs from the MANIFEST beside it.
+    """
     path = Path(path)
     if verify and path.is_file():
         expected = read_manifest(path.parent).get(path.name)
@@ -331,7 +352,11 @@ def _folder_tables(folder: Path) -> list[Path]:
 
 def table_paths() -> list[Path]:
     """Candidate tables in order: ``$NASBENCH_PTB_TABLES`` (files or folders, ``os.pathsep``-separated), else
-    the checkout's ``artifacts/`` (editable install), else the installed copy (wheel data files)."""
+    the checkout's ``artifacts/`` (editable install), else the installed copy (wheel data files).
+
+    Raises:
+        TableError: a NASBENCH_PTB_TABLES entry does not exist, or no table is found.
+    """
     env = os.environ.get("NASBENCH_PTB_TABLES")
     if env:
         out = []
@@ -351,7 +376,11 @@ def table_paths() -> list[Path]:
 
 
 def default_tables() -> dict[str, Path]:
-    """The default table per space: the first candidate of each space (MANIFEST order)."""
+    """The default table per space: the first candidate of each space (MANIFEST order).
+
+    Raises:
+        TableError: a listed table is unreadable, or no table is found.
+    """
     import h5py
 
     found: dict[str, Path] = {}
@@ -391,7 +420,11 @@ class Tables:
         return sorted(self._loaders, key=lambda n: get_space(n).n)
 
     def bench(self, space: str) -> Benchmark:
-        """The table of a space; :class:`TableError` naming the loaded spaces when there is none."""
+        """The table of a space; :class:`TableError` naming the loaded spaces when there is none.
+
+        Raises:
+            SpaceNotLoadedError: no loaded table holds that space.
+        """
         name = get_space(space).name
         if name not in self._loaders:
             raise SpaceNotLoadedError(f"no table for space {name} (loaded: {', '.join(self.spaces) or 'none'})")
@@ -402,7 +435,12 @@ class Tables:
     def resolve(self, key: GenotypeLike | int, space: str | None = None) -> tuple[Benchmark, int]:
         """(table, id) of a key: an id needs ``space``; a hash is looked up in every table (or in ``space``'s);
         a genotype names its space by its node count. Unknown: :class:`ArchNotFoundError`; malformed:
-        ``ValueError``; no table for the space: :class:`TableError`."""
+        ``ValueError``; no table for the space: :class:`TableError`.
+
+        Raises:
+            ArchNotFoundError: the key names no architecture of this table (InvalidInputError, a ValueError, where it
+                is malformed).
+        """
         if space is not None:
             bench = self.bench(space)
             return bench, bench.resolve(key)

@@ -51,7 +51,12 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
     """Every policy × ``runs`` search seeds; run ``r`` of a WS policy uses WS seed ``r mod S_ws``. The budget
     bounds standalone queries (WS policies pay one super-net training instead). Policies see standalone values
     at ``checkpoint`` (a cheaper, noisier fidelity; -1 = final) of every seed or of ``seed`` only; choices are
-    always judged by their final standalone result over all ok seeds."""
+    always judged by their final standalone result over all ok seeds.
+
+    Raises:
+        ValueError: a WS policy on a table without WS results, a policy that fails or returns no architecture id of
+            the space.
+    """
     ws_ok = [int(s) for s, st in zip(table.ws.seeds, table.ws.status) if st == Status.OK] if table.ws is not None else []
     out = []
     for policy in policies:
@@ -90,7 +95,11 @@ def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float
     """One row of Table 3: the chosen architectures' final standalone results (mean over ok seeds), their ranks,
     how often the best (or a renumbering of it) was found, the regret, and the mean search cost. ``exact``: the
     choices are a uniform distribution's support, so every figure is its expectation and the spread is the
-    distribution's own (ddof 0), not a sample's."""
+    distribution's own (ddof 0), not a sample's.
+
+    Raises:
+        ValueError: the table has no ok standalone run.
+    """
     valid, test, rank = _stats(table)
     if np.isnan(valid).all():
         raise ValueError("the table has no ok standalone run to judge choices with")
@@ -110,7 +119,11 @@ def judge(table: Table, name: str, choices: Sequence[int], costs: Sequence[float
 
 def evaluate_real(table: Table, results: SearchResults) -> list[PolicyResult]:
     """The real searches of a search-results file judged by the table (ok runs only; their final choices and
-    their measured search seconds), one row per algorithm named ``<algo> (real)``."""
+    their measured search seconds), one row per algorithm named ``<algo> (real)``.
+
+    Raises:
+        ValueError: the searches ran on another space, or none of an algorithm's ended ok.
+    """
     if results.space.name != table.space.name:
         raise ValueError(f"the searches ran on {results.space.name}, the table is {table.space.name}")
     out = []

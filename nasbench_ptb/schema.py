@@ -293,7 +293,12 @@ def _read_group(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Pa
 
 
 def read(path: str | os.PathLike) -> Table:
-    """Load a whole table; raises :class:`TableError` naming the path and the problem."""
+    """Load a whole table; raises :class:`TableError` naming the path and the problem.
+
+    Raises:
+        TableError: not a readable table of this format version, or its contents fail the digest or the layout
+            checks.
+    """
     path = Path(path)
 
     def parse(f: h5py.File) -> Table:
@@ -355,7 +360,11 @@ def layout_text() -> str:
 
 
 def update_docs(paths) -> list[str]:
-    """Rewrite the generated layout block (between :data:`BEGIN` and :data:`END`) in each file; the changed ones."""
+    """Rewrite the generated layout block (between :data:`BEGIN` and :data:`END`) in each file; the changed ones.
+
+    Raises:
+        ValueError: a file has no generated layout block.
+    """
     changed = []
     for path in map(Path, paths):
         text = path.read_text()

@@ -82,7 +82,11 @@ class SearchResults:
 
     def merged(self, other: "SearchResults") -> "SearchResults":
         """This file's searches with ``other``'s added (an algorithm in both: ``other``'s replaces it); both
-        must be of the same space and training configuration, or their numbers are not comparable."""
+        must be of the same space and training configuration, or their numbers are not comparable.
+
+        Raises:
+            ValueError: the other file's space or training configuration differs.
+        """
         if other.space.name != self.space.name or other.config != self.config:
             raise ValueError(f"cannot merge searches of {other.space.name}/{other.preset} into a file of "
                              f"{self.space.name}/{self.preset}: space or training configuration differ")
@@ -117,7 +121,11 @@ def _arrays(f: h5py.File) -> dict[str, np.ndarray]:
 
 
 def read(path: str | os.PathLike) -> SearchResults:
-    """Load a search-results file; raises :class:`TableError` naming the path and the problem."""
+    """Load a search-results file; raises :class:`TableError` naming the path and the problem.
+
+    Raises:
+        TableError: not a readable search-results file (names the path and the problem).
+    """
     path = Path(path)
 
     def parse(f: h5py.File) -> SearchResults:

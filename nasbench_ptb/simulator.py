@@ -156,7 +156,11 @@ class Simulator:
             return 0
 
     def ws_query(self, arch: int) -> float:
-        """Validation ppl of ``arch`` under the run's WS super-net (inf where it blew up)."""
+        """Validation ppl of ``arch`` under the run's WS super-net (inf where it blew up).
+
+        Raises:
+            ValueError: the run has no weight-sharing oracle (a table without /ws, or no ws_seed).
+        """
         self._count()
         if self._ws_valid is None:
             raise ValueError("this run has no WS oracle (table without /ws, or no ws_seed)")

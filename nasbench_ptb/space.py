@@ -213,7 +213,11 @@ class SearchSpace:
         return self.size
 
     def from_id(self, arch_id: int) -> Genotype:
-        """Decode the paper's id (inverse of :attr:`Genotype.id`)."""
+        """Decode the paper's id (inverse of :attr:`Genotype.id`).
+
+        Raises:
+            InvalidInputError: the id is not an integer in 0..size − 1.
+        """
         if isinstance(arch_id, bool) or not isinstance(arch_id, int) or not 0 <= arch_id < self.size:
             raise InvalidInputError(f"id {arch_id!r} is out of range for space {self.name} (0..{self.size - 1})")
         nodes = []
@@ -227,7 +231,11 @@ class SearchSpace:
         return (self.from_id(i) for i in range(self.size))
 
     def parse(self, value: GenotypeLike) -> Genotype:
-        """Parse and check that the genotype belongs to this space."""
+        """Parse and check that the genotype belongs to this space.
+
+        Raises:
+            InvalidInputError: malformed, or a cell of another node count.
+        """
         geno = parse(value)
         if geno.n != self.n:
             raise InvalidInputError(f"genotype {geno.canonical!r} has {geno.n} nodes; space {self.name} needs {self.n}")
@@ -235,7 +243,11 @@ class SearchSpace:
 
 
 def space(name: str | int) -> SearchSpace:
-    """A space by name (``"2node"``, ``"3node"``, any ``"<n>node"``) or node count."""
+    """A space by name (``"2node"``, ``"3node"``, any ``"<n>node"``) or node count.
+
+    Raises:
+        InvalidInputError: not a space name like ``2node``.
+    """
     if isinstance(name, int) and not isinstance(name, bool):
         return SearchSpace(name)
     match = re.fullmatch(r"\s*([0-9]{1,6})\s*node\s*", str(name), re.ASCII)  # ASCII digits, a sane count
