@@ -101,6 +101,7 @@ class Store:
         return body
 
     def ws_json(self, bench: nb.Benchmark) -> bytes:
+        """The WS view of one table as JSON bytes (computed once per table)."""
         key = ("ws", bench.space.name)
         body = self._json.get(key)
         if body is None:

@@ -52,6 +52,7 @@ ArchModel = _model(records.ArchRecord, "ArchModel")
 
 
 class LeaderboardRow(BaseModel):
+    """One row of the leaderboard (``GET /archs``)."""
     rank: Optional[int]
     id: int
     genotype: str
@@ -80,6 +81,7 @@ class WsView(BaseModel):
 
 
 class Leaderboard(BaseModel):
+    """A page of the leaderboard: the sort, the filters, the total and the rows."""
     space: str
     sort: str
     order: str
@@ -92,6 +94,7 @@ class Leaderboard(BaseModel):
 
 
 class SpaceModel(BaseModel):
+    """One loaded table (``GET /spaces``): its space, preset, every training value, coverage and provenance."""
     space: str
     size: int
     preset: str
@@ -105,9 +108,11 @@ class SpaceModel(BaseModel):
 
 
 class Health(BaseModel):
+    """``GET /health``: the server answers and how many tables it holds."""
     status: str
     tables: int
 
 
 class ErrorModel(BaseModel):
+    """Every error: one line naming the problem."""
     detail: str

@@ -19,7 +19,10 @@ def body(msg: str) -> bytes:
 
 
 class JsonH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with its own 400s (unparseable HTTP) answered as the API's JSON error body."""
+
     def send_400_response(self, msg: str) -> None:
+        """The 400 for a request h11 could not parse: ``{"detail": ...}`` as application/json, then close."""
         import h11
 
         data = body(msg)

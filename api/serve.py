@@ -7,5 +7,6 @@ from .protocols import protocol
 
 
 def run(host: str, port: int, workers: int = 1) -> None:
+    """Run uvicorn with the app and its JSON-error protocol on ``host:port``."""
     uvicorn.run(f"{__package__}.app:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", http=protocol())

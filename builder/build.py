@@ -40,6 +40,7 @@ __all__ = ["BuildError", "MODES", "build", "device_name", "resolve_device"]
 
 @dataclass(frozen=True)
 class Unit:
+    """One unit of a build: the runs (or super-nets) trained together, and the configuration's fingerprint."""
     kind: str  # "standalone", "ws" or "ws_subspace"
     arch_ids: tuple[int, ...]  # standalone: one per run; ws: empty (every architecture); ws_subspace: the subspace
     seeds: tuple[int, ...]
@@ -47,6 +48,7 @@ class Unit:
 
     @property
     def key(self) -> str:
+        """The unit's file name stem: its kind's prefix and a hash of the fingerprint and its runs."""
         if self.kind == "standalone":
             text = ",".join(f"{a}:{s}" for a, s in zip(self.arch_ids, self.seeds))
         else:
@@ -116,6 +118,7 @@ def table_config(sp: SearchSpace, p: Preset, ntokens: int) -> dict:
 
 
 def software() -> dict:
+    """The versions a table records (python, torch, numpy, h5py, nasbench_ptb)."""
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "h5py": h5py.__version__, "nasbench_ptb": nasbench_ptb.__version__}
 

@@ -39,6 +39,7 @@ def slot_mm(inp: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def highway(s_prev: torch.Tensor, ch: torch.Tensor, act) -> torch.Tensor:
+    """DARTS's highway update ``s_prev + σ(c) ⊙ (act(h) − s_prev)`` with ``[c | h] = ch``."""
     c, h = ch.chunk(2, dim=-1)
     return s_prev + torch.sigmoid(c) * (act(h) - s_prev)
 

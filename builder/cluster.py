@@ -72,6 +72,7 @@ class RayExecutor:
         self._task = None
 
     def connect(self, device: str) -> torch.device:
+        """Connect to the Ray cluster (or start a local one) and resolve the units' device."""
         check_device_name(device)
         if device == "cuda" and not self.unit_gpus:
             raise BuildError("--device cuda on Ray needs a GPU share per unit: give --unit-gpus (e.g. 1 or 0.25)")
@@ -102,6 +103,7 @@ class RayExecutor:
         return torch.device("cuda" if self.unit_gpus else "cpu")
 
     def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed]:
+        """Train the units of ``todo`` on the cluster, yielding each as it finishes or fails."""
         import ray
 
         if self._task is None:

@@ -33,10 +33,12 @@ class DataError(NasbenchError, RuntimeError):
 
 
 def filename(split: str) -> str:
+    """The standard file name of a PTB split."""
     return f"ptb.{split}.txt"
 
 
 def verify(path: Path, split: str) -> None:
+    """Refuse a split whose sha256 is not the standard one (DataError names the file and both digests)."""
     actual = sha256_file(path)
     if actual != SHA256[split]:
         raise DataError(
@@ -46,6 +48,7 @@ def verify(path: Path, split: str) -> None:
 
 
 def cache_dir() -> Path:
+    """Where fetched PTB files are cached (``$XDG_CACHE_HOME/nasbench_ptb/ptb``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "nasbench_ptb" / "ptb"
 
@@ -111,6 +114,7 @@ class Corpus:
 
     @property
     def ntokens(self) -> int:
+        """Vocabulary size (10,000 for the standard PTB)."""
         return len(self.vocab)
 
 

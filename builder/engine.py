@@ -49,6 +49,7 @@ class SlotGenotypes:
 
     @property
     def slots(self) -> int:
+        """Architectures stepped together."""
         return self.preds.shape[0]
 
     def step(self, x: torch.Tensor, h: torch.Tensor, params: dict, m_x, m_h) -> torch.Tensor:
@@ -57,6 +58,7 @@ class SlotGenotypes:
 
     @classmethod
     def of(cls, genotypes: Sequence[Genotype], device: torch.device | str = "cpu") -> "SlotGenotypes":
+        """The slots of these genotypes, one per slot, on ``device``."""
         if len({g.n for g in genotypes}) != 1:
             raise ValueError("all slots must have the same number of nodes")
         preds = torch.tensor([g.preds for g in genotypes], dtype=torch.long, device=device)
@@ -131,12 +133,14 @@ class MaskSampler:
         return out
 
     def load_state(self, state: dict) -> None:
+        """Continue the mask streams from a unit's saved state."""
         self.calls = int(state["calls"])
         if self.kind == "generator":
             for a, g in enumerate(self.gens):
                 g.set_state(torch.as_tensor(state[f"gen/{a}"], dtype=torch.uint8))
 
     def draw(self, batch: int, ntokens: int, hidden: int, d: Dropouts) -> dict:
+        """One mini-batch's dropout masks per slot (None where a rate is 0)."""
         return {
             "embedding": self._draw((ntokens,), d.embedding),
             "input": self._draw((1, batch, hidden), d.input),

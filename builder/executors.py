@@ -34,6 +34,7 @@ def check_device_name(name: str) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``, ``cpu`` or ``cuda`` as a device; BuildError when CUDA is asked for and absent."""
     check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -43,6 +44,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
+    """The device in words, for the table's ``device`` attribute."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -120,6 +122,7 @@ class Work:
 
 
 def state_path(folder: Path, unit: "Unit") -> Path:
+    """Where a unit's resumable state lives in the parts folder."""
     return folder / f"{STATE_PREFIX}{unit.key}.h5"
 
 

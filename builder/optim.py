@@ -14,6 +14,7 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class SlotSGD:
+    """SGD with weight decay, clipping and NT-ASGD averaging for ``A`` slots at once, each with its own switch."""
     def __init__(self, params: dict, weight_decay: float, clip: float):
         self.params = params
         self.weight_decay = weight_decay
@@ -79,6 +80,7 @@ class SlotSGD:
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
+        """Continue from a unit's saved optimiser state (momentum-free SGD: the averages and the switch)."""
         self.switched.copy_(torch.as_tensor(state["switched"]))
         self.avg_steps.copy_(torch.as_tensor(state["avg_steps"]))
         for k, v in self.ax.items():

@@ -9,6 +9,7 @@ import time
 
 
 class Progress:
+    """The build's progress line: units done of all, arch-tokens per second, ETA; quiet in tests."""
     def __init__(self, units: int, done: int, quiet: bool = False, label: str = "", log_every: float = 30.0,
                  planned_tokens: float = 0.0):
         self.units, self.done, self.quiet, self.label = units, done, quiet, label
@@ -23,19 +24,23 @@ class Progress:
         self._draw(force=True)
 
     def tokens(self, n: int) -> None:
+        """Count ``n`` more architecture-tokens trained (one mini-batch of every live slot)."""
         self.arch_tokens += n
         self._draw()
 
     def unit_done(self) -> None:
+        """One more unit finished."""
         self.done += 1
         self._draw(force=True)
 
     def unit_failed(self, text: str) -> None:
+        """One more unit failed: its reason on its own line."""
         self.failed += 1
         self.note(text)
         self._draw(force=True)
 
     def set_in_flight(self, n: int) -> None:
+        """Units running now (on a cluster several at once)."""
         self.in_flight = n
         self._draw()
 
@@ -75,5 +80,6 @@ class Progress:
         sys.stderr.flush()
 
     def close(self) -> None:
+        """End the redrawn line (a terminal only)."""
         if not self.quiet and self.tty:
             sys.stderr.write("\n")

@@ -67,6 +67,7 @@ def rng_state(rng: np.random.RandomState) -> dict:
 
 
 def set_rng_state(rng: np.random.RandomState, state: dict) -> None:
+    """Restore a numpy RandomState from :func:`rng_state`'s record."""
     rng.set_state(("MT19937", np.asarray(state["keys"], dtype=np.uint32), int(state["pos"]),
                    int(state["has_gauss"]), float(state["gauss"])))
 
@@ -151,6 +152,7 @@ class Resume:
                              "units written before are kept, rerun the same command when the problem is fixed") from None
 
     def clear(self) -> None:
+        """Remove the unit's saved state (after its part is written)."""
         self.path.unlink(missing_ok=True)
 
     def should_pause(self, next_epochs: float, seconds_per_epoch: float | None) -> bool:

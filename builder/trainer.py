@@ -70,14 +70,17 @@ class BpttStream:
 
     @property
     def position(self) -> float:
+        """Epochs of the training stream consumed so far (fractional)."""
         return self.epoch + self.i / (self.rows - 1)
 
     def state(self) -> dict:
+        """The stream's position and random state, for a unit's resumable state."""
         from .resume import rng_state
 
         return {"epoch": self.epoch, "i": self.i, "rng": rng_state(self.rng)}
 
     def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`'s record."""
         from .resume import section, set_rng_state
 
         self.epoch, self.i = int(state["epoch"]), int(state["i"])
@@ -129,6 +132,7 @@ class SlotTrainer:
 
     @torch.no_grad()
     def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`'s record (shapes checked by the caller's fingerprint)."""
         from .resume import section as sub
 
         for k, v in self.params.items():
@@ -184,6 +188,7 @@ class SlotTrainer:
         return np.where(live, mean_loss, np.nan), live
 
     def kill(self, mask) -> None:
+        """Mark the slots in ``mask`` dead (diverged): their weights are zeroed and they never train again."""
         mask = torch.as_tensor(mask, device=self.device) & self.alive
         if bool(mask.any()):
             with torch.no_grad():

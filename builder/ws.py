@@ -70,6 +70,7 @@ class ArchSampler:
                 "rng": {str(a): rng_state(rng) for a, rng in enumerate(self.rngs)}}
 
     def load_state(self, state: dict) -> None:
+        """Continue the architecture draws from a unit's saved state."""
         from .resume import section, set_rng_state
 
         for a, rng in enumerate(self.rngs):

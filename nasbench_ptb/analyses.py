@@ -35,20 +35,25 @@ def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 @dataclass(frozen=True)
 class TauOverTraining:
+    """Kendall tau-b (and Spearman) of each super-net's ranking at each of its checkpoints against the final
+    standalone ranking."""
     epochs: np.ndarray  # [Cw] WS checkpoints
     tau: np.ndarray  # [Sw, Cw] tau-b of each WS seed against the final standalone ranking
     spearman: np.ndarray  # [Sw, Cw]
 
     @property
     def best(self) -> np.ndarray:
+        """Per checkpoint, the best tau-b over the super-nets."""
         return np.nanmax(self.tau, axis=0)
 
     @property
     def mean(self) -> np.ndarray:
+        """Per checkpoint, the mean tau-b over the super-nets."""
         return np.nanmean(self.tau, axis=0)
 
     @property
     def worst(self) -> np.ndarray:
+        """Per checkpoint, the worst tau-b over the super-nets."""
         return np.nanmin(self.tau, axis=0)
 
 

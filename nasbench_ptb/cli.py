@@ -174,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args) -> int:
+    """``nasbench_ptb evaluate``: the simulated policies (and ``--real`` searches) against a table, Table 3's rows."""
     from . import api
     from .evaluate import evaluate, evaluate_real, format_table, real_best
     from .policies import default_policies, load_policy
@@ -241,6 +242,7 @@ def _writing(out: str):
 
 
 def cmd_report(args) -> int:
+    """``nasbench_ptb report``: the figures and the policies' table into a folder."""
     from pathlib import Path
 
     from .report import write_report
@@ -257,6 +259,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """``nasbench_ptb export``: a table as Parquet, CSV or a Syne Tune blackbox."""
     from .export import export
 
     with _writing(args.out):
@@ -266,6 +269,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    """``nasbench_ptb serve``: the HTTP API over the default or the given tables."""
     import os
 
     try:

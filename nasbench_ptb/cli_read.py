@@ -27,6 +27,7 @@ def _signed(value: float) -> str:
 
 
 def cmd_info(args) -> int:
+    """``nasbench_ptb info``: a table's configuration, coverage, rankings and weight sharing in words."""
     from .analyses import by_epoch
 
     if args.top < 0:
@@ -120,6 +121,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_query(args) -> int:
+    """``nasbench_ptb query``: one architecture's record."""
     from . import api
 
     try:

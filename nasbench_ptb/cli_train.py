@@ -37,6 +37,7 @@ def _parse_archs(sp, items: list[str] | None, flag: str = "--archs"):
 
 
 def cmd_build(args) -> int:
+    """``nasbench_ptb build``: train a table's units (resumable), then assemble it."""
     try:
         sp = get_space(args.space)
         for flag in ("seeds", "ws_seeds"):
@@ -137,6 +138,7 @@ def _option_value(text: str):
 
 
 def cmd_search(args) -> int:
+    """``nasbench_ptb search``: real search phases into a search-results file."""
     from .search_results import ALGORITHMS
 
     try:
@@ -170,6 +172,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_verify(args) -> int:
+    """``nasbench_ptb verify``: retrain a table's architectures with new seeds and compare."""
     import json
 
     from . import api
@@ -213,6 +216,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_train(args) -> int:
+    """``nasbench_ptb train``: train given architectures standalone at a preset."""
     from .space import parse
 
     try:

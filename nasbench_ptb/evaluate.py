@@ -145,6 +145,7 @@ def trajectory_ranks(table: Table, s: Search) -> np.ndarray:
 
 
 def real_best(table: Table) -> dict:
+    """The table's best architecture by mean final validation ppl: its row of Table 3 (REAL-BEST)."""
     valid, test, _ = _stats(table)
     best = int(np.nanargmin(valid))
     return {"policy": "REAL-BEST", "arch": best, "genotype": table.space.from_id(best).canonical,

@@ -154,6 +154,7 @@ def _whole_epochs(epochs: np.ndarray) -> np.ndarray | None:
 
 
 def write_syne_tune(table: Table, out: Path) -> None:
+    """Write the Syne Tune blackbox of ``table`` into folder ``out`` (Syne Tune's serialized form)."""
     try:
         import pandas as pd
         from syne_tune.blackbox_repository.blackbox_tabular import BlackboxTabular, serialize

@@ -13,6 +13,7 @@ import h5py
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

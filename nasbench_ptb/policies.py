@@ -342,6 +342,8 @@ class Hyperband:
 
 
 def default_policies() -> dict[str, Policy]:
+    """The built-in simulated policies by name (the registry behind ``evaluate --policies``), in the order Table 3
+    lists them."""
     return {p.name: p for p in (RandomChoice(), RandomSearch(), RegularizedEvolution(), LocalSearch(),
                                 SuccessiveHalving(), Hyperband(), EnasLike(), NaoLike(), WSTop1())}
 

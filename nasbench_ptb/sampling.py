@@ -29,6 +29,7 @@ class Sample:
     method: str = METHOD
 
     def to_dict(self) -> dict:
+        """The sample as JSON-ready values (what a table's ``samples`` attribute stores)."""
         return {"space": self.space, "n": self.n, "seed": self.seed, "ids": list(self.ids), "method": self.method}
 
 

@@ -129,6 +129,7 @@ class Table:
 
 
 def arch_columns(sp: SearchSpace, params: int) -> dict:
+    """The /archs columns of a space: id, canonical genotype, hash, iso hash, parameter count."""
     genos = list(sp)
     return {
         "id": np.array([g.id for g in genos], dtype=np.int64),

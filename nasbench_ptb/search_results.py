@@ -74,6 +74,8 @@ class Search:
 
 @dataclass(frozen=True)
 class SearchResults:
+    """A search-results file in memory: the searches by algorithm, with the space, preset and configuration they
+    ran at."""
     space: SearchSpace
     preset: str
     config: dict

@@ -33,6 +33,7 @@ policy that loops in seconds."""
 
 @dataclass(frozen=True)
 class Budget:
+    """What a policy may spend: standalone queries and/or simulated seconds."""
     queries: int | None = None
     seconds: float | None = None
 

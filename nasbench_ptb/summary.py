@@ -14,6 +14,7 @@ from .stats import (attempted, final_valid, mean_over_ok, ranking, ranks, sample
 
 @dataclass(frozen=True)
 class Coverage:
+    """How many standalone runs a table holds, by status."""
     runs: int
     ok: int
     missing: int
@@ -22,10 +23,12 @@ class Coverage:
 
     @property
     def full(self) -> bool:
+        """Whether every run was trained."""
         return self.missing == 0
 
 
 def coverage(table: Table) -> Coverage:
+    """The standalone runs of ``table`` counted by status (all zero without a standalone part)."""
     if table.standalone is None:
         return Coverage(0, 0, 0, 0, 0)
     st = table.standalone.status
@@ -93,6 +96,7 @@ def iso_classes(table: Table, min_n: int = 1) -> list[IsoClass]:
 
 @dataclass(frozen=True)
 class SeedTau:
+    """One super-net's ranking against the standalone one: tau-b, its p-value and how many architectures."""
     seed: int
     status: int
     tau: float  # Kendall tau-b, WS final valid ppl vs standalone mean final valid ppl

@@ -24,6 +24,7 @@ from .stats import final_valid, mean_over_ok, ranks, sample_std
 
 @dataclass(frozen=True)
 class Verified:
+    """One retrained architecture: the table's and the retrained (mean, std, n) of valid and test ppl and their z."""
     arch: int
     genotype: str
     table_valid: tuple[float, float, int]  # mean, std, ok seeds
@@ -55,6 +56,8 @@ def _stats(values: np.ndarray) -> tuple[float, float, int]:
 
 
 def z_score(table: tuple[float, float, int], new: tuple[float, float, int]) -> float:
+    """Welch's z of the retrained mean against the table's, each ``(mean, std, n)`` (a side with one seed borrows
+    the other's std); NaN where either side has no ok seed."""
     (mt, st, nt), (mr, sr, nr) = table, new
     if nt == 0 or nr == 0:
         return float("nan")
@@ -80,6 +83,7 @@ def pooled_seed_sd(values: np.ndarray) -> float:
 
 
 def pooled_z(table: tuple[float, float, int], new: tuple[float, float, int], sd: float) -> float:
+    """The difference of the means in units of the table's pooled seed std ``sd``."""
     (mt, _, nt), (mr, _, nr) = table, new
     if nt == 0 or nr == 0 or not np.isfinite(sd) or sd == 0:
         return float("nan")
@@ -107,6 +111,7 @@ def compare(table: Table, archs: Sequence[int], valid: np.ndarray, test: np.ndar
 
 
 def format_rows(rows: Sequence[Verified], tau: float) -> str:
+    """The verification table as text, with the tau-b of the retrained ranking against the table's."""
     fmt = lambda m: (f"{m[0]:.2f} ± {m[1]:.2f} ({m[2]})" if m[2] > 1 else f"{m[0]:.2f} (1)") if m[2] else "–"  # noqa: E731
     z = lambda v: "n/a" if np.isnan(v) else f"{v:+.2f}"  # noqa: E731
     lines = ["| architecture | table valid | retrained valid | z | z (pooled sd) | table test | retrained test | z | "
