@@ -818,3 +818,53 @@ def test_nao_decoder_admits_only_valid_tokens_and_its_attention_is_the_documente
         mse = (m.predict(e) - score).pow(2).mean()
         ce = torch.nn.functional.cross_entropy(forced.reshape(-1, 7), tokens.reshape(-1))
         assert float(m.loss(tokens, score, 0.3)) == pytest.approx(float(0.3 * mse + 0.7 * ce), rel=1e-5)
+
+
+# --- the driver's shared pieces (builder/search.py) ---------------------------------------------------------------
+
+def test_the_context_scores_the_best_candidate_on_the_split_of_that_epoch(corpus, monkeypatch):
+    from nasbench_ptb.builder.presets import Schedule
+
+    p = tiny_preset(ws_epochs=1.0, ws_checkpoints=3, ws_valid_tokens=200, ws_final_valid_tokens=None)
+    ctx = search.Context(corpus, SP, [0, 1, 2], p, torch.device("cpu"))
+    assert ctx.valid(True) is ctx.valid_final and ctx.valid(False) is ctx.valid_mid
+    assert ctx.valid_final.shape[0] > ctx.valid_mid.shape[0]
+    assert ctx.interval() == 1.0  # before run() sets the schedule
+    ctx.schedule = Schedule.of(1.0, 4)
+    ctx.checkpoint = 0
+    assert ctx.interval() == pytest.approx(0.25)
+    ctx.checkpoint = 2
+    assert ctx.interval() == pytest.approx(0.25)
+    seen = []
+
+    def score(params, s, ids, data):
+        seen.append((s, list(ids), data))
+        return np.array([np.inf if i == 3 else 50.0 + i for i in ids])
+
+    monkeypatch.setattr(ctx, "score", score)
+    choice, est, switch = ctx.best_of({}, np.array([True, False, True]), [[9, 3, 9, 5], [1], [3]], last=True)
+    assert choice.dtype == np.int64 and choice.tolist() == [5, 0, 3]
+    assert est[0] == 55.0 and np.isnan(est[1]) and est[2] == np.inf
+    assert switch[0] == pytest.approx(np.log(55.0)) and switch[1] == np.inf and switch[2] == np.inf
+    assert [(s, ids) for s, ids, _ in seen] == [(0, [3, 5, 9]), (2, [3])]  # distinct candidates, live slots only
+    assert all(data is ctx.valid_final for _, _, data in seen)
+
+
+def test_random_ws_draws_its_candidates_per_slot_and_refuses_none(corpus, monkeypatch):
+    ctx = search.Context(corpus, SP, [0, 1], preset(), torch.device("cpu"))
+    assert search.RandomWS(ctx).k == 8 and search.RandomWS(ctx, candidates=1).k == 1  # default: a quarter
+    assert search.RandomWS(ctx, candidates=100).k == 32 and search.RandomWS(ctx).options == {"candidates": 8}
+    tiny = search.Context(corpus, space("1node"), [0], preset(), torch.device("cpu"))  # 4 cells: a quarter is 1
+    assert search.RandomWS(tiny).k == 1
+    with pytest.raises(ValueError, match=r"^random_ws needs at least 1 candidate, got -2$"):
+        search.RandomWS(ctx, candidates=-2)
+    with pytest.raises(ValueError, match=r"^unknown search algorithm 'pbt' \(known: darts, enas, nao, random_ws\)$"):
+        search.make("pbt", ctx, {})
+    rw = search.RandomWS(ctx, candidates=5)
+    asked = []
+    monkeypatch.setattr(ctx, "best_of", lambda params, live, cands, last: asked.append((cands, last)) or
+                        (np.zeros(2, np.int64), np.ones(2), np.zeros(2)))
+    *_, extra = rw.checkpoint(ctx, {}, np.array([True, True]), last=True)
+    (cands, last), = asked
+    assert last is True and extra == {} and len(cands) == 2
+    assert all(len(set(c.tolist())) == 5 for c in cands) and cands[0].tolist() != cands[1].tolist()
