@@ -868,3 +868,17 @@ def test_random_ws_draws_its_candidates_per_slot_and_refuses_none(corpus, monkey
     (cands, last), = asked
     assert last is True and extra == {} and len(cands) == 2
     assert all(len(set(c.tolist())) == 5 for c in cands) and cands[0].tolist() != cands[1].tolist()
+
+
+def test_enas_controllers_start_from_their_own_seed_and_score_at_the_presets_precision(corpus, monkeypatch):
+    from nasbench_ptb.builder import enas as enas_mod
+
+    ctx = search.Context(corpus, SP, [0, 5], tiny_preset(amp="bf16"), torch.device("cpu"))
+    e = enas_mod.Enas(ctx, controller_hidden=8)
+    for agent, seed in zip(e.agents, (0, 5)):  # each search seed's controller: its own initialisation
+        want = Controller(SP.n, 8, seed=seed)
+        assert all(torch.equal(a, b) for a, b in zip(agent.c.parameters(), want.parameters()))
+    kwargs = []
+    monkeypatch.setattr(enas_mod, "evaluate_all", lambda *a, **k: kwargs.append(k) or np.zeros(len(a[2].preds)))
+    e.losses({}, 1, np.array([2, 7]))
+    assert kwargs == [{"amp": "bf16"}]
