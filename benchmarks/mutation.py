@@ -1,6 +1,7 @@
 """Mutation testing of the research logic: how many plausible one-line bugs the test suite kills.
 
-    python benchmarks/mutation.py [--modules nasbench_ptb/sampling.py ...] [--max-children 2]
+    python benchmarks/mutation.py [--modules nasbench_ptb/sampling.py ...] [--max-children 2] [--keep DIR]
+    python benchmarks/mutation.py --rerun DIR [-k EXPR] [--modules ...]   # a kept run's survivors, current tests
 
 Runs mutmut (``pip install mutmut``; configured under ``[tool.mutmut]`` in pyproject.toml: the modules of the
 space, summary, analyses, simulator, policies, evaluate, sampling, the optimiser and the training protocol, with
@@ -53,6 +54,10 @@ def main() -> int:
     ap.add_argument("--keep", help="run in this folder and keep it (default: a temporary one)")
     ap.add_argument("--report", metavar="FOLDER", help="only summarise the results kept in FOLDER (a --keep of an "
                                                         "earlier run), e.g. after judging more mutants equivalent")
+    ap.add_argument("--rerun", metavar="FOLDER", help="rerun the survivors kept in FOLDER (a --keep of an earlier run) "
+                                                       "under the checkout's current tests, one pytest per mutant")
+    ap.add_argument("-k", dest="select", default="", help="with --rerun: pytest -k expression of the tests to run")
+    ap.add_argument("--tests", default="tests/test_search_phases.py", help="with --rerun: the test file(s), space-separated")
     args = ap.parse_args()
     mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
     if not Path(mutmut).exists():
@@ -60,6 +65,8 @@ def main() -> int:
         return 1
     env = {"NASBENCH_PTB_DATA": str(ROOT.parent / "shared" / "data" / "ptb"), **os.environ, "OMP_NUM_THREADS": "1",
            "NASBENCH_PTB_TABLES": str(ROOT / "artifacts")}  # the scratch copy has no artifacts/: the checkout's
+    if args.rerun:
+        return rerun(Path(args.rerun), env, args.select, args.tests.split(), args.modules)
     if args.report:
         if not (Path(args.report) / "mutants").is_dir():
             print(f"--report {args.report}: no mutmut results there (run with --keep first)", file=sys.stderr)
@@ -125,6 +132,56 @@ def summarise(mutmut: str, work: Path, env: dict) -> int:
     for name in survivors:
         diff = subprocess.run([mutmut, "show", name], cwd=work, env=env, capture_output=True, text=True).stdout
         print(f"\n--- survived: {name}\n{diff.strip()}")
+    return 0
+
+
+def rerun(work: Path, env: dict, select: str, tests: list[str], modules: list[str] | None) -> int:
+    """The survivors of a kept run, each under the checkout's current tests (mutmut's trampolines read
+    ``MUTANT_UNDER_TEST``), without a new stats run: kill rate over the non-equivalent ones, per module; results in
+    ``<FOLDER>/rerun.json`` (a later --rerun skips the mutants already there)."""
+    import json
+
+    mutants = work / "mutants"
+    if not mutants.is_dir():
+        print(f"--rerun {work}: no mutmut results there (run with --keep first)", file=sys.stderr)
+        return 1
+    for t in tests:
+        shutil.copy(ROOT / t, mutants / t)
+    done_path = work / "rerun.json"
+    done = json.loads(done_path.read_text()) if done_path.is_file() else {}
+    eq = equivalents()
+    wanted = {installed_path(m) for m in modules} if modules else None
+    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for meta in sorted(mutants.rglob("*.py.meta")):
+        source = str(meta.relative_to(mutants))[: -len(".meta")]
+        if wanted is not None and source not in wanted:
+            continue
+        codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
+        module = source[:-3].replace("/", ".")
+        for name, code in codes.items():
+            if code != 0:
+                per[module]["killed before"] += 1
+                continue
+            if name in eq:
+                per[module]["equivalent"] += 1
+                continue
+            if name not in done:
+                cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+                if select:
+                    cmd += ["-k", select]
+                run = subprocess.run(cmd, cwd=mutants, env={**env, "MUTANT_UNDER_TEST": name,
+                                                            "PYTHONPATH": str(mutants)}, capture_output=True)
+                done[name] = run.returncode
+                done_path.write_text(json.dumps(done, indent=0))
+            per[module]["killed now" if done[name] != 0 else "survived"] += 1
+    print(f"{'module':<28} {'killed':>7} {'survived':>9} {'equiv.':>7}  kill rate")
+    for module, c in sorted(per.items()):
+        killed = c["killed before"] + c["killed now"]
+        n = killed + c["survived"]
+        print(f"{module:<28} {killed:>7} {c['survived']:>9} {c['equivalent']:>7}  {killed / max(n, 1):.1%}")
+    for name, code in sorted(done.items()):
+        if code == 0 and name not in eq:
+            print(f"survived: {name}")
     return 0
 
 
