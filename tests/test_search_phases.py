@@ -637,6 +637,12 @@ def test_darts_batch_norm_is_the_hand_computed_one():
         assert torch.allclose(cell.run_mean, 0.1 * mean, atol=1e-6)
         assert torch.allclose(cell.run_var, 0.9 + 0.1 * var * B / (B - 1), atol=1e-6)
         assert cell.run_mean.shape == (A, 1, H)
+        t = s.flip(1) * 2 - 3  # a second batch: the running statistics decay by 1 − momentum
+        cell.bn(t)
+        mean2, var2 = t.mean(1, keepdim=True), ((t - t.mean(1, keepdim=True)) ** 2).mean(1, keepdim=True)
+        assert torch.allclose(cell.run_mean, 0.9 * 0.1 * mean + 0.1 * mean2, atol=1e-5)
+        assert torch.allclose(cell.run_var, 0.9 * (0.9 + 0.1 * var * B / (B - 1)) + 0.1 * var2 * B / (B - 1),
+                              atol=1e-5)
         cell.training = False
         s2 = s + 1.0
         assert torch.allclose(cell.bn(s2), (s2 - cell.run_mean) / torch.sqrt(cell.run_var + 1e-5), atol=1e-6)
@@ -667,6 +673,8 @@ def test_the_relaxed_cell_with_one_hot_weights_is_the_discrete_cell_under_dropou
     sg = SlotGenotypes.of(genos)
     discrete = cell_step(x, h, params["W0"], params["Ws"], sg.preds, sg.ops, m_x, m_h)
     assert relaxed.shape == (A, B, H) and torch.allclose(relaxed, discrete, atol=1e-5)
+    plain = RelaxedCell(alpha, sp.n, H, batchnorm=False).step(x, h, params, None, None)  # no dropout
+    assert torch.allclose(plain, cell_step(x, h, params["W0"], params["Ws"], sg.preds, sg.ops), atol=1e-5)
     assert [Genotype.of_choices(c).canonical for c in RelaxedCell(alpha, sp.n, H).choices()] == \
         [g.canonical for g in genos]
 
