@@ -890,3 +890,16 @@ def test_enas_controllers_start_from_their_own_seed_and_score_at_the_presets_pre
     monkeypatch.setattr(enas_mod, "evaluate_all", lambda *a, **k: kwargs.append(k) or np.zeros(len(a[2].preds)))
     e.losses({}, 1, np.array([2, 7]))
     assert kwargs == [{"amp": "bf16"}]
+
+
+def test_the_derived_cell_is_each_nodes_best_non_none_weight_over_its_own_edges():
+    """DARTS's genotype(): per node, over its own edges j < k only, the (edge, op) whose softmax weight (none
+    excluded) is largest — checked by explicit loops on random 3-node alphas."""
+    gen = torch.Generator().manual_seed(11)
+    alpha = torch.randn(4, 6, 5, generator=gen) * 2
+    probs = torch.softmax(alpha, dim=-1).numpy()
+    got = RelaxedCell(alpha, 3, 4).choices()
+    for a in range(4):
+        for k in range(1, 4):
+            best = max(((probs[a, k * (k - 1) // 2 + j, 1 + o], 4 * j + o) for j in range(k) for o in range(4)))
+            assert got[a, k - 1] == best[1], (a, k)
