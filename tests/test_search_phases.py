@@ -903,3 +903,23 @@ def test_the_derived_cell_is_each_nodes_best_non_none_weight_over_its_own_edges(
         for k in range(1, 4):
             best = max(((probs[a, k * (k - 1) // 2 + j, 1 + o], 4 * j + o) for j in range(k) for o in range(4)))
             assert got[a, k - 1] == best[1], (a, k)
+
+
+def test_darts_records_its_bn_option_steps_with_batch_statistics_and_scores_at_the_presets_precision(corpus,
+                                                                                                   monkeypatch):
+    from nasbench_ptb.builder import darts as darts_mod
+
+    p = tiny_preset(ws_epochs=1.0, ws_checkpoints=3, ws_valid_tokens=None, ws_final_valid_tokens=None, amp="bf16")
+    ctx = search.Context(corpus, SP, [0, 1], p, torch.device("cpu"))
+    d = Darts(ctx, batchnorm=1)
+    assert d.options["batchnorm"] == 1
+    tr = search.SlotTrainer(corpus, [0, 1], SP.n, p, torch.device("cpu"), p.ws_bptt, p.hidden_clip)
+    d.attach(tr)
+    d.cell.training = False
+    d.arch_step(0, 6, torch.zeros_like(tr.hidden))
+    assert d.cell.training is True and d.cell.run_mean.abs().sum() > 0  # batch statistics, running ones updated
+    amps = []
+    monkeypatch.setattr(darts_mod, "evaluate", lambda *a, **k: amps.append(a[4:] + tuple(k.values())) or
+                        torch.zeros(2))
+    d.checkpoint(ctx, tr.params, np.array([True, True]), last=False)
+    assert amps == [("bf16",)]
