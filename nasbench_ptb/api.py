@@ -44,14 +44,15 @@ def _tuple(a: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in a)
 
 
-def _scalar(v) -> int | float:
-    return int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) else float(v)
+def _finals(group: str, dims: str) -> dict:
+    """The one-value-per-run datasets of these dimensions (status aside), each with the type it is reported as."""
+    layout = schema.layout(group)
+    return {n: int if layout[n][1] else float for n in schema.columns(group, dims) if n != "status"}
 
 
 # the per-run datasets a record carries, from the layout (schema.py): curves per checkpoint, one value per run
-_SA_CURVES = schema.columns("standalone", "NSC")
-_SA_FINALS = tuple(n for n in schema.columns("standalone", "NS") if n != "status")
-_WS_CURVES, _WS_FINALS = schema.columns("ws", "SCN"), schema.columns("ws", "SN")
+_SA_CURVES, _SA_FINALS = schema.columns("standalone", "NSC"), _finals("standalone", "NS")
+_WS_CURVES, _WS_FINALS = schema.columns("ws", "SCN"), _finals("ws", "SN")
 
 
 class Benchmark:
@@ -175,7 +176,7 @@ class Benchmark:
             curve = Curve(_tuple(sa.epochs), **{n: _tuple(getattr(sa, n)[a, k]) for n in _SA_CURVES}) if curves else None
             runs.append(SeedResult(int(sa.seeds[k]), _STATUS[int(sa.status[a, k])],
                                    float(sa.valid_ppl[a, k, -1]) if ok else float("nan"),
-                                   **{n: _scalar(getattr(sa, n)[a, k]) for n in _SA_FINALS}, curve=curve))
+                                   **{n: kind(getattr(sa, n)[a, k]) for n, kind in _SA_FINALS.items()}, curve=curve))
         okv = [r for r in runs if r.status == "ok"]
         valid = np.array([r.final_valid_ppl for r in okv])
         test = np.array([r.test_ppl for r in okv])
@@ -198,7 +199,8 @@ class Benchmark:
             WsSeedResult(int(s), _STATUS[int(ws.status[k])], _tuple(ws.epochs),
                          **{n: _tuple(getattr(ws, n)[k, :, a]) for n in _WS_CURVES},
                          final_valid_ppl=float(ws.valid_ppl[k, -1, a]),
-                         **{n: _scalar(getattr(ws, n)[k, a]) for n in _WS_FINALS}, rank=self._ws_ranks[name][k][a])
+                         **{n: kind(getattr(ws, n)[k, a]) for n, kind in _WS_FINALS.items()},
+                         rank=self._ws_ranks[name][k][a])
             for k, s in enumerate(ws.seeds)
         )
 

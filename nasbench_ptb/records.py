@@ -43,11 +43,9 @@ def _drop_curves(d):
 def _per_run(part: str, dims: str, many: bool) -> list[tuple[str, type]]:
     """Record fields for the table's datasets of these dimensions (:func:`nasbench_ptb.schema.columns`): one
     value per checkpoint (``many``) or one per run; a new dataset in the layout appears here by itself."""
-    out = []
-    for name in schema.columns(part, dims):
-        integer = schema.layout(part)[name][1]
-        out.append((name, tuple[float, ...] if many else (int if integer else float)))
-    return out
+    layout = schema.layout(part)
+    return [(name, tuple[float, ...] if many else (int if layout[name][1] else float))
+            for name in schema.columns(part, dims)]
 
 
 def _derived(name: str, doc: str, fields: list) -> type:
