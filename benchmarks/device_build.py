@@ -40,8 +40,7 @@ import h5py
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nasbench_ptb.api import read_manifest  # noqa: E402
-from nasbench_ptb.files import sha256_file  # noqa: E402
+from nasbench_ptb.files import read_manifest, write_manifest  # noqa: E402
 
 TARBALL = "gpu-parts.tar"
 TINY = {"hidden": 8, "batch_size": 4, "bptt": 10, "train_tokens": 1000, "valid_tokens": 200, "test_tokens": 200,
@@ -292,7 +291,7 @@ def unpack(folder: Path, artifacts: Path) -> None:
             [n for n in names if not (n.endswith("-gpu.h5") and complete(n))]
     for name in order:
         os.chmod(artifacts / name, 0o644)
-    (artifacts / "MANIFEST").write_text("".join(f"{sha256_file(artifacts / n)}  {n}\n" for n in order))
+    write_manifest(artifacts, order)
     print("MANIFEST:", ", ".join(order))
 
 

@@ -7,6 +7,7 @@ runs without a part stay ``missing``, as do WS seeds.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,7 +27,7 @@ import nasbench_ptb
 from nasbench_ptb import schema
 from nasbench_ptb.space import Genotype, SearchSpace
 
-from . import data, guard, parts
+from . import data, guard, parts, proxies
 from .engine import count_params
 from .executors import (Executor, Failed, LocalExecutor, Stopped, Work, device_name, resolve_device, state_path,
                         unit_tokens)
@@ -258,7 +259,7 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
         unit_seconds.append(res.seconds)
         progress.unit_done()
     progress.close()
-    table = assemble(sp, p, folder, fps, work.corpus.ntokens, work.dev, mode, subspace)
+    table = _keep_proxies(out, assemble(sp, p, folder, fps, work.corpus.ntokens, work.dev, mode, subspace))
     if not force:
         guard.check_not_shrinking(out, table)
     try:
@@ -270,6 +271,20 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
         raise BuildError(f"{len(failed)} unit(s) failed ({'; '.join(_describe(f.unit) for f in failed)}); the "
                          f"table {out} holds every finished unit, rerun the same command to train the rest")
     return table
+
+
+def _keep_proxies(out: Path, table: schema.Table) -> schema.Table:
+    """The zero-cost proxies of the table being replaced, where they were computed on the same model: they come
+    from no part (``nasbench_ptb proxies`` adds them), so reassembling a table must not drop them."""
+    if not out.is_file():
+        return table
+    try:
+        old = schema.read(out)
+    except schema.TableError:
+        return table
+    if old.proxies is None or old.space.name != table.space.name or not proxies.same_model(old.config, table.config):
+        return table
+    return dataclasses.replace(table, proxies=old.proxies, attrs={**table.attrs, "proxies": old.attrs.get("proxies")})
 
 
 def _describe(unit: Unit) -> str:

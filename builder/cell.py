@@ -54,11 +54,13 @@ def cell_step(
     m_x: torch.Tensor | None = None,
     m_h: torch.Tensor | None = None,
     uniform: tuple[tuple[int | None, int | None], ...] | None = None,
+    taps: list | None = None,
 ) -> torch.Tensor:
     """One time step of ``A`` cells: returns ``h_t [A, B, H]``. Weights with one slot are shared by all ``A``.
 
     ``uniform[k]`` is ``(pred, op)`` where every slot agrees at node k+1 (else ``None``), letting the common
-    single-genotype case skip the gather and the activation select.
+    single-genotype case skip the gather and the activation select. ``taps``: a list that receives this step's
+    node states ``[s_0, …, s_n]`` (for the zero-cost proxies that read the cell's channels).
     """
     if x.shape[0] != h_prev.shape[0]:  # shared weights: one embedding for many architectures
         x = x.expand(h_prev.shape[0], -1, -1)
@@ -79,6 +81,8 @@ def cell_step(
         inp = s_p * m_h if m_h is not None else s_p
         ch = slot_mm(inp, Ws[:, k])
         states.append(highway(s_p, ch, lambda t, k=k, u_op=u_op: select_activation(t, ops[:, k], u_op)))
+    if taps is not None:
+        taps.append(states)
     return torch.stack(states[1:], dim=0).mean(dim=0)
 
 

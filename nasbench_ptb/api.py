@@ -21,7 +21,7 @@ import numpy as np
 from . import schema, stats, summary
 from .errors import (ArchNotFoundError, InvalidInputError, NasbenchError, NotFoundError, PartNotFoundError,
                      SpaceNotLoadedError, SuperNetNotFoundError)
-from .files import sha256_file
+from .files import read_manifest, sha256_file
 from .records import ArchRecord, Curve, SeedResult, Standalone, WsSeedResult
 from .schema import Status, TableError
 from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space
@@ -309,26 +309,6 @@ class Benchmark:
                 row[f"ws{w.seed}_valid_ppl"], row[f"ws{w.seed}_rank"] = w.final_valid_ppl, w.rank
             rows.append(row)
         return pd.DataFrame(rows).set_index("id")
-
-
-def read_manifest(folder: Path) -> dict[str, str]:
-    """``MANIFEST`` in sha256sum format (``<sha256>  <file>``), in order; {} when absent.
-
-    Raises:
-        TableError: the MANIFEST exists but a line is malformed.
-    """
-    path = folder / "MANIFEST"
-    if not path.is_file():
-        return {}
-    out = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise TableError(f"{path}:{n}: expected '<sha256>  <file>', got {line!r}")
-        out[name.strip()] = digest
-    return out
 
 
 def load(path: str | os.PathLike, verify: bool = True) -> Benchmark:

@@ -112,6 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     t.add_argument("--force", action="store_true", help="replace an existing --out (see build --force)")
 
+    z = sub.add_parser("proxies", help="compute every architecture's zero-cost proxies and store them in a table")
+    z.add_argument("table", help="the table to add /proxies to (rewritten in place; a MANIFEST beside it is updated)")
+    z.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1: seed s scores standalone seed s's initial "
+                   "weights (default 3)")
+    z.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _threads_flag(z)
+    z.add_argument("--chunk", type=int, default=16, help="architectures × seeds scored together (default 16)")
+    z.add_argument("--data", help="directory with ptb.{train,valid,test}.txt (else $NASBENCH_PTB_DATA, cache, download)")
+    z.add_argument("--force", action="store_true", help="recompute proxies the table already holds at these seeds")
+    z.add_argument("--quiet", action="store_true", help="no progress line")
+
     x = sub.add_parser("export", help="write a table as Parquet, CSV or a Syne Tune blackbox")
     x.add_argument("table", help="a table file")
     x.add_argument("--format", required=True, choices=("parquet", "csv", "syne-tune"))
@@ -305,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import cli_read
 
         commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search,
-                    "verify": cli_train.cmd_verify, "train": cli_train.cmd_train, "export": cmd_export,
+                    "verify": cli_train.cmd_verify, "train": cli_train.cmd_train,
+                    "proxies": cli_train.cmd_proxies, "export": cmd_export,
                     "info": cli_read.cmd_info, "query": cli_read.cmd_query, "serve": cmd_serve,
                     "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)

@@ -171,6 +171,43 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_proxies(args) -> int:
+    """``nasbench_ptb proxies``: every architecture's zero-cost proxies at initialisation, stored in the table."""
+    import sys
+
+    from .proxy_analyses import proxy_agreement
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.chunk < 1:
+        raise UserError(f"--chunk must be at least 1, got {args.chunk}")
+    proxies, DataError = _builder("proxies", "proxies", threads=args.threads)
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"\rproxies: {done}/{total} architecture-seeds", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+
+    try:
+        table, computed = proxies.add_to_table(args.table, list(range(args.seeds)), args.device, args.data,
+                                               args.chunk, args.force, progress)
+    except (proxies.BuildError, DataError, schema.TableError) as exc:
+        raise UserError(str(exc)) from None
+    how = table.attrs.get("proxies", {})
+    if not computed:
+        print(f"{args.table} already holds proxies at seeds 0..{args.seeds - 1} (--force recomputes them)")
+    else:
+        print(f"wrote {args.table}: /proxies for {table.space.size} architectures × {args.seeds} seeds in "
+              f"{how.get('total_seconds', float('nan')):.0f} s")
+    rows = proxy_agreement(table)
+    if rows:
+        print(f"{'proxy':<11} {'seconds':>8} {'tau-b':>6} {'spearman':>8} {'top-10 %':>8} {'seed tau':>8}   n")
+        for r in rows:
+            print(f"{r.proxy:<11} {how.get('seconds', {}).get(r.proxy, float('nan')):8.1f} {r.tau_b:+6.2f} "
+                  f"{r.spearman:+8.2f} {r.top_overlap:8.2f} {r.seed_tau:+8.2f} {r.n:3d}")
+    return 0
+
+
 def cmd_verify(args) -> int:
     """``nasbench_ptb verify``: retrain a table's architectures with new seeds and compare."""
     import json

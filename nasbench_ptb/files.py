@@ -1,4 +1,5 @@
-"""File integrity helpers shared by the builder and the query side: checksums, atomic writes, checked reads."""
+"""File integrity helpers shared by the builder and the query side: checksums, the MANIFEST, atomic writes,
+checked reads."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import h5py
+
+from .errors import TableError
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -70,3 +73,43 @@ def read_h5(path: str | os.PathLike, what: str, read: Callable[[h5py.File], T], 
         raise
     except Exception as exc:  # noqa: BLE001 — whatever a damaged file makes h5py or the parsers raise
         raise error(f"{path}: unreadable or truncated {what} file ({type(exc).__name__}: {exc})") from None
+
+
+def read_manifest(folder: Path) -> dict[str, str]:
+    """``MANIFEST`` in sha256sum format (``<sha256>  <file>``), in order; {} when absent.
+
+    Raises:
+        TableError: the MANIFEST exists but a line is malformed.
+    """
+    path = Path(folder) / "MANIFEST"
+    if not path.is_file():
+        return {}
+    out = {}
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        digest, _, name = line.partition("  ")
+        if len(digest) != 64 or not name:
+            raise TableError(f"{path}:{n}: expected '<sha256>  <file>', got {line!r}")
+        out[name.strip()] = digest
+    return out
+
+
+def write_manifest(folder: Path, names: list[str]) -> None:
+    """Write ``MANIFEST`` listing ``names`` (in this order: the first table of a space is its default) with each
+    file's current SHA-256, atomically."""
+    folder = Path(folder)
+    text = "".join(f"{sha256_file(folder / n)}  {n}\n" for n in names)
+    with atomic_path(folder / "MANIFEST") as tmp:
+        tmp.write_text(text)
+
+
+def refresh_manifest(path: str | os.PathLike) -> bool:
+    """After rewriting ``path``: update its line in the ``MANIFEST`` beside it, if one lists it (order kept);
+    whether it was listed."""
+    path = Path(path)
+    names = list(read_manifest(path.parent))
+    if path.name not in names:
+        return False
+    write_manifest(path.parent, names)
+    return True

@@ -63,7 +63,7 @@ class _Group:
         """The group with its axes given (``seeds``, ``epochs``, then the group's other 1-D axes, in declaration
         order) and every other dataset not yet trained: NaN, 0 mini-batches, status ``MISSING``."""
         given = dict(zip(_axes(cls), axes), **named)
-        sizes = {"N": n_archs, "S": len(given["seeds"]), "C": len(given["epochs"])}
+        sizes = {"N": n_archs, "S": len(given["seeds"]), "C": len(given["epochs"]) if "epochs" in given else 0}
         values = {}
         for f in fields(cls):
             dims, dtype = f.metadata["dims"], f.metadata["dtype"]
@@ -112,7 +112,24 @@ class WeightSharing(_Group):
                                       default=None)
 
 
-GROUPS = {"standalone": Standalone, "ws": WeightSharing, "ws_subspace": WeightSharing}
+@dataclass(frozen=True)
+class Proxies(_Group):
+    """Zero-cost proxies of every architecture at initialisation (``builder/proxies.py`` defines each from its
+    paper), one ``[N, S]`` column per proxy: seed ``s`` scores the initial weights of standalone seed ``s`` on
+    the first training mini-batch. Each is oriented as its paper scores it (higher predicts better)."""
+
+    seeds: np.ndarray = column("S", "i8", "proxy seeds: seed s scores the initial weights of standalone seed s")
+    grad_norm: np.ndarray = column("NS", "f8", "sum over layers of the loss gradient's L2 norm (Abdelfattah et al. 2021)")
+    snip: np.ndarray = column("NS", "f8", "sum |weight x gradient| (SNIP, Lee et al. 2019)")
+    grasp: np.ndarray = column("NS", "f8", "-sum weight x Hessian-gradient product (GraSP, Wang et al. 2020)")
+    fisher: np.ndarray = column("NS", "f8", "Fisher pruning saliency of the cell's node states (Theis et al. 2018)")
+    synflow: np.ndarray = column("NS", "f8", "synaptic flow of |weights| on an all-ones input (Tanaka et al. 2020)")
+    jacob_cov: np.ndarray = column("NS", "f8", "input-Jacobian correlation score (Mellor et al. 2021)")
+    hidden_cov: np.ndarray = column("NS", "f8", "hidden-state correlation score (Serianni & Kalita 2023)")
+    params: np.ndarray = column("N", "i8", "parameter count (constant in this cell space)")
+
+
+GROUPS = {"standalone": Standalone, "ws": WeightSharing, "ws_subspace": WeightSharing, "proxies": Proxies}
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,7 @@ class Table:
     ws: WeightSharing | None = None
     attrs: dict = field(default_factory=dict)  # ptb_sha256, software, device, timings, created
     ws_subspace: WeightSharing | None = None  # super-nets over a subspace only (``archs``)
+    proxies: Proxies | None = None  # zero-cost proxies at initialisation (``nasbench_ptb proxies``)
 
 
 def arch_columns(sp: SearchSpace, params: int) -> dict:
@@ -267,7 +285,7 @@ def _read_group(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Pa
         raise TableError(f"{path}: /{name} lacks the dataset(s) {', '.join(missing)}")
     data = {k: arrays[f"{name}/{k}"] for k in layout_ if k in group}
     dims = {"N": n_archs, "S": data["seeds"].shape[0] if data["seeds"].ndim == 1 else -1,
-            "C": data["epochs"].shape[0] if data["epochs"].ndim == 1 else -1,
+            "C": data["epochs"].shape[0] if "epochs" in data and data["epochs"].ndim == 1 else -1,
             "n": data["archs"].shape[0] if "archs" in data and data["archs"].ndim == 1 else -1}
     for f in fields(GROUPS[name]):  # a table written before a dataset was added: not measured there
         if f.metadata["added"] and f.name not in data and -1 not in (dims["S"], dims["C"]):
@@ -282,7 +300,7 @@ def _read_group(arrays: dict[str, np.ndarray], name: str, n_archs: int, path: Pa
         if (integer and kind not in "iu") or (not integer and kind != "f"):
             raise TableError(f"{path}: /{name}/{key} has dtype {value.dtype}, expected "
                              f"{'integers' if integer else 'floats'}")
-    bad = np.setdiff1d(np.unique(data["status"]), _STATUS_CODES)
+    bad = np.setdiff1d(np.unique(data["status"]), _STATUS_CODES) if "status" in data else np.array([])
     if bad.size:
         raise TableError(f"{path}: /{name}/status holds unknown code(s) {bad.tolist()} "
                          f"(known: {', '.join(f'{int(s)} {s.name.lower()}' for s in Status)})")
@@ -329,7 +347,7 @@ def read(path: str | os.PathLike) -> Table:
             raise TableError(f"{path}: /archs does not list the {sp.size} architectures of {sp.name} in id order")
         groups = {name: _read_group(arrays, name, sp.size, path) if name in f else None for name in GROUPS}
         return Table(sp, str(f.attrs["preset"]), json.loads(f.attrs["config"]), groups["standalone"], groups["ws"],
-                     read_attrs(f), groups["ws_subspace"])
+                     read_attrs(f), groups["ws_subspace"], groups["proxies"])
 
     return read_h5(path, "table", parse, TableError)
 
@@ -343,7 +361,7 @@ HEADER_TEXT = """\
 _GROUP_NOTES = {"ws_subspace": "the /ws layout with archs required: super-nets that shared weights among the n "
                                "architectures\n             of a subspace only (build --ws-archs); NaN and samples 0 "
                                "outside it"}
-_DIM_NAMES = {"standalone": {}, "ws": {"S": "Sw", "C": "Cw"}}  # the super-nets' seeds and checkpoints
+_DIM_NAMES = {"ws": {"S": "Sw", "C": "Cw"}, "proxies": {"S": "Sz"}}  # super-nets' seeds and checkpoints; proxy seeds
 BEGIN, END = "<!-- table layout: generated by python -m nasbench_ptb.schema --update -->", "<!-- end of table layout -->"
 
 
@@ -355,7 +373,7 @@ def layout_text() -> str:
             lines.append(f"/{group:<11} {_GROUP_NOTES[group]}")
             continue
         for i, (name, (dims, _)) in enumerate(layout(group).items()):
-            shape = f"{name} [{', '.join(_DIM_NAMES[group].get(d, d) for d in dims)}]"
+            shape = f"{name} [{', '.join(_DIM_NAMES.get(group, {}).get(d, d) for d in dims)}]"
             lines.append(f"{'/' + group if i == 0 else '':<12} {shape:<22} {doc(group, name)}")
     return "\n".join(lines)
 
