@@ -109,12 +109,26 @@ def snip(params, geno, tokens, targets) -> torch.Tensor:
     return _per_slot([(w * g).abs() for w, g in zip(weights, grads)])
 
 
-def grasp(params, geno, tokens, targets) -> torch.Tensor:
-    """−Σ θ ⊙ (H g), the Hessian-gradient product by double back-propagation (Wang et al. 2020)."""
+def grasp(params, geno, tokens, targets, piece: int = 192) -> torch.Tensor:
+    """−Σ θ ⊙ (H g), the Hessian-gradient product by double back-propagation (Wang et al. 2020).
+
+    L is a sum over tokens, so H g is the sum of each token piece's Hessian times g: the logits are formed
+    ``piece`` tokens at a time (small tensors: the full ``[A, T·B, V]`` twice-differentiable graph spent most of
+    its time faulting in fresh pages)."""
     weights = [params[k] for k in WEIGHTS]
-    grads = torch.autograd.grad(_loss(params, geno, tokens, targets, twice=True).sum(), weights, create_graph=True)
-    z = sum((g * g.detach()).sum() for g in grads)  # slots are independent: ∂z/∂θ_a = H_a g_a
-    hg = torch.autograd.grad(z, weights)
+    g = torch.autograd.grad(_loss(params, geno, tokens, targets).sum(), weights)  # first order: the fast decoder
+    out = _unroll(params, geno, params["encoder"][:, tokens])
+    A, T, B, H = out.shape
+    flat, tgt = out.reshape(A, T * B, H), targets.reshape(-1)
+    hg = [torch.zeros_like(w) for w in weights]
+    for s in range(0, T * B, piece):
+        e = min(s + piece, T * B)
+        logits = torch.baddbmm(params["bias"].unsqueeze(1), flat[:, s:e], params["encoder"].transpose(1, 2))
+        ce = F.cross_entropy(logits.reshape(A * (e - s), -1), tgt[s:e].repeat(A), reduction="sum") / (T * B)
+        grads = torch.autograd.grad(ce, weights, create_graph=True)
+        z = sum((gr * gi).sum() for gr, gi in zip(grads, g))  # slots are independent: ∂z/∂θ_a = H_a g_a
+        for acc, h in zip(hg, torch.autograd.grad(z, weights, retain_graph=True)):
+            acc += h
     return -_per_slot([w.detach() * h for w, h in zip(weights, hg)])
 
 
@@ -194,7 +208,7 @@ def score_slots(genotypes: Sequence[Genotype], seeds: Sequence[int], p: Preset, 
 
 
 def compute(sp: SearchSpace, p: Preset, corpus, seeds: Sequence[int], device: torch.device | str = "cpu",
-            chunk: int = 16, on_chunk: Callable[[int, int], None] | None = None) -> tuple[schema.Proxies, dict]:
+            chunk: int = 4, on_chunk: Callable[[int, int], None] | None = None) -> tuple[schema.Proxies, dict]:
     """Every proxy of every architecture of ``sp`` at each seed: the table's ``/proxies`` group and the seconds
     each proxy took (summed over the chunks of ``chunk`` slots). ``on_chunk(done, total)`` reports progress."""
     if not seeds:
@@ -230,7 +244,7 @@ def same_model(a: dict, b: dict) -> bool:
 
 
 def with_proxies(table: schema.Table, p: Preset, corpus, seeds: Sequence[int], device: torch.device | str = "cpu",
-                 chunk: int = 16, on_chunk: Callable[[int, int], None] | None = None) -> schema.Table:
+                 chunk: int = 4, on_chunk: Callable[[int, int], None] | None = None) -> schema.Table:
     """``table`` with its ``/proxies`` group (re)computed at ``seeds`` on the model of preset ``p`` (the
     table's own), and the attribute ``proxies`` saying how: the model fields, the batch, seconds per proxy."""
     from .build import device_name, software  # here: build imports this module
@@ -244,7 +258,7 @@ def with_proxies(table: schema.Table, p: Preset, corpus, seeds: Sequence[int], d
     return dataclasses.replace(table, proxies=group, attrs={**table.attrs, "proxies": how})
 
 
-def add_to_table(path, seeds: Sequence[int], device: str = "auto", data_dir: str | None = None, chunk: int = 16,
+def add_to_table(path, seeds: Sequence[int], device: str = "auto", data_dir: str | None = None, chunk: int = 4,
                  force: bool = False, on_chunk: Callable[[int, int], None] | None = None) -> tuple[schema.Table, bool]:
     """Compute the proxies of the table at ``path`` on its own preset's model and rewrite it with them (atomically;
     a ``MANIFEST`` beside it is updated). Returns the table and whether anything was computed: a table that
