@@ -2,9 +2,10 @@
 
     GET /arch/{hash}            one architecture (``?curves=false`` omits the curves; ``?epoch=E``: as after E epochs)
     GET /arch?genotype=…        the same by genotype (canonical string or DARTS repr)
-    GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id|ws_valid_ppl&ws_seed=&order=asc|desc
+    GET /archs                  leaderboard: ?space=&sort=valid_ppl|test_ppl|id|ws_valid_ppl|<proxy>&ws_seed=&order=asc|desc
                                 &limit=&offset=, filters &status=ok|diverged|missing &op=<activation> &iso=<iso hash> &min_n=
     GET /ws/{space}             weight sharing vs standalone: final values per super-net, tau-b per checkpoint
+    GET /proxies/{space}        zero-cost proxies vs standalone: each proxy per cell, its agreement, tau-b per checkpoint
     GET /                       the explorer page (static HTML + script from the package, no CDN)
     GET /spaces                 every loaded table: space, preset, every training value, coverage, device
     GET /health
@@ -41,7 +42,8 @@ from nasbench_ptb.errors import NasbenchError, http_status
 from nasbench_ptb.space import OPS, parse
 
 from .asgi import CachedArchs, HeadAsGet
-from .models import ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, SpaceModel, WsView
+from .models import (ArchModel, ErrorModel, Health, Leaderboard, LeaderboardRow, ProxyAgreement, ProxyView, SpaceModel,
+                     WsView)
 
 HASH_PATTERN = r"^[0-9a-f]{16}$"
 HASH_RE = re.compile(HASH_PATTERN)
@@ -56,6 +58,8 @@ INVALID = {422: {"model": ErrorModel, "description": "a parameter is malformed (
 NOT_FOUND = {404: {"model": ErrorModel, "description": "the loaded tables hold no such architecture, space, "
                                                        "super-net or checkpoint"}, **INVALID}
 STATIC = os.path.join(os.path.dirname(__file__), "static")
+PROXIES = nb.schema.columns("proxies", "NS")  # the zero-cost proxies a table may hold (sortable, viewable)
+SORTS = ("valid_ppl", "test_ppl", "id", "ws_valid_ppl", *PROXIES)
 PAGE_CACHE = 512  # serialised /archs pages kept (least recently used dropped first)
 
 
@@ -100,12 +104,12 @@ class Store:
             body = self._by_hash[arch_hash, curves] = self.record_json(bench, arch, curves)
         return body
 
-    def ws_json(self, bench: nb.Benchmark) -> bytes:
-        """The WS view of one table as JSON bytes (computed once per table)."""
-        key = ("ws", bench.space.name)
+    def view_json(self, name: str, bench: nb.Benchmark, make) -> bytes:
+        """A whole-table view (``make(bench)``: a model) as JSON bytes, computed once per (view, table)."""
+        key = (name, bench.space.name)
         body = self._json.get(key)
         if body is None:
-            body = self._json[key] = _ws_view(bench).model_dump_json().encode()
+            body = self._json[key] = make(bench).model_dump_json().encode()
         return body
 
     def record_json(self, bench: nb.Benchmark, arch: int, curves: bool, epoch: float | None = None) -> bytes:
@@ -209,7 +213,8 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 
     @app.get("/archs", response_model=Leaderboard, responses=NOT_FOUND)
     async def leaderboard(request: Request, space: Optional[str] = Query(None, pattern=SPACE_PATTERN),
-                    sort: Literal["valid_ppl", "test_ppl", "id", "ws_valid_ppl"] = "valid_ppl",
+                    sort: Literal[SORTS] = Query("valid_ppl", description="a metric, the id, or a zero-cost proxy "
+                                                 "(asc: best first, the highest proxy)"),
                     order: Literal["asc", "desc"] = "asc",
                     limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
                     ws_seed: Optional[int] = Query(None, ge=0, description="the super-net sort=ws_valid_ppl ranks by "
@@ -224,6 +229,8 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         bench = st.tables.bench(space or st.tables.spaces[0])  # default: the smallest space
         if sort == "ws_valid_ppl":
             bench.values(sort, ws_seed)  # an unknown WS seed, or no super-nets: 404 naming it
+        elif sort in PROXIES:
+            bench.proxy(sort)  # a table without proxies: 404 naming it
         filters = tuple((k, v) for k, v in (("status", status), ("op", op), ("iso", iso), ("min_n", min_n))
                         if v is not None)
         return _json(st.leaderboard_json(bench, sort, order, limit, offset,
@@ -234,7 +241,15 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
         bench = store(request).tables.bench(space)  # no such space (0node), or no table for it: 404
         if bench.table.ws is None or bench.table.standalone is None:
             return _error(404, f"the {bench.space.name} table has no weight-sharing and standalone results to compare")
-        return _json(store(request).ws_json(bench))
+        return _json(store(request).view_json("ws", bench, _ws_view))
+
+    @app.get("/proxies/{space}", response_model=ProxyView, responses=NOT_FOUND)
+    async def proxy_view(request: Request, space: str = Path(pattern=SPACE_PATTERN, description="e.g. 2node")):
+        bench = store(request).tables.bench(space)
+        if bench.table.proxies is None or bench.table.standalone is None:
+            return _error(404, f"the {bench.space.name} table has no zero-cost proxies and standalone results to "
+                               "compare (add proxies with: nasbench_ptb proxies TABLE)")
+        return _json(store(request).view_json("proxies", bench, _proxy_view))
 
     @app.get("/", include_in_schema=False)
     async def explorer():
@@ -246,8 +261,9 @@ def create_app(tables: Sequence[str | os.PathLike] | None = None) -> FastAPI:
 def _leaderboard_rows(bench: nb.Benchmark, sort: str, order: str, ws_seed: int | None) -> list[LeaderboardRow]:
     ids, _ = bench.order(sort, order == "desc", ws_seed)  # the same ordering as Benchmark.best(); no value last
     rows = [bench.query(i, curves=False) for i in ids]
+    proxy = bench.proxy(sort) if sort in PROXIES else None
     return [
-        LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
+        LeaderboardRow(proxy=_finite(proxy[r.id]) if proxy is not None else None,rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
                        hash=r.hash, iso_hash=r.iso_hash, status=r.standalone.status if r.standalone else "missing",
                        n_seeds=r.standalone.n_seeds if r.standalone else 0,
                        valid_ppl=_finite(r.standalone.valid_ppl) if r.standalone else None,
@@ -280,6 +296,26 @@ def _ws_view(bench: nb.Benchmark) -> WsView:
                   final_valid_ppl=[[_finite(v) for v in ws.valid_ppl[k, -1, ids]] for k in range(len(ws.seeds))],
                   tau_final=[_finite(v) for v in t.tau[:, -1]], epochs=[float(e) for e in t.epochs],
                   tau_over_training=[[_finite(v) for v in row] for row in t.tau])
+
+
+def _proxy_view(bench: nb.Benchmark) -> ProxyView:
+    from nasbench_ptb.proxy_analyses import proxy_agreement, proxy_by_epoch
+
+    table = bench.table
+    sa = bench.values("valid_ppl")
+    ids = np.flatnonzero(np.isfinite(sa))
+    how = table.attrs.get("proxies", {})
+    secs = how.get("seconds", {})
+    return ProxyView(space=bench.space.name, ids=ids.tolist(), standalone_valid_ppl=[_finite(v) for v in sa[ids]],
+                     seeds=[int(s) for s in table.proxies.seeds],
+                     proxies={n: [_finite(v) for v in bench.proxy(n)[ids]] for n in PROXIES},
+                     agreement=[ProxyAgreement(proxy=r.proxy, tau_b=_finite(r.tau_b), spearman=_finite(r.spearman),
+                                               top_overlap=_finite(r.top_overlap), seed_tau=_finite(r.seed_tau),
+                                               n=r.n, seconds=secs.get(r.proxy)) for r in proxy_agreement(table)],
+                     epochs=[float(e) for e in table.standalone.epochs],
+                     tau_by_epoch={n: [_finite(v) for v in taus] for n, taus in proxy_by_epoch(table).items()
+                                   if n in PROXIES},
+                     device=how.get("device"))
 
 
 def _finite(v: float) -> Optional[float]:

@@ -48,6 +48,7 @@ CurveModel = _model(records.Curve, "CurveModel")
 SeedResultModel = _model(records.SeedResult, "SeedResultModel")
 StandaloneModel = _model(records.Standalone, "StandaloneModel")
 WsSeedModel = _model(records.WsSeedResult, "WsSeedModel")
+ProxyScoreModel = _model(records.ProxyScore, "ProxyScoreModel")
 ArchModel = _model(records.ArchRecord, "ArchModel")
 
 
@@ -64,6 +65,7 @@ class LeaderboardRow(BaseModel):
     test_ppl: Optional[float]
     ws_valid_ppl: list[Optional[float]] = []  # final validation ppl under each super-net (WsView.seeds order)
     ws_rank: list[Optional[int]] = []  # its rank under each super-net
+    proxy: Optional[float] = None  # sorted by a zero-cost proxy: its seed mean (higher predicts better)
 
 
 class WsView(BaseModel):
@@ -78,6 +80,31 @@ class WsView(BaseModel):
     tau_final: list[Optional[float]]  # Kendall tau-b per super-net at its last checkpoint
     epochs: list[float]
     tau_over_training: list[list[Optional[float]]]  # [seed][checkpoint]
+
+
+class ProxyAgreement(BaseModel):
+    """One zero-cost proxy against the standalone ranking (``nasbench_ptb.proxy_analyses.ProxyRow``)."""
+    proxy: str
+    tau_b: Optional[float]
+    spearman: Optional[float]
+    top_overlap: Optional[float]  # fraction of the proxy's top 10 % among the standalone top 10 %
+    seed_tau: Optional[float]  # mean tau-b between pairs of proxy seeds
+    n: int
+    seconds: Optional[float]  # spent on this proxy over the whole table (every architecture × seed)
+
+
+class ProxyView(BaseModel):
+    """Zero-cost proxies against standalone training over one space: what the explorer's proxies view plots."""
+
+    space: str
+    ids: list[int]  # architectures with a standalone value (the scatter's points)
+    standalone_valid_ppl: list[Optional[float]]
+    seeds: list[int]  # proxy seeds
+    proxies: dict[str, list[Optional[float]]]  # per proxy: its seed mean at each point (higher predicts better)
+    agreement: list[ProxyAgreement]
+    epochs: list[float]  # the standalone checkpoints
+    tau_by_epoch: dict[str, list[Optional[float]]]  # per proxy: tau-b vs the standalone ranking at each checkpoint
+    device: Optional[str] = None
 
 
 class Leaderboard(BaseModel):
@@ -101,6 +128,7 @@ class SpaceModel(BaseModel):
     config: dict
     coverage: dict
     ws_seeds: list[int]
+    proxy_seeds: list[int] = []  # seeds of the zero-cost proxies (none: the table has no /proxies)
     device: Optional[list[str]] = None
     software: Optional[dict] = None
     timings: Optional[dict] = None

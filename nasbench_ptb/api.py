@@ -22,7 +22,7 @@ from . import schema, stats, summary
 from .errors import (ArchNotFoundError, InvalidInputError, NasbenchError, NotFoundError, PartNotFoundError,
                      SpaceNotLoadedError, SuperNetNotFoundError)
 from .files import read_manifest, sha256_file
-from .records import ArchRecord, Curve, SeedResult, Standalone, WsSeedResult
+from .records import ArchRecord, Curve, ProxyScore, SeedResult, Standalone, WsSeedResult
 from .schema import Status, TableError
 from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space
 
@@ -82,6 +82,12 @@ class Benchmark:
                 self._ws_ranks[name] = [_ranks(group.valid_ppl[k, -1], members & (group.status[k] == Status.OK))
                                         for k in range(len(group.seeds))]
 
+        self._proxies: dict[str, tuple[np.ndarray, list[int | None]]] = {}  # name -> (mean [N], ranks)
+        if table.proxies is not None:
+            for name in schema.columns("proxies", "NS"):
+                mean = stats.proxy_mean(table, name)
+                self._proxies[name] = (mean, _ranks(-mean, np.isfinite(mean)))
+
     def __len__(self) -> int:
         return self.space.size
 
@@ -98,6 +104,7 @@ class Benchmark:
         return {"space": self.space.name, "size": self.space.size, "preset": self.table.preset,
                 "config": self.table.config, "coverage": vars(cov), "path": str(self.path) if self.path else None,
                 "ws_seeds": [int(s) for s in self.table.ws.seeds] if self.table.ws is not None else [],
+                "proxy_seeds": [int(s) for s in self.table.proxies.seeds] if self.table.proxies is not None else [],
                 **self.table.attrs}
 
     def resolve(self, key: GenotypeLike | int) -> int:
@@ -159,7 +166,32 @@ class Benchmark:
     def _record(self, a: int, seed: int | None, curves: bool) -> ArchRecord:
         g = self._genos[a]
         return ArchRecord(g.canonical, a, g.hash, g.iso_hash, self.space.name, int(self.table.config.get("params", 0)),
-                          self._standalone(a, seed, curves), self._ws(a, "ws"), self._ws(a, "ws_subspace"))
+                          self._standalone(a, seed, curves), self._ws(a, "ws"), self._ws(a, "ws_subspace"),
+                          self._proxy_scores(a))
+
+    def _proxy_scores(self, a: int) -> tuple[ProxyScore, ...]:
+        pz = self.table.proxies
+        if pz is None:
+            return ()
+        seeds = tuple(int(s) for s in pz.seeds)
+        out = []
+        for name, (mean, rank) in self._proxies.items():
+            values = getattr(pz, name)[a]
+            out.append(ProxyScore(name, float(mean[a]), int(np.isfinite(values).sum()), seeds, _tuple(values), rank[a]))
+        return tuple(out)
+
+    def proxy(self, name: str) -> np.ndarray:
+        """``[N]`` zero-cost proxy ``name``'s mean over its seeds per id (higher predicts better; NaN: undefined).
+
+        Raises:
+            PartNotFoundError: the table has no proxies. InvalidInputError: no proxy of that name.
+        """
+        if not self._proxies:
+            raise PartNotFoundError(f"the {self.space.name} table has no zero-cost proxies "
+                                    "(add them with: nasbench_ptb proxies TABLE)")
+        if name not in self._proxies:
+            raise InvalidInputError(f"unknown proxy {name!r} (known: {', '.join(self._proxies)})")
+        return self._proxies[name][0]
 
     def _standalone(self, a: int, seed: int | None, curves: bool) -> Standalone | None:
         sa = self.table.standalone
@@ -254,12 +286,13 @@ class Benchmark:
 
     def order(self, sort: str = "valid_ppl", descending: bool = False,
               ws_seed: int | None = None) -> tuple[list[int], int]:
-        """Every id ordered by ``sort`` (a metric, ``ws_valid_ppl`` of super-net ``ws_seed``, or ``"id"``), ties
-        by id; architectures without a value come last whatever the direction. Returns (ids, how many have a
-        value). ``best()`` and ``GET /archs`` use it."""
+        """Every id ordered by ``sort`` (a metric, ``ws_valid_ppl`` of super-net ``ws_seed``, a zero-cost proxy's
+        name, or ``"id"``), ties by id; architectures without a value come last whatever the direction. Ascending
+        is best first: lowest ppl, highest proxy. Returns (ids, how many have a value). ``best()`` and
+        ``GET /archs`` use it."""
         if sort == "id":
             return list(range(self.space.size))[:: -1 if descending else 1], self.space.size
-        values = self.values(sort, ws_seed)
+        values = -self.proxy(sort) if sort in schema.columns("proxies", "NS") else self.values(sort, ws_seed)
         has = np.flatnonzero(~np.isnan(values))
         keyed = sorted(has.tolist(), key=lambda i: (-values[i] if descending else values[i], i))
         return keyed + np.flatnonzero(np.isnan(values)).tolist(), len(has)

@@ -154,7 +154,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--table", help="a table file (default: the default table of the space)")
     from .policies import default_policies
 
-    e.add_argument("--policies", help="comma-separated (default: all): " + ", ".join(default_policies()))
+    e.add_argument("--policies", help="comma-separated (default: all the table can answer: the ws ones need "
+                   "super-nets, the zc ones proxies): " + ", ".join(default_policies()))
     e.add_argument("--runs", type=int, default=10, help="search seeds per policy (default 10)")
     e.add_argument("--budget-queries", type=int, default=10, help="standalone queries per run (default 10)")
     e.add_argument("--budget-seconds", type=float, help="simulated seconds per run (table seconds)")
@@ -187,7 +188,7 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_evaluate(args) -> int:
     """``nasbench_ptb evaluate``: the simulated policies (and ``--real`` searches) against a table, Table 3's rows."""
     from . import api
-    from .evaluate import evaluate, evaluate_real, format_table, real_best
+    from .evaluate import applicable_policies, evaluate, evaluate_real, format_table, real_best
     from .policies import default_policies, load_policy
     from .simulator import Budget
 
@@ -202,9 +203,9 @@ def cmd_evaluate(args) -> int:
             what = "a built-in policy's" if policy.name in known else "another --policy's"
             raise UserError(f"--policy {spec}: its name {policy.name!r} is {what}; give it a name of its own")
         taken.add(policy.name)
-    names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown or not names:
+    names = [n.strip() for n in args.policies.split(",") if n.strip()] if args.policies else None
+    unknown = [n for n in names or () if n not in known]
+    if unknown or names == []:
         raise UserError(f"unknown policy {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})")
     if args.runs < 1 or args.budget_queries < 1 or (args.budget_seconds is not None and args.budget_seconds <= 0):
         raise UserError("--runs and --budget-queries must be ≥ 1, --budget-seconds > 0")
@@ -223,8 +224,8 @@ def cmd_evaluate(args) -> int:
             raise UserError(f"--checkpoint {args.checkpoint}: the table has {len(sa.epochs)} checkpoints")
         if sa is not None and args.seed is not None and args.seed not in sa.seeds:
             raise UserError(f"--seed {args.seed}: the table's standalone seeds are {list(map(int, sa.seeds))}")
-        results = evaluate(bench.table, [known[n] for n in names] + own, args.runs, budget, args.checkpoint,
-                           args.seed)
+        chosen = [known[n] for n in names] if names is not None else applicable_policies(bench.table)
+        results = evaluate(bench.table, chosen + own, args.runs, budget, args.checkpoint, args.seed)
         if real is not None:
             results += evaluate_real(bench.table, real)
         best = real_best(bench.table)

@@ -175,7 +175,7 @@ def cmd_proxies(args) -> int:
     """``nasbench_ptb proxies``: every architecture's zero-cost proxies at initialisation, stored in the table."""
     import sys
 
-    from .proxy_analyses import proxy_agreement
+    from .proxy_analyses import agreement_lines, proxy_agreement
 
     if args.seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {args.seeds}")
@@ -201,10 +201,7 @@ def cmd_proxies(args) -> int:
               f"{how.get('total_seconds', float('nan')):.0f} s")
     rows = proxy_agreement(table)
     if rows:
-        print(f"{'proxy':<11} {'seconds':>8} {'tau-b':>6} {'spearman':>8} {'top-10 %':>8} {'seed tau':>8}   n")
-        for r in rows:
-            print(f"{r.proxy:<11} {how.get('seconds', {}).get(r.proxy, float('nan')):8.1f} {r.tau_b:+6.2f} "
-                  f"{r.spearman:+8.2f} {r.top_overlap:8.2f} {r.seed_tau:+8.2f} {r.n:3d}")
+        print("\n".join(agreement_lines(rows, how.get("seconds"))))
     return 0
 
 

@@ -48,7 +48,8 @@ DEFAULT_BUDGET = Budget(queries=10)
 
 def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: Budget = DEFAULT_BUDGET,
              checkpoint: int = -1, seed: int | None = None) -> list[PolicyResult]:
-    """Every policy × ``runs`` search seeds; run ``r`` of a WS policy uses WS seed ``r mod S_ws``. The budget
+    """Every policy × ``runs`` search seeds; run ``r`` of a WS policy uses WS seed ``r mod S_ws``, of a proxy
+    policy proxy seed ``r mod S_z``. The budget
     bounds standalone queries (WS policies pay one super-net training instead). Policies see standalone values
     at ``checkpoint`` (a cheaper, noisier fidelity; -1 = final) of every seed or of ``seed`` only; choices are
     always judged by their final standalone result over all ok seeds.
@@ -58,10 +59,14 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
             the space.
     """
     ws_ok = [int(s) for s, st in zip(table.ws.seeds, table.ws.status) if st == Status.OK] if table.ws is not None else []
+    proxy_seeds = [int(s) for s in table.proxies.seeds] if table.proxies is not None else []
     out = []
     for policy in policies:
         if policy.uses_ws and not ws_ok:
             raise ValueError(f"policy {policy.name} needs a table with weight-sharing results")
+        uses_proxies = bool(getattr(policy, "uses_proxies", False))
+        if uses_proxies and not proxy_seeds:
+            raise ValueError(f"policy {policy.name} needs a table with zero-cost proxies (nasbench_ptb proxies TABLE)")
         if hasattr(policy, "exact"):  # a distribution known in closed form: its expectation, not a sample of it
             ids = [int(i) for i in policy.exact(table)]
             out.append(judge(table, policy.name, ids, [0.0] * len(ids), exact=True))
@@ -69,11 +74,21 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
         choices, costs = [], []
         for r in range(runs):
             rng = np.random.default_rng([r, zlib.crc32(policy.name.encode())])
-            sim = Simulator(table, rng, budget, checkpoint, seed, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None)
+            sim = Simulator(table, rng, budget, checkpoint, seed, ws_seed=ws_ok[r % len(ws_ok)] if policy.uses_ws else None,
+                            proxy_seed=proxy_seeds[r % len(proxy_seeds)] if uses_proxies else None)
             choices.append(_checked_choice(policy, sim, table))
             costs.append(sim.seconds)
         out.append(judge(table, policy.name, choices, costs))
     return out
+
+
+def applicable_policies(table: Table) -> list[Policy]:
+    """The built-in policies the table can answer: the WS ones only with super-nets, the proxy ones only with
+    ``/proxies`` (the default of ``evaluate`` and ``report``)."""
+    from .policies import default_policies
+
+    return [p for p in default_policies().values() if (table.ws is not None or not p.uses_ws)
+            and (table.proxies is not None or not getattr(p, "uses_proxies", False))]
 
 
 def _checked_choice(policy: Policy, sim: Simulator, table: Table) -> int:

@@ -4,7 +4,9 @@
   (architecture, super-net seed, checkpoint) of ``/ws`` and ``/ws_subspace`` (column ``part``), with the genotype
   columns (``node<k>_pred``, ``node<k>_op``), hash, iso hash and status. A value that does not exist is NaN, never
   imputed: ``test_ppl`` and ``best_epoch`` exist once per run (on its last checkpoint's row), a missing run's rows
-  are all NaN with status ``missing``, a diverged run's values after divergence are NaN. (pandas + pyarrow.)
+  are all NaN with status ``missing``, a diverged run's values after divergence are NaN. A table with
+  ``/proxies`` adds the part ``proxies``: one row per (architecture, proxy seed) at checkpoint -1, epoch 0, with
+  a ``proxy_<name>`` column per zero-cost proxy (NaN on the training rows). (pandas + pyarrow.)
 - **syne-tune**: a Syne Tune tabular blackbox (``syne_tune.blackbox_repository`` serialized form): one
   configuration per architecture with hyperparameters ``node<k>_pred`` / ``node<k>_op`` (categorical), fidelity
   ``hp_epoch`` = 1..E, the epoch, when the table has a checkpoint at every whole epoch from 1 to its last (the
@@ -87,11 +89,31 @@ def long_columns(table: Table) -> dict[str, np.ndarray]:
         blocks.append(_block(ws, name, a[keep], s[keep], c[keep], int(keep.sum())))
     if not blocks:
         raise ValueError("the table holds neither standalone runs nor super-nets")
+    if table.proxies is not None:
+        blocks = _with_proxy_rows(table.proxies, blocks)
     out = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
     ids = out.pop("arch")
     cols = {"part": out.pop("part"), **{k: v[ids] for k, v in arch.items()}, **out}
     cols["status"] = np.array([_STATUS[int(v)] for v in cols["status"]], dtype=object)
     return cols
+
+
+def _with_proxy_rows(pz: schema.Proxies, blocks: list[dict]) -> list[dict]:
+    """The ``proxies`` part: one row per (architecture, proxy seed) at checkpoint -1, epoch 0 (initialisation),
+    status ok, a ``proxy_<name>`` column per proxy; those columns are NaN on the training rows."""
+    names = schema.columns("proxies", "NS")
+    N, S = pz.grad_norm.shape
+    a, s = (x.ravel() for x in np.meshgrid(np.arange(N), np.arange(S), indexing="ij"))
+    block = {k: np.full(a.size, np.nan) for k in blocks[0]}
+    block.update(part=np.full(a.size, "proxies", dtype=object), arch=a, seed=pz.seeds[s],
+                 checkpoint=np.full(a.size, -1), epoch=np.zeros(a.size),
+                 status=np.full(a.size, int(Status.OK), dtype=blocks[0]["status"].dtype))
+    for b in blocks:
+        for name in names:
+            b[f"proxy_{name}"] = np.full(len(b["arch"]), np.nan)
+    for name in names:
+        block[f"proxy_{name}"] = getattr(pz, name)[a, s].astype(float)
+    return [*blocks, block]
 
 
 def _frame(table: Table):

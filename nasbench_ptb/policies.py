@@ -20,7 +20,8 @@ class Policy(Protocol):
     """A *simulated* search policy: it searches the table through a :class:`Simulator` (which charges each
     standalone query its recorded training time and enforces the budget) and returns its choice. The real search
     phases that train a super-net are :class:`nasbench_ptb.builder.search.Method`. A policy may also give
-    ``exact(table) -> ids``: a uniform choice among those ids, which ``evaluate`` reports as an expectation."""
+    ``exact(table) -> ids``: a uniform choice among those ids, which ``evaluate`` reports as an expectation, and
+    ``uses_proxies = True``: it asks ``sim.proxy`` (a proxy seed per run; :mod:`nasbench_ptb.proxy_policies`)."""
 
     name: str  # unique among the policies evaluated together
     uses_ws: bool  # needs a WS oracle (a WS seed per run)
@@ -139,7 +140,7 @@ class RegularizedEvolution:
     def search(self, sim: Simulator) -> int:
         pop: list[tuple[int, float]] = []
         try:
-            for a in sim.rng.permutation(sim.candidates)[: self.population]:
+            for a in self.initial(sim):
                 pop.append((int(a), sim.query(a)))
             for _ in range(20 * len(sim.candidates)):  # the budget ends it; this only bounds an unbudgeted run
                 picks = sim.rng.choice(len(pop), size=min(self.sample, len(pop)), replace=False)
@@ -151,6 +152,10 @@ class RegularizedEvolution:
         except BudgetExhausted:
             pass
         return sim.best_seen() if sim.history else sim.random_arch()
+
+    def initial(self, sim: Simulator) -> list[int]:
+        """The first population: ``population`` distinct random candidates."""
+        return [int(a) for a in sim.rng.permutation(sim.candidates)[: self.population]]
 
 
 @dataclass
@@ -343,9 +348,12 @@ class Hyperband:
 
 def default_policies() -> dict[str, Policy]:
     """The built-in simulated policies by name (the registry behind ``evaluate --policies``), in the order Table 3
-    lists them."""
+    lists them, then the zero-cost ones."""
+    from .proxy_policies import ProxyWarmEvolution, ZeroCostTop1, ZeroCostTopK  # they build on this module
+
     return {p.name: p for p in (RandomChoice(), RandomSearch(), RegularizedEvolution(), LocalSearch(),
-                                SuccessiveHalving(), Hyperband(), EnasLike(), NaoLike(), WSTop1())}
+                                SuccessiveHalving(), Hyperband(), EnasLike(), NaoLike(), WSTop1(), ZeroCostTop1(),
+                                ZeroCostTopK(), ProxyWarmEvolution())}
 
 
 def load_policy(spec: str) -> Policy:

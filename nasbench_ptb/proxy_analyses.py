@@ -7,15 +7,15 @@ constant in the DARTS cell spaces, so its rank correlations are NaN (undefined),
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from . import schema
 from .analyses import tau_b, top_k_overlap
 from .schema import Table
-from .stats import attempted, standalone_final, worst_last
+from .stats import attempted, proxy_mean, proxy_names, standalone_final, worst_last
 
 
 @dataclass(frozen=True)
@@ -30,21 +30,6 @@ class ProxyRow:
     n: int
 
 
-def names() -> tuple[str, ...]:
-    """The proxies a table stores, in declaration order: the per-seed ones, then the parameter count."""
-    return (*schema.columns("proxies", "NS"), "params")
-
-
-def proxy_mean(table: Table, name: str) -> np.ndarray:
-    """``[N]`` the proxy's mean over its seeds (NaN where no seed gave a finite value); ``params`` as stored."""
-    values = getattr(table.proxies, name)
-    if values.ndim == 1:
-        return values.astype(float)
-    finite = np.isfinite(values)
-    with np.errstate(invalid="ignore"):
-        return np.where(finite.any(axis=1), np.where(finite, values, 0.0).sum(axis=1) / finite.sum(axis=1), np.nan)
-
-
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     finite = a[np.isfinite(a)]
     if finite.size < 2 or np.all(finite == finite[0]):
@@ -52,9 +37,18 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(worst_last(a), worst_last(b)).statistic)
 
 
-def proxy_agreement(table: Table, epoch: float | None = None) -> list[ProxyRow]:
+def proxy_agreement(table: Table, epoch: float | None = None, against: Table | None = None) -> list[ProxyRow]:
     """One :class:`ProxyRow` per proxy against the standalone ranking (at ``epoch``: the table as it stood then,
-    :func:`nasbench_ptb.fidelity.at_epoch`); [] for a table without proxies or standalone runs."""
+    :func:`nasbench_ptb.fidelity.at_epoch`); ``against``: another table of the space whose standalone ranking
+    the proxies are judged by instead (e.g. a higher fidelity). [] for a table without proxies or standalone runs.
+
+    Raises:
+        ValueError: ``against`` is a table of another space.
+    """
+    if against is not None:
+        if against.space.name != table.space.name:
+            raise ValueError(f"the proxies are of {table.space.name}, the table to judge them by is {against.space.name}")
+        table = dataclasses.replace(against, proxies=table.proxies)
     if table.proxies is None or table.standalone is None:
         return []
     if epoch is not None:
@@ -65,13 +59,16 @@ def proxy_agreement(table: Table, epoch: float | None = None) -> list[ProxyRow]:
     ppl = standalone_final(table)[mask]
     k = max(1, int(round(0.1 * mask.sum())))
     rows = []
-    for name in names():
+    for name in proxy_names():
         score = -proxy_mean(table, name)[mask]
         values = getattr(table.proxies, name)
         pairs = [tau_b(-values[:, i], -values[:, j]) for i in range(values.shape[1] if values.ndim == 2 else 0)
                  for j in range(i + 1, values.shape[1])]
         finite_pairs = [t for t in pairs if np.isfinite(t)]
-        rows.append(ProxyRow(name, tau_b(score, ppl), _spearman(score, ppl), top_k_overlap(score, ppl, k),
+        finite = score[np.isfinite(score)]
+        constant = finite.size < 2 or bool(np.all(finite == finite[0]))  # ranks nothing: no top k either
+        rows.append(ProxyRow(name, tau_b(score, ppl), _spearman(score, ppl),
+                             float("nan") if constant else top_k_overlap(score, ppl, k),
                              float(np.mean(finite_pairs)) if finite_pairs else float("nan"), int(mask.sum())))
     return rows
 
@@ -81,8 +78,24 @@ def proxy_by_epoch(table: Table) -> dict[str, list[float]]:
     (``table.standalone.epochs``): how the proxy compares with every fidelity of the table."""
     if table.proxies is None or table.standalone is None:
         return {}
-    out: dict[str, list[float]] = {name: [] for name in names()}
+    out: dict[str, list[float]] = {name: [] for name in proxy_names()}
     for e in table.standalone.epochs:
         for row in proxy_agreement(table, float(e)):
             out[row.proxy].append(row.tau_b)
+    return out
+
+
+def agreement_lines(rows: list[ProxyRow], seconds: dict | None = None) -> list[str]:
+    """The rows as a text table (``nasbench_ptb proxies`` and ``info``): seconds spent on the whole table when
+    known, tau-b, Spearman, top-10 % overlap, seed-to-seed tau-b and n."""
+    seconds = seconds or {}
+
+    def fmt(v, spec: str) -> str:  # spec: "+6.2f"; undefined values as a dash of the same width
+        width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
+        return f"{'–':>{width}}" if v is None or not np.isfinite(v) else f"{v:{spec}}"
+
+    out = [f"{'proxy':<11} {'seconds':>8} {'tau-b':>6} {'spearman':>8} {'top-10 %':>8} {'seed tau':>8}   n"]
+    for r in rows:
+        out.append(f"{r.proxy:<11} {fmt(seconds.get(r.proxy), '8.1f')} {fmt(r.tau_b, '+6.2f')} "
+                   f"{fmt(r.spearman, '+8.2f')} {fmt(r.top_overlap, '8.2f')} {fmt(r.seed_tau, '+8.2f')} {r.n:3d}")
     return out

@@ -92,6 +92,20 @@ class Standalone(_Record):
 
 
 @dataclass(frozen=True)
+class ProxyScore(_Record):
+    """One zero-cost proxy of one architecture at initialisation (``/proxies``; higher predicts better, as its
+    paper scores it): its value at each proxy seed, their mean over the finite ones (``n`` of them) and the
+    architecture's rank under that mean (1 = highest; None where undefined; ties share the best rank)."""
+
+    name: str
+    mean: float
+    n: int
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+    rank: int | None
+
+
+@dataclass(frozen=True)
 class ArchRecord(_Record):
     """Everything a table holds on one architecture: its identity, its standalone training (None where the table
     has no standalone part) and its evaluation under each weight-sharing super-net."""
@@ -105,3 +119,4 @@ class ArchRecord(_Record):
     standalone: Standalone | None
     ws: tuple[WsSeedResult, ...]  # under each super-net that shared weights among the whole space
     ws_subspace: tuple[WsSeedResult, ...] = ()  # under each super-net of the table's subspace, if a member
+    proxies: tuple[ProxyScore, ...] = ()  # each zero-cost proxy, where the table has /proxies

@@ -6,8 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analyses as an
-from .evaluate import evaluate, evaluate_real, format_table, real_best, trajectory_ranks
-from .policies import default_policies
+from .evaluate import applicable_policies, evaluate, evaluate_real, format_table, real_best, trajectory_ranks
 from .schema import Table
 from .search_results import SearchResults
 from .space import OPS, parse
@@ -41,7 +40,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
     sa_final = an.standalone_final(table)
     mask = an.attempted(table)
 
-    ev = evaluate(table, [p for p in default_policies().values() if table.ws is not None or not p.uses_ws], runs)
+    ev = evaluate(table, applicable_policies(table), runs)
     ev += evaluate_real(table, real) if real is not None else []
     md += [f"## Search policies ({runs} runs each, budget 10 standalone queries)", "", format_table(ev, real_best(table)), ""]
     fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -85,6 +84,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
                f"{np.mean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures.", ""]
         plt.close(fig)
     md += _sharing_amount(table, mask)  # with or without whole-space super-nets
+    md += _proxies(plt, table, reference, out)
     md += _by_epoch(plt, table, reference, out)
 
     seeds = an.seed_agreement(table)
@@ -179,4 +179,40 @@ def _by_epoch(plt, table: Table, reference: Table | None, out: Path) -> list[str
         md.append(f"| {r.epoch:.2f} | {r.tau_final:+.3f} | " + (f"{r.tau_reference:+.3f} | " if reference is not None
                   else "") + f"{r.seed_tau:+.3f} | {r.top5_overlap:.2f} | {r.tau_top_quarter:+.3f} | "
                   + (", ".join(f"{t:+.3f}" for t in r.ws_tau) or "–") + " |")
+    return md + [""]
+
+
+def _proxies(plt, table: Table, reference: Table | None, out: Path) -> list[str]:
+    """The zero-cost proxies against the standalone ranking: a table of agreement (and against the reference
+    table's ranking), and each proxy's tau-b at every standalone checkpoint."""
+    from .proxy_analyses import proxy_agreement, proxy_by_epoch
+
+    rows = proxy_agreement(table)
+    if not rows:
+        return []
+    fmt = lambda v: "–" if not np.isfinite(v) else f"{v:+.3f}"  # noqa: E731
+    how = table.attrs.get("proxies", {})
+    secs = how.get("seconds", {})
+    ref = {r.proxy: r.tau_b for r in proxy_agreement(table, against=reference)} if reference is not None else {}
+    md = ["## Zero-cost proxies vs standalone training", "",
+          f"Each proxy at initialisation (seeds {', '.join(str(int(s)) for s in table.proxies.seeds)}; "
+          f"{how.get('total_seconds', float('nan')):.0f} s in all on {how.get('device', '?')}), its seed mean "
+          "against the mean final validation ppl (higher proxy = predicted better).", "",
+          "| proxy | seconds | tau-b | Spearman | top-10 % overlap | seed-to-seed tau-b | n |"
+          + (f" tau-b vs {reference.preset} table |" if reference is not None else ""),
+          "|---|---|---|---|---|---|---|" + ("---|" if reference is not None else "")]
+    for r in rows:
+        md.append(f"| {r.proxy} | {secs[r.proxy]:.1f} | " if r.proxy in secs else f"| {r.proxy} | – | ")
+        md[-1] += (f"{fmt(r.tau_b)} | {fmt(r.spearman)} | {'–' if not np.isfinite(r.top_overlap) else f'{r.top_overlap:.2f}'}"
+                   f" | {fmt(r.seed_tau)} | {r.n} |" + (f" {fmt(ref.get(r.proxy, np.nan))} |" if ref else ""))
+    by = {k: v for k, v in proxy_by_epoch(table).items() if k != "params"}
+    if len(table.standalone.epochs) > 1:
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        for name, taus in by.items():
+            ax.plot(table.standalone.epochs, taus, "-o", ms=3, label=name)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="standalone epoch", ylabel="Kendall tau-b vs standalone then", ylim=(-1, 1))
+        ax.legend(fontsize=7, ncol=2)
+        md += ["", f"![proxies by epoch]({_save(fig, out / 'proxies_by_epoch.png')})"]
+        plt.close(fig)
     return md + [""]

@@ -11,6 +11,10 @@ the time to reach it; an architecture trained further later pays only the differ
 where it stopped, as multi-fidelity methods do), so its total is the time to its highest checkpoint.
 ``queries`` counts distinct architectures; continuing one to a higher checkpoint is not a new query, but it is
 charged against the seconds budget.
+
+Zero-cost proxies (a table with ``/proxies``): :meth:`Simulator.proxy` answers one proxy of one architecture at
+the run's proxy seed (one initialisation, as a user computes it once), charging that proxy's measured seconds per
+architecture (the table's ``proxies`` attribute) once per (proxy, architecture); it spends no standalone query.
 """
 from __future__ import annotations
 
@@ -19,11 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import BudgetExhausted, QueryLimitExceeded
+from . import schema
 from .schema import Status, Table
 from .stats import mean_over_ok, worst_last
-
-
-
 
 MAX_CALLS = 1_000_000
 """Questions (``query``, ``query_at``, ``ws_query``, re-queries included) one run may ask: far above what any
@@ -52,7 +54,7 @@ class Simulator:
     """
 
     def __init__(self, table: Table, rng: np.random.Generator, budget: Budget = Budget(), checkpoint: int = -1,
-                 seed: int | None = None, ws_seed: int | None = None):
+                 seed: int | None = None, ws_seed: int | None = None, proxy_seed: int | None = None):
         self.table, self.rng, self.budget = table, rng, budget
         self.space = table.space
         sa = table.standalone
@@ -84,6 +86,12 @@ class Simulator:
                 raise ValueError(f"WS seed {ws_seed} is not ok in this table")
             self._ws_valid = np.where(np.isfinite(table.ws.valid_ppl[k, -1]), table.ws.valid_ppl[k, -1], np.inf)
             self._ws_cost = float(table.ws.seconds[k, -1])
+        self.proxy_seed = proxy_seed
+        self._proxy_values, self._proxy_cost, self._proxy_paid = self._proxy_oracle(table, proxy_seed), {}, set()
+        if self._proxy_values:
+            secs = table.attrs.get("proxies", {}).get("seconds", {})
+            per_run = max(table.proxies.seeds.size * table.space.size, 1)  # the seconds are over every [N, S] slot
+            self._proxy_cost = {name: float(secs.get(name, 0.0)) / per_run for name in self._proxy_values}
         self.queries = 0
         self.calls = 0  # every question, re-queries included (bounded by MAX_CALLS)
         self.seconds = 0.0
@@ -169,6 +177,40 @@ class Simulator:
             self._ws_paid = True
             self.seconds += self._ws_cost
         return float(self._ws_valid[int(arch)])
+
+    @staticmethod
+    def _proxy_oracle(table: Table, proxy_seed: int | None) -> dict[str, np.ndarray]:
+        if proxy_seed is None:
+            return {}
+        pz = table.proxies
+        if pz is None:
+            raise ValueError("this table has no zero-cost proxies (add them with: nasbench_ptb proxies TABLE)")
+        if proxy_seed not in pz.seeds:
+            raise ValueError(f"proxy seed {proxy_seed} is not in the table (its proxy seeds: {list(map(int, pz.seeds))})")
+        k = int(np.flatnonzero(pz.seeds == proxy_seed)[0])
+        return {name: np.asarray(getattr(pz, name)[:, k], dtype=float) for name in schema.columns("proxies", "NS")}
+
+    def proxy(self, arch: int, name: str) -> float:
+        """Zero-cost proxy ``name`` of ``arch`` at the run's proxy seed (higher predicts better, as its paper
+        scores it; ``-inf`` where it is undefined); its measured seconds per architecture are charged once.
+
+        Raises:
+            ValueError: the run has no proxy oracle (no ``proxy_seed``), or no proxy of that name.
+            BudgetExhausted: a new score beyond the seconds budget.
+        """
+        self._count()
+        if not self._proxy_values:
+            raise ValueError("this run has no proxy oracle (a table without /proxies, or no proxy_seed)")
+        if name not in self._proxy_values:
+            raise ValueError(f"unknown proxy {name!r} (the table's: {', '.join(self._proxy_values)})")
+        arch = int(arch)
+        if (name, arch) not in self._proxy_paid:
+            if self.budget.seconds is not None and self.seconds >= self.budget.seconds:
+                raise BudgetExhausted
+            self._proxy_paid.add((name, arch))
+            self.seconds += self._proxy_cost[name]
+        value = float(self._proxy_values[name][arch])
+        return value if np.isfinite(value) else -np.inf
 
     def unseen(self) -> np.ndarray:
         """Candidates not queried yet (in id order)."""

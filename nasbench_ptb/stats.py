@@ -55,3 +55,21 @@ def ranking(table: Table) -> np.ndarray:
     """Architecture ids, best first, by mean final validation ppl; those without an ok run come last."""
     mean = mean_over_ok(final_valid(table), table.standalone.status)
     return np.argsort(np.where(np.isnan(mean), np.inf, mean), kind="stable")
+
+
+def proxy_names() -> tuple[str, ...]:
+    """The zero-cost proxies a table stores (``/proxies``), in declaration order: the per-seed ones, then the
+    parameter count."""
+    from . import schema
+
+    return (*schema.columns("proxies", "NS"), "params")
+
+
+def proxy_mean(table: Table, name: str) -> np.ndarray:
+    """``[N]`` a proxy's mean over its seeds (NaN where no seed gave a finite value); ``params`` as stored."""
+    values = getattr(table.proxies, name)
+    if values.ndim == 1:
+        return values.astype(float)
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        return np.where(finite.any(axis=1), np.where(finite, values, 0.0).sum(axis=1) / finite.sum(axis=1), np.nan)

@@ -87,6 +87,20 @@ def synthetic_table(path, space_name: str = "2node", seeds: int = 2, ws_seeds: i
     return table
 
 
+def with_proxies(table, seeds, values: dict, seconds: dict | None = None):
+    """``table`` with a /proxies group: ``values`` per proxy (broadcast to [N, S]; the rest NaN), params 7, and the
+    measured ``seconds`` per proxy (over all [N, S] slots) in its attributes."""
+    from nasbench_ptb import schema
+
+    N = table.space.size
+    group = schema.Proxies.empty(N, list(seeds), params=np.full(N, 7))
+    for name, v in values.items():
+        getattr(group, name)[:] = v
+    attrs = {**table.attrs, "proxies": {"seconds": dict(seconds or {}), "total_seconds": sum((seconds or {}).values()),
+                                        "device": "test"}}
+    return dataclasses.replace(table, proxies=group, attrs=attrs)
+
+
 def kill_after_parts(cmd, parts, n: int, env: dict, timeout: float = 120.0, pattern: str = "unit-*.h5") -> dict:
     """Start a build command, SIGKILL it once ``parts`` (its ``<out>.parts`` folder) holds ``n`` files matching
     ``pattern`` (default: finished standalone units; ``state-*.h5``: saved states of running units), and return

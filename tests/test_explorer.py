@@ -11,11 +11,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from nasbench_ptb.space import parse
+from nasbench_ptb.space import parse, space
 
-from helpers import synthetic_table
+from helpers import key_valid, synthetic_table, with_proxies
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -48,8 +49,13 @@ def _serve(tables):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from nasbench_ptb import schema
+
     d = tmp_path_factory.mktemp("tables")
-    synthetic_table(d / "2node-x.h5")
+    base = synthetic_table(d / "2node-x.h5")
+    synflow = -key_valid(np.arange(32)).astype(float)  # agrees with training; hidden_cov reverses it
+    schema.write(with_proxies(base, [0, 1], {"synflow": synflow[:, None], "hidden_cov": -synflow[:, None]},
+                              {"synflow": 6.4}), d / "2node-x.h5")
     proc, url = _serve([d / "2node-x.h5"])
     yield url
     proc.terminate()
@@ -135,6 +141,23 @@ def test_ws_view_draws_a_scatter_per_super_net(server, browser):
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tau-over-training path.curve")) == 2
 
 
+def test_proxies_view_draws_a_scatter_per_proxy_and_the_arch_page_lists_them(server, browser):
+    assert visit(browser, f"{server}/#/proxies/2node") == []
+    figs = {f.get_attribute("data-proxy"): f for f in browser.find_elements(By.CSS_SELECTOR, "figure.proxy-scatter")}
+    assert len(figs) == 7 and len(figs["synflow"].find_elements(By.TAG_NAME, "circle")) == 30
+    assert "tau-b 0.9" in figs["synflow"].text or "tau-b 1.0" in figs["synflow"].text  # 3 diverged: not exactly 1
+    assert "tau-b -0.9" in figs["hidden_cov"].text or "tau-b -1.0" in figs["hidden_cov"].text
+    assert figs["grasp"].find_elements(By.TAG_NAME, "circle") == []  # never computed: nothing drawn
+    row = browser.find_element(By.CSS_SELECTOR, "#proxy-agreement tr[data-proxy='synflow']").text
+    assert row.split()[-2:] == ["31", "6.4"]  # n: the 31 attempted cells; seconds as measured
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#proxy-tau-by-epoch path.curve")) >= 2
+    assert visit(browser, f"{server}/#/arch/{space('2node').from_id(27).hash}") == []
+    cells = [tr.text for tr in browser.find_elements(By.CSS_SELECTOR, "#proxies tbody tr")]
+    assert len(cells) == 7 and any(c.startswith("synflow") and c.endswith(" 1") for c in cells)  # 27: the best
+    assert visit(browser, f"{server}/#/?space=2node") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "a[href='#/proxies/2node']")
+
+
 def test_screenshots_of_the_shipped_tables(browser, tmp_path):
     """The shipped tables load in the explorer without errors; the screenshots go to $NASBENCH_PTB_SCREENSHOTS
     (the README's come from there) or to the test's own folder."""
@@ -147,7 +170,7 @@ def test_screenshots_of_the_shipped_tables(browser, tmp_path):
         out.mkdir(parents=True, exist_ok=True)
         best = api.spaces(["2node"])[0].best(k=1)[0]
         for name, page in (("leaderboard", "#/?space=2node&limit=15"), ("arch", f"#/arch/{best.hash}"),
-                           ("ws", "#/ws/2node")):
+                           ("ws", "#/ws/2node"), ("proxies", "#/proxies/2node")):
             assert visit(browser, f"{url}/{page}") == []
             browser.save_screenshot(str(out / f"explorer-{name}.png"))
             assert (out / f"explorer-{name}.png").stat().st_size > 10_000

@@ -197,3 +197,24 @@ def test_a_syne_tune_folder_is_replaced_only_with_force_and_whole(table, tmp_pat
     assert main([*args, "--force"]) == 0
     assert not (tmp_path / "bb" / "mine.txt").exists() and any((tmp_path / "bb").iterdir())
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_the_long_format_carries_the_proxies_as_their_own_part(table, tmp_path):
+    from helpers import with_proxies
+
+    values = np.arange(64.0).reshape(32, 2)
+    cols = long_columns(with_proxies(table, [0, 1], {"synflow": values}))
+    part = cols["part"]
+    assert (part == "proxies").sum() == 32 * 2 and (part == "standalone").sum() == 32 * 2 * 5
+    (r,) = np.flatnonzero((part == "proxies") & (cols["id"] == 9) & (cols["seed"] == 1))
+    assert cols["proxy_synflow"][r] == values[9, 1] == 19.0 and cols["genotype"][r] == table.space.from_id(9).canonical
+    assert cols["checkpoint"][r] == -1 and cols["epoch"][r] == 0.0 and cols["status"][r] == "ok"
+    assert np.isnan(cols["valid_ppl"][part == "proxies"]).all() and np.isnan(cols["proxy_grasp"][r])
+    assert np.isnan(cols["proxy_synflow"][part != "proxies"]).all()  # never spread onto training rows
+    assert "proxy_synflow" not in long_columns(table)  # a table without proxies has no such columns
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    schema.write(with_proxies(table, [0, 1], {"synflow": values}), tmp_path / "z.h5")
+    assert main(["export", str(tmp_path / "z.h5"), "--format", "parquet", "--out", str(tmp_path / "z.parquet")]) == 0
+    df = pd.read_parquet(tmp_path / "z.parquet")
+    assert df.loc[(df.part == "proxies") & (df.id == 9) & (df.seed == 1), "proxy_synflow"].item() == 19.0

@@ -8,6 +8,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -16,14 +17,22 @@ from fastapi.testclient import TestClient  # noqa: E402
 from nasbench_ptb.server.app import create_app  # noqa: E402
 from nasbench_ptb.space import parse, space as parse_space  # noqa: E402
 
-from helpers import key_test, key_valid, synthetic_table  # noqa: E402
+from helpers import key_test, key_valid, synthetic_table, with_proxies  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
+    from nasbench_ptb import schema
+
     d = tmp_path_factory.mktemp("tables")
-    synthetic_table(d / "2node-x.h5")
-    synthetic_table(d / "3node-x.h5", "3node")
+    base = synthetic_table(d / "2node-x.h5")
+    ids = np.arange(32)
+    synflow = -key_valid(ids).astype(float)
+    synflow[3] = -1000.0  # 3 diverged: last under training, last under synflow
+    # the 2-node table has proxies: synflow agrees with training, hidden_cov is the reverse of it, grasp undefined
+    schema.write(with_proxies(base, [0, 1], {"synflow": synflow[:, None], "hidden_cov": key_valid(ids)[:, None]},
+                              {"synflow": 6.4, "hidden_cov": 3.2}), d / "2node-x.h5")
+    synthetic_table(d / "3node-x.h5", "3node")  # and the 3-node one none
     return [d / "2node-x.h5", d / "3node-x.h5"]
 
 
@@ -236,7 +245,7 @@ def test_openapi_conformance_of_every_route(tables):
     with TestClient(app):  # runs the lifespan: tables loaded
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [operation.ok() for operation in schema.get_all_operations()]
-        assert len(operations) == 6
+        assert len(operations) == 7
         for op in operations:
             for mode in schemathesis.GenerationMode:  # valid requests, and requests that break the schema
                 if mode == schemathesis.GenerationMode.NEGATIVE and not op.path_parameters and not op.query:
@@ -383,3 +392,30 @@ def test_leaderboard_filters_ws_sort_and_the_ws_view(client):
     want = summary.ws_vs_standalone_tau(table)[0].tau  # over the 31 attempted cells; the view's scatter has 30
     assert view["tau_final"][0] == pytest.approx(want)
     assert client.get("/ws/9node").status_code == 404 and client.get("/ws/two").status_code == 422
+
+
+def test_leaderboard_by_a_proxy_and_the_proxy_view(client):
+    get = lambda **p: client.get("/archs", params={"space": "2node", "limit": 1000, **p})  # noqa: E731
+    items = get(sort="synflow").json()["items"]
+    assert [r["id"] for r in items[:3]] == [27, 18, 9] and items[0]["proxy"] == 0.0  # asc: the highest proxy first
+    assert items[-1]["id"] == 3 and items[-1]["proxy"] == -1000.0 and items[-2]["id"] == 4
+    assert {r["id"]: r["proxy"] for r in items}[1] == -10.0  # never trained, yet scored: a proxy needs no training
+    rev = get(sort="hidden_cov").json()["items"]
+    assert rev[0]["id"] == 4 and rev[0]["proxy"] == 31.0  # key 31: the reverse of training
+    assert get(sort="grasp").json()["items"][0]["proxy"] is None  # undefined everywhere: no value, none first
+    r = get(sort="synflow", space="3node")
+    assert r.status_code == 404 and "no zero-cost proxies" in r.json()["detail"]
+    view = client.get("/proxies/2node").json()
+    assert view["seeds"] == [0, 1] and len(view["ids"]) == 30 and 3 not in view["ids"]
+    assert view["proxies"]["synflow"] == [-float(key_valid(i)) for i in view["ids"]]
+    rows = {r["proxy"]: r for r in view["agreement"]}
+    assert rows["synflow"]["tau_b"] == pytest.approx(1.0) and rows["synflow"]["seconds"] == 6.4
+    assert rows["hidden_cov"]["tau_b"] < -0.9 and rows["grasp"]["tau_b"] is None and rows["params"]["tau_b"] is None
+    assert len(view["tau_by_epoch"]["synflow"]) == len(view["epochs"]) == 5 and "params" not in view["tau_by_epoch"]
+    assert view["tau_by_epoch"]["synflow"][-1] == pytest.approx(1.0)
+    r = client.get("/proxies/3node")
+    assert r.status_code == 404 and "no zero-cost proxies" in r.json()["detail"]
+    assert client.get("/proxies/9node").status_code == 404 and client.get("/proxies/two").status_code == 422
+    rec = client.get(f"/arch/{parse_space('2node').from_id(27).hash}").json()
+    synflow = {z["name"]: z for z in rec["proxies"]}["synflow"]
+    assert synflow["rank"] == 1 and synflow["values"] == [0.0, 0.0] and synflow["seeds"] == [0, 1]

@@ -9,7 +9,7 @@ from nasbench_ptb import schema
 from nasbench_ptb.builder import proxies
 from nasbench_ptb.space import space
 
-from helpers import synthetic_table, tiny_corpus, tiny_preset
+from helpers import synthetic_table, tiny_corpus, tiny_preset, with_proxies
 
 V, H, T, B = 5, 2, 3, 4
 GENOTYPES = ["relu:0|sigmoid:1", "identity:0|tanh:0"]  # 2node cells: node 2 reads node 1, or the input state
@@ -239,15 +239,6 @@ def test_the_fused_float32_decoder_gives_the_float64_values(case):
         np.testing.assert_allclose(values[torch.float32], values[torch.float64], rtol=1e-4, err_msg=name)
 
 
-def _with_proxies(table, seeds, values):
-    import dataclasses
-
-    group = schema.Proxies.empty(32, list(seeds), params=np.full(32, 7))
-    for name, v in values.items():
-        getattr(group, name)[:] = v
-    return dataclasses.replace(table, proxies=group)
-
-
 def test_agreement_on_a_constructed_table(tmp_path):
     """grad_norm = -ppl ranks as training does (tau +1), snip = +ppl the reverse (-1); the seeds of jacob_cov
     disagree exactly (seed tau -1); params is constant: NaN, never a number."""
@@ -258,7 +249,7 @@ def test_agreement_on_a_constructed_table(tmp_path):
     ppl = standalone_final(table)
     fill = np.where(np.isnan(ppl), 1e9, ppl)  # the diverged cell: worst under training, so worst here too
     base = np.arange(32.0)
-    rows = {r.proxy: r for r in proxy_agreement(_with_proxies(table, [0, 1], {
+    rows = {r.proxy: r for r in proxy_agreement(with_proxies(table, [0, 1], {
         "grad_norm": np.stack([-fill, -fill], 1), "snip": np.stack([fill, fill], 1),
         "jacob_cov": np.stack([base, -base], 1), "grasp": np.nan, "fisher": 1.0, "synflow": np.stack([-fill] * 2, 1),
         "hidden_cov": np.stack([-fill] * 2, 1)}))}
@@ -269,6 +260,7 @@ def test_agreement_on_a_constructed_table(tmp_path):
     assert rows["jacob_cov"].seed_tau == pytest.approx(-1.0) and rows["grad_norm"].seed_tau == pytest.approx(1.0)
     for name in ("params", "fisher", "grasp"):  # constant or never finite: undefined
         assert np.isnan(rows[name].tau_b) and np.isnan(rows[name].spearman), name
+        assert np.isnan(rows[name].top_overlap), name  # a constant ranks no top 10 %, not the first ids
     assert list(rows)[-1] == "params"
 
 

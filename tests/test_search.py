@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nasbench_ptb import schema
-from nasbench_ptb.evaluate import evaluate, format_table, real_best
+from nasbench_ptb.evaluate import applicable_policies, evaluate, format_table, real_best
 from nasbench_ptb.policies import (EnasLike, LocalSearch, NaoLike, RandomChoice, RandomSearch, RegularizedEvolution,
                                    WSTop1, default_policies, encode, neighbours)
 from nasbench_ptb.simulator import Budget, BudgetExhausted, Simulator
@@ -155,7 +155,8 @@ def test_neighbours_are_one_edit_away():
 
 
 def test_table3_format_and_cli(table, tmp_path):
-    res = evaluate(table, list(default_policies().values()), runs=3)
+    res = evaluate(table, applicable_policies(table), runs=3)
+    assert [r.policy for r in res] == [n for n in default_policies() if not n.startswith("zc_")]  # no proxies here
     text = format_table(res, real_best(table))
     assert text.count("\n") == 2 + len(res) and "REAL-BEST (identity:0|identity:0)" in text
     path = tmp_path / "t.h5"

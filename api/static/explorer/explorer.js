@@ -1,5 +1,5 @@
 // nasbench-ptb explorer: a leaderboard per table, a page per architecture, weight sharing vs standalone.
-// Plain script over the JSON API (/spaces, /archs, /arch/{hash}, /ws/{space}); charts are hand-drawn SVG.
+// Plain script over the JSON API (/spaces, /archs, /arch/{hash}, /ws/{space}, /proxies/{space}); charts are hand-drawn SVG.
 "use strict";
 
 const app = document.getElementById("app");
@@ -28,6 +28,8 @@ async function getJSON(url) {
 const fmt = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 
 // ---- charts ---------------------------------------------------------------------------------------------------
+// an axis label: two decimals below 10, none above; exponent form where that would hide the values (proxies)
+const tick = (v, span) => (span < 0.05 || Math.abs(v) >= 1e5 ? Number(v).toExponential(1) : fmt(v, Math.abs(v) < 10 ? 2 : 0));
 function chart(series, { xlabel = "", ylabel = "", width = 440, height = 260, points = false, diagonal = false } = {}) {
   const pad = { l: 56, r: 12, t: 10, b: 40 };
   const xs = series.flatMap(s => s.xs).filter(Number.isFinite);
@@ -44,7 +46,7 @@ function chart(series, { xlabel = "", ylabel = "", width = 440, height = 260, po
   for (let i = 0; i <= 4; i++) {
     const xv = x0 + (x1 - x0) * i / 4, yv = y0 + (y1 - y0) * i / 4;
     svg.append(el("text", { x: X(xv), y: height - pad.b + 14, "text-anchor": "middle" }, fmt(xv, xv < 10 ? 2 : 0)),
-               el("text", { x: pad.l - 4, y: Y(yv) + 4, "text-anchor": "end" }, fmt(yv, Math.abs(yv) < 10 ? 2 : 0)));
+               el("text", { x: pad.l - 4, y: Y(yv) + 4, "text-anchor": "end" }, tick(yv, y1 - y0)));
   }
   svg.append(el("text", { x: (width + pad.l) / 2, y: height - 6, "text-anchor": "middle" }, xlabel),
              el("text", { x: 12, y: height / 2, transform: `rotate(-90 12 ${height / 2})`, "text-anchor": "middle" }, ylabel));
@@ -118,7 +120,8 @@ async function leaderboard() {
       el("label", {}, "status ", select("status", [["", "any"], ["ok", "ok"], ["diverged", "diverged"], ["missing", "missing"]], p.status)),
       el("label", {}, "op ", select("op", [["", "any"], ...OPS.map(o => [o, o])], p.op)),
       p.iso ? el("span", {}, `iso class ${p.iso} `, el("a", { href: "#", onclick: e => { e.preventDefault(); go("#/", { ...p, iso: "", offset: 0 }); } }, "(clear)")) : "",
-      el("a", { href: `#/ws/${space.space}` }, "weight sharing vs standalone →")),
+      el("a", { href: `#/ws/${space.space}` }, "weight sharing vs standalone →"),
+      (space.proxy_seeds || []).length ? el("a", { href: `#/proxies/${space.space}` }, " zero-cost proxies vs standalone →") : ""),
     el("table", { id: "leaderboard" },
       el("thead", {}, el("tr", {}, head("id", "id"), el("th", {}, "genotype"), el("th", {}, "status"),
         head("valid ppl", "valid_ppl"), head("test ppl", "test_ppl"), el("th", {}, "seeds"),
@@ -162,6 +165,11 @@ async function archPage(hash) {
       el("figure", { id: "ws-curves" }, el("figcaption", {}, "validation ppl under each super-net"),
         chart(r.ws.map(w => ({ xs: w.epochs, ys: w.valid_ppl })), { xlabel: "super-net epoch", ylabel: "valid ppl" }),
         legend(r.ws.map(w => `WS seed ${w.seed} (${w.status}), rank ${w.rank ?? "–"}`)))),
+    (r.proxies || []).length ? el("div", {},
+      el("h3", {}, "Zero-cost proxies at initialisation"),
+      el("table", { id: "proxies" }, el("thead", {}, el("tr", {}, ["proxy", "mean", "seeds", "rank (1 = highest)"].map(h => el("th", {}, h)))),
+        el("tbody", {}, r.proxies.map(z => el("tr", {}, el("td", {}, z.name), el("td", { class: "num" }, z.mean === null ? "–" : z.mean.toPrecision(4)),
+          el("td", { class: "num" }, z.n), el("td", { class: "num" }, z.rank ?? "–")))))) : "",
     el("h3", {}, "Iso twins (the same cell up to node renumbering)"),
     el("ul", { id: "twins" }, twins.items.filter(t => t.hash !== r.hash).map(t => el("li", {}, el("a", { href: `#/arch/${t.hash}` }, t.genotype), ` valid ${fmt(t.valid_ppl)}`)).concat(twins.total > 1 ? [] : [el("li", { class: "muted" }, "none")])));
 }
@@ -183,16 +191,41 @@ async function wsPage(space) {
         legend(v.seeds.map(s => `seed ${s}`)))));
 }
 
+async function proxiesPage(space) {
+  let v;
+  try { v = await getJSON(`/proxies/${space}`); } catch (e) {
+    app.replaceChildren(el("p", { id: "not-found", class: "error" }, e.message)); return;
+  }
+  const agree = Object.fromEntries(v.agreement.map(r => [r.proxy, r]));
+  const names = Object.keys(v.proxies);
+  app.replaceChildren(
+    el("h2", {}, `Zero-cost proxies vs standalone: ${v.space}`),
+    el("p", {}, `Each point is an architecture: its mean standalone validation ppl against a proxy's mean over seeds ${v.seeds.join(", ")} at initialisation (higher predicts better, so agreement slopes down; tau-b compares the proxy's ranking, highest first, with training's).`),
+    el("table", { id: "proxy-agreement" }, el("thead", {}, el("tr", {}, ["proxy", "tau-b", "Spearman", "top-10 %", "seed tau-b", "n", "seconds"].map(h => el("th", {}, h)))),
+      el("tbody", {}, v.agreement.map(r => el("tr", { "data-proxy": r.proxy }, el("td", {}, r.proxy), el("td", { class: "num" }, fmt(r.tau_b, 3)),
+        el("td", { class: "num" }, fmt(r.spearman, 3)), el("td", { class: "num" }, fmt(r.top_overlap, 2)), el("td", { class: "num" }, fmt(r.seed_tau, 3)),
+        el("td", { class: "num" }, r.n), el("td", { class: "num" }, fmt(r.seconds, 1)))))),
+    el("div", { class: "charts" },
+      names.map(n => el("figure", { class: "proxy-scatter", "data-proxy": n },
+        el("figcaption", {}, `${n}: Kendall tau-b ${fmt(agree[n] ? agree[n].tau_b : null, 3)}`),
+        chart([{ xs: v.standalone_valid_ppl, ys: v.proxies[n] }], { points: true, xlabel: "standalone valid ppl", ylabel: n, width: 300 }))),
+      el("figure", { id: "proxy-tau-by-epoch" }, el("figcaption", {}, "tau-b vs standalone at each standalone checkpoint"),
+        chart(names.map(n => ({ xs: v.epochs, ys: v.tau_by_epoch[n] })), { xlabel: "standalone epoch", ylabel: "Kendall tau-b" }),
+        legend(names))));
+}
+
 async function route() {
   try {
     if (!SPACES) {
       SPACES = await getJSON("/spaces");
-      document.getElementById("ws-links").replaceChildren(...SPACES.filter(s => s.ws_seeds.length).map(s => el("a", { href: `#/ws/${s.space}` }, `WS ${s.space} `)));
+      document.getElementById("ws-links").replaceChildren(...SPACES.filter(s => s.ws_seeds.length).map(s => el("a", { href: `#/ws/${s.space}` }, `WS ${s.space} `)),
+        ...SPACES.filter(s => (s.proxy_seeds || []).length).map(s => el("a", { href: `#/proxies/${s.space}` }, `proxies ${s.space} `)));
     }
     const path = location.hash.replace(/^#/, "").split("?")[0] || "/";
-    const m = path.match(/^\/arch\/(.+)$/), w = path.match(/^\/ws\/(.+)$/);
+    const m = path.match(/^\/arch\/(.+)$/), w = path.match(/^\/ws\/(.+)$/), z = path.match(/^\/proxies\/(.+)$/);
     if (m) await archPage(decodeURIComponent(m[1]));
     else if (w) await wsPage(decodeURIComponent(w[1]));
+    else if (z) await proxiesPage(decodeURIComponent(z[1]));
     else await leaderboard();
     document.body.dataset.ready = location.hash || "#/";
   } catch (e) {
