@@ -177,7 +177,7 @@ def format_table(results: Sequence[PolicyResult], best: dict) -> str:
             "P(best) | P(best iso) | regret | search cost (s) |\n|---|---|---|---|---|---|---|---|---|---|")
     rows = [f"| {r.policy}{f' (exact expectation over {r.runs} cells)' if r.exact else ''} | {_spread(r.valid_mean, r.valid_std)} | {_spread(r.test_mean, r.test_std)} | "
             f"{r.valid_best:.2f} | {r.test_best:.2f} | {r.mean_rank:.1f} | {r.p_best:.2f} | {r.p_best_iso:.2f} | "
-            f"{r.regret:.2f} | {r.cost_seconds:.0f} |" for r in results]
+            f"{max(r.regret, 0.0):.2f} | {r.cost_seconds:.0f} |" for r in results]
     rows.append(f"| REAL-BEST ({best['genotype']}) | {best['valid']:.2f} | {best['test']:.2f} | {best['valid']:.2f} | "
                 f"{best['test']:.2f} | 1.0 | 1.00 | 1.00 | 0.00 | – |")
     return "\n".join([head, *rows])
