@@ -135,3 +135,48 @@ def test_info_and_report_show_the_proxies_against_training(table, tmp_path, caps
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Zero-cost proxies vs standalone training" in md and "| synflow | 0.5 | +1.000 |" in md.replace("32.0", "0.5")
     assert "| zc_top1 |" in md and (tmp_path / "rep" / "proxies_by_epoch.png").exists()
+
+
+def test_zc_policies_under_a_seconds_budget_and_when_the_best_trained_is_not_the_proxys_first(table):
+    sim = _sim(table, proxy_seed=1, budget=Budget(queries=3))
+    # seed 1 reverses training: it trains keys 31, 30, 29 and returns the best of those, key 29's cell (22)
+    assert ZeroCostTopK().search(sim) == 22 and [int(key_valid(a)) for a, _ in sim.history] == [31, 30, 29]
+    # 2 s of budget: two cells scored (0 and 2: 1 s each), none trained -> the proxy's best of those two
+    assert ZeroCostTopK().search(_sim(table, budget=Budget(seconds=2.0))) == 0  # key 3 beats key 17
+    assert ZeroCostTop1().search(_sim(table, budget=Budget(seconds=2.0))) == 0
+    broke = _sim(table, budget=Budget(seconds=0.0))  # nothing can be scored: a random candidate, no error
+    assert ZeroCostTop1().search(broke) in set(broke.candidates.tolist())
+    assert ProxyWarmEvolution().search(_sim(table, budget=Budget(seconds=0.0))) in set(broke.candidates.tolist())
+
+
+def test_agreement_against_another_table_top_k_size_and_small_cases(table, tmp_path):
+    import dataclasses
+
+    from nasbench_ptb.proxy_analyses import _spearman, agreement_lines, proxy_agreement, proxy_by_epoch
+
+    sa = table.standalone
+    flipped = dataclasses.replace(table, standalone=dataclasses.replace(sa, valid_ppl=400.0 - sa.valid_ppl))
+    rows = {r.proxy: r for r in proxy_agreement(dataclasses.replace(table, proxies=None), against=flipped)}
+    assert rows == {}  # the proxies come from the first table: none there, none judged
+    rows = {r.proxy: r for r in proxy_agreement(table, against=flipped)}
+    assert rows["synflow"].tau_b < -0.8  # judged by the reference's (reversed) ranking, not the table's own (+1)
+    three = synthetic_table(tmp_path / "3.h5", "3node")
+    with pytest.raises(ValueError, match="the proxies are of 2node, the table to judge them by is 3node"):
+        proxy_agreement(table, against=three)
+    # top 10 % of the 31 attempted cells is 3: a proxy that puts keys 0, 1 and 5 on top overlaps 2 of 3
+    score = -key_valid(IDS).astype(float)
+    score[int(np.flatnonzero(key_valid(IDS) == 2)[0])] = -50.0
+    score[int(np.flatnonzero(key_valid(IDS) == 5)[0])] = 0.5
+    custom = with_proxies(table, [0, 1], {"fisher": score[:, None]}, SECONDS)
+    assert {r.proxy: r for r in proxy_agreement(custom)}["fisher"].top_overlap == pytest.approx(2 / 3)
+    assert proxy_by_epoch(dataclasses.replace(table, proxies=None)) == {}
+    assert _spearman(np.array([1.0, 2.0, np.nan]), np.array([1.0, 2.0, 3.0])) == pytest.approx(1.0)  # two finite
+    assert np.isnan(_spearman(np.array([1.0, np.nan, np.nan]), np.array([1.0, 2.0, 3.0])))
+    from nasbench_ptb.proxy_analyses import ProxyRow
+
+    nan = float("nan")
+    assert agreement_lines([ProxyRow("synflow", 1.0, 0.5, nan, -0.25, 31), ProxyRow("params", nan, nan, nan, nan, 31)],
+                           {"synflow": 6.4}) == [
+        "proxy        seconds  tau-b spearman top-10 % seed tau   n",
+        "synflow          6.4  +1.00    +0.50        –    -0.25  31",
+        "params             –      –        –        –        –  31"]
