@@ -263,12 +263,13 @@ def _leaderboard_rows(bench: nb.Benchmark, sort: str, order: str, ws_seed: int |
     rows = [bench.query(i, curves=False) for i in ids]
     proxy = bench.proxy(sort) if sort in PROXIES else None
     return [
-        LeaderboardRow(proxy=_finite(proxy[r.id]) if proxy is not None else None,rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
+        LeaderboardRow(rank=r.standalone.rank if r.standalone else None, id=r.id, genotype=r.genotype,
                        hash=r.hash, iso_hash=r.iso_hash, status=r.standalone.status if r.standalone else "missing",
                        n_seeds=r.standalone.n_seeds if r.standalone else 0,
                        valid_ppl=_finite(r.standalone.valid_ppl) if r.standalone else None,
                        test_ppl=_finite(r.standalone.test_ppl) if r.standalone else None,
-                       ws_valid_ppl=[_finite(w.final_valid_ppl) for w in r.ws], ws_rank=[w.rank for w in r.ws])
+                       ws_valid_ppl=[_finite(w.final_valid_ppl) for w in r.ws], ws_rank=[w.rank for w in r.ws],
+                       proxy=_finite(proxy[r.id]) if proxy is not None else None)
         for r in rows
     ]
 
@@ -299,23 +300,18 @@ def _ws_view(bench: nb.Benchmark) -> WsView:
 
 
 def _proxy_view(bench: nb.Benchmark) -> ProxyView:
-    from nasbench_ptb.proxy_analyses import proxy_agreement, proxy_by_epoch
+    from nasbench_ptb.proxy_analyses import proxy_summary
 
-    table = bench.table
+    zc = proxy_summary(bench.table)
     sa = bench.values("valid_ppl")
     ids = np.flatnonzero(np.isfinite(sa))
-    how = table.attrs.get("proxies", {})
-    secs = how.get("seconds", {})
     return ProxyView(space=bench.space.name, ids=ids.tolist(), standalone_valid_ppl=[_finite(v) for v in sa[ids]],
-                     seeds=[int(s) for s in table.proxies.seeds],
-                     proxies={n: [_finite(v) for v in bench.proxy(n)[ids]] for n in PROXIES},
+                     seeds=zc.seeds, proxies={n: [_finite(v) for v in bench.proxy(n)[ids]] for n in PROXIES},
                      agreement=[ProxyAgreement(proxy=r.proxy, tau_b=_finite(r.tau_b), spearman=_finite(r.spearman),
                                                top_overlap=_finite(r.top_overlap), seed_tau=_finite(r.seed_tau),
-                                               n=r.n, seconds=secs.get(r.proxy)) for r in proxy_agreement(table)],
-                     epochs=[float(e) for e in table.standalone.epochs],
-                     tau_by_epoch={n: [_finite(v) for v in taus] for n, taus in proxy_by_epoch(table).items()
-                                   if n in PROXIES},
-                     device=how.get("device"))
+                                               n=r.n, seconds=zc.seconds.get(r.proxy)) for r in zc.final],
+                     epochs=zc.epochs, tau_by_epoch={n: [_finite(v) for v in taus] for n, taus in zc.by_epoch.items()},
+                     device=zc.device)
 
 
 def _finite(v: float) -> Optional[float]:

@@ -2,6 +2,7 @@
 iso classes) and ``query`` (one architecture's record)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -29,7 +30,7 @@ def _signed(value: float) -> str:
 def cmd_info(args) -> int:
     """``nasbench_ptb info``: a table's configuration, coverage, rankings and weight sharing in words."""
     from .analyses import by_epoch
-    from .proxy_analyses import ProxyRow, agreement_lines
+    from .proxy_analyses import agreement_lines, proxy_summary
 
     if args.top < 0:
         raise UserError(f"--top must be ≥ 0, got {args.top}")
@@ -39,7 +40,7 @@ def cmd_info(args) -> int:
         table = schema.read(args.table)
         reference = schema.read(args.reference) if args.reference else None
         epochs = by_epoch(table, reference) if table.standalone is not None else []
-        zc = _proxy_summary(table, reference)
+        zc = proxy_summary(table, reference)
     except (schema.TableError, ValueError) as exc:
         raise UserError(str(exc)) from None
     cov = summary.coverage(table)
@@ -54,7 +55,7 @@ def cmd_info(args) -> int:
                           "coverage": vars(cov), "best": top, "min_n": args.min_n,
                           **({"best_iso_classes": [vars(c) for c in iso]} if args.by_iso else {}), "ws_tau_b": [vars(t) for t in taus],
                           "standalone_seed_tau_b": seed_taus, "amount_of_sharing": sharing,
-                          "by_epoch": [vars(r) for r in epochs], "proxies_vs_standalone": zc, **table.attrs},
+                          "by_epoch": [vars(r) for r in epochs], "proxies_vs_standalone": zc and dataclasses.asdict(zc), **table.attrs},
                          indent=2, default=str))
         return 0
     cfg = table.config
@@ -103,17 +104,16 @@ def cmd_info(args) -> int:
                   + " ".join(_signed(t) for t in r.ws_tau))
     if zc:
         print("proxies    zero-cost proxies at initialisation vs the standalone ranking (higher proxy = better; "
-              f"seeds {zc['seeds']}, {zc['total_seconds']:.0f} s on {zc['device']}):")
-        print("\n".join("  " + line for line in agreement_lines([ProxyRow(**r) for r in zc["final"]], zc["seconds"])))
-        if zc["reference"]:
+              f"seeds {zc.seeds}, {zc.total_seconds:.0f} s on {zc.device or '?'}):")
+        print("\n".join("  " + line for line in agreement_lines(zc.final, zc.seconds)))
+        if zc.reference:
             print(f"  vs --reference ({reference.preset}): "
-                  + ", ".join(f"{r['proxy']} {_signed(r['tau_b'])}" for r in zc["reference"]))
-        if len(zc["epochs"]) > 1:
-            names = list(zc["by_epoch"])
+                  + ", ".join(f"{r.proxy} {_signed(r.tau_b)}" for r in zc.reference))
+        if len(zc.epochs) > 1:
             print("  tau-b of each proxy vs the standalone ranking at each checkpoint:")
-            print("  epoch  " + " ".join(f"{n:>10}" for n in names))
-            for k, e in enumerate(zc["epochs"]):
-                print(f"  {e:5.2f}  " + " ".join(f"{_signed(zc['by_epoch'][n][k]):>10}" for n in names))
+            print("  epoch  " + " ".join(f"{n:>10}" for n in zc.by_epoch))
+            for k, e in enumerate(zc.epochs):
+                print(f"  {e:5.2f}  " + " ".join(f"{_signed(taus[k]):>10}" for taus in zc.by_epoch.values()))
     for key in ("device", "timings", "software", "created"):
         if key in table.attrs:
             value = table.attrs[key]
@@ -133,22 +133,6 @@ def cmd_info(args) -> int:
             print(f"  {c.rank:>4}  {twins:<40} valid {_pm(c.valid_ppl, c.valid_ppl_std):>15} (n = {c.n})  test "
                   f"{c.test_ppl:8.2f}  iso {c.iso_hash}")
     return 0
-
-
-def _proxy_summary(table: schema.Table, reference: schema.Table | None) -> dict | None:
-    """The proxies against the standalone ranking: at the final checkpoint, at each one, and against the
-    reference table's ranking; None without proxies or standalone runs."""
-    from .proxy_analyses import proxy_agreement, proxy_by_epoch
-
-    rows = proxy_agreement(table)
-    if not rows:
-        return None
-    how = table.attrs.get("proxies", {})
-    return {"seeds": [int(s) for s in table.proxies.seeds], "seconds": how.get("seconds", {}),
-            "total_seconds": how.get("total_seconds", float("nan")), "device": how.get("device", "?"),
-            "final": [vars(r) for r in rows], "epochs": [float(e) for e in table.standalone.epochs],
-            "by_epoch": {k: v for k, v in proxy_by_epoch(table).items() if k != "params"},
-            "reference": [vars(r) for r in proxy_agreement(table, against=reference)] if reference else []}
 
 
 def cmd_query(args) -> int:

@@ -85,6 +85,40 @@ def proxy_by_epoch(table: Table) -> dict[str, list[float]]:
     return out
 
 
+@dataclass(frozen=True)
+class ProxySummary:
+    """A table's proxies against its standalone ranking, as ``info``, ``report`` and ``GET /proxies`` show it:
+    how they were computed (the table's ``proxies`` attribute), each proxy's :class:`ProxyRow` at the final
+    checkpoint and against a reference table's ranking, and its tau-b at every standalone checkpoint."""
+
+    seeds: list[int]
+    seconds: dict  # per proxy, over the whole table (every architecture × seed)
+    total_seconds: float
+    device: str | None  # where they were computed (None: not recorded)
+    final: list[ProxyRow]
+    epochs: list[float]  # the standalone checkpoints
+    by_epoch: dict[str, list[float]]  # per proxy (params, constant, left out): tau-b at each checkpoint
+    reference: list[ProxyRow]  # against ``reference``'s standalone ranking; [] without one
+
+
+def proxy_summary(table: Table, reference: Table | None = None) -> ProxySummary | None:
+    """The :class:`ProxySummary` of ``table`` (``reference``: another table of the space to judge the proxies
+    by too); None without proxies or standalone runs.
+
+    Raises:
+        ValueError: ``reference`` is a table of another space.
+    """
+    rows = proxy_agreement(table)
+    if not rows:
+        return None
+    how = table.attrs.get("proxies", {})
+    return ProxySummary([int(s) for s in table.proxies.seeds], how.get("seconds", {}),
+                        how.get("total_seconds", float("nan")), how.get("device"), rows,
+                        [float(e) for e in table.standalone.epochs],
+                        {k: v for k, v in proxy_by_epoch(table).items() if k != "params"},
+                        proxy_agreement(table, against=reference) if reference is not None else [])
+
+
 def agreement_lines(rows: list[ProxyRow], seconds: dict | None = None) -> list[str]:
     """The rows as a text table (``nasbench_ptb proxies`` and ``info``): seconds spent on the whole table when
     known, tau-b, Spearman, top-10 % overlap, seed-to-seed tau-b and n."""

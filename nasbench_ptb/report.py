@@ -185,31 +185,29 @@ def _by_epoch(plt, table: Table, reference: Table | None, out: Path) -> list[str
 def _proxies(plt, table: Table, reference: Table | None, out: Path) -> list[str]:
     """The zero-cost proxies against the standalone ranking: a table of agreement (and against the reference
     table's ranking), and each proxy's tau-b at every standalone checkpoint."""
-    from .proxy_analyses import proxy_agreement, proxy_by_epoch
+    from .proxy_analyses import proxy_summary
 
-    rows = proxy_agreement(table)
-    if not rows:
+    zc = proxy_summary(table, reference)
+    if zc is None:
         return []
     fmt = lambda v: "–" if not np.isfinite(v) else f"{v:+.3f}"  # noqa: E731
-    how = table.attrs.get("proxies", {})
-    secs = how.get("seconds", {})
-    ref = {r.proxy: r.tau_b for r in proxy_agreement(table, against=reference)} if reference is not None else {}
+    secs = zc.seconds
+    ref = {r.proxy: r.tau_b for r in zc.reference}
     md = ["## Zero-cost proxies vs standalone training", "",
-          f"Each proxy at initialisation (seeds {', '.join(str(int(s)) for s in table.proxies.seeds)}; "
-          f"{how.get('total_seconds', float('nan')):.0f} s in all on {how.get('device', '?')}), its seed mean "
+          f"Each proxy at initialisation (seeds {', '.join(map(str, zc.seeds))}; "
+          f"{zc.total_seconds:.0f} s in all on {zc.device or '?'}), its seed mean "
           "against the mean final validation ppl (higher proxy = predicted better).", "",
           "| proxy | seconds | tau-b | Spearman | top-10 % overlap | seed-to-seed tau-b | n |"
           + (f" tau-b vs {reference.preset} table |" if reference is not None else ""),
           "|---|---|---|---|---|---|---|" + ("---|" if reference is not None else "")]
-    for r in rows:
+    for r in zc.final:
         md.append(f"| {r.proxy} | {secs[r.proxy]:.1f} | " if r.proxy in secs else f"| {r.proxy} | – | ")
         md[-1] += (f"{fmt(r.tau_b)} | {fmt(r.spearman)} | {'–' if not np.isfinite(r.top_overlap) else f'{r.top_overlap:.2f}'}"
                    f" | {fmt(r.seed_tau)} | {r.n} |" + (f" {fmt(ref.get(r.proxy, np.nan))} |" if ref else ""))
-    by = {k: v for k, v in proxy_by_epoch(table).items() if k != "params"}
-    if len(table.standalone.epochs) > 1:
+    if len(zc.epochs) > 1:
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        for name, taus in by.items():
-            ax.plot(table.standalone.epochs, taus, "-o", ms=3, label=name)
+        for name, taus in zc.by_epoch.items():
+            ax.plot(zc.epochs, taus, "-o", ms=3, label=name)
         ax.axhline(0, color="k", lw=0.5)
         ax.set(xlabel="standalone epoch", ylabel="Kendall tau-b vs standalone then", ylim=(-1, 1))
         ax.legend(fontsize=7, ncol=2)
