@@ -63,7 +63,8 @@ SeedResult = _derived(
     "every per-run [N, S] dataset (``test_ppl`` at the best-validation checkpoint, ``best_epoch``; NaN unless ok) and "
     "its curve (None when curves were not asked for).",
     [("seed", int), ("status", str), ("final_valid_ppl", float),
-     *[f for f in _per_run("standalone", "NS", many=False) if f[0] != "status"], ("curve", Optional[Curve])])
+     *[f for f in _per_run("standalone", "NS", many=False) if f[0] != "status"],
+     ("curve", Optional[Curve], dataclasses.field(default=None))])
 
 WsSeedResult = _derived(
     "WsSeedResult", "One architecture under one weight-sharing super-net: the super-net's status, every [S, C, N] "
