@@ -20,6 +20,14 @@ def ptb_path() -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def corpus():
+    """A tiny synthetic corpus (``helpers.tiny_corpus``), built once per test module."""
+    from helpers import tiny_corpus
+
+    return tiny_corpus()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     try:

@@ -23,6 +23,16 @@ def tiny_preset(**changes) -> presets.Preset:
     return dataclasses.replace(base, **changes)
 
 
+def search_preset() -> presets.Preset:
+    """The tiny preset the search-phase tests train their super-nets at (one epoch, three checkpoints, whole splits)."""
+    return tiny_preset(ws_epochs=1.0, ws_checkpoints=3, ws_valid_tokens=None, ws_final_valid_tokens=None)
+
+
+# per algorithm, options that keep a tiny end-to-end search fast (fewer controller steps, EPD epochs, derivations)
+FAST_SEARCH = {"enas": {"controller_steps": 3, "controller_aggregate": 4, "derive": 20},
+               "nao": {"epd_epochs": 5, "max_step": 3}, "darts": {}, "random_ws": {}}
+
+
 def key_valid(a, n: int = 32):
     """Synthetic tables: the final standalone validation order, a permutation of the ids (best: 27 in 2node)."""
     return (7 * np.asarray(a) + 3) % n
