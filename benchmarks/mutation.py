@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def main() -> int:
     ap.add_argument("--rerun", metavar="FOLDER", help="rerun the survivors kept in FOLDER (a --keep of an earlier run) "
                                                        "under the checkout's current tests, one pytest per mutant")
     ap.add_argument("-k", dest="select", default="", help="with --rerun: pytest -k expression of the tests to run")
-    ap.add_argument("--tests", default="tests/test_search_phases.py", help="with --rerun: the test file(s), space-separated")
+    ap.add_argument("--tests", default="tests/test_search_phases.py tests/test_search_darts.py tests/test_search_enas.py "
+                    "tests/test_search_nao.py", help="with --rerun: the test file(s), space-separated")
     args = ap.parse_args()
     mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
     if not Path(mutmut).exists():
@@ -145,8 +147,28 @@ def rerun(work: Path, env: dict, select: str, tests: list[str], modules: list[st
     if not mutants.is_dir():
         print(f"--rerun {work}: no mutmut results there (run with --keep first)", file=sys.stderr)
         return 1
-    for t in tests:
-        shutil.copy(ROOT / t, mutants / t)
+    # the whole current tests/ folder (the listed files and what they share: conftest.py, helpers.py)
+    shutil.copytree(ROOT / "tests", mutants / "tests", dirs_exist_ok=True)
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests] + (["-k", select] if select else [])
+
+    def pytest_under(name: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """The selected tests with this mutant active; one that runs past ``timeout`` (a mutant that loops) is
+        killed, as mutmut counts a timeout (exit code -9)."""
+        try:
+            return subprocess.run(cmd, cwd=mutants, env={**env, "MUTANT_UNDER_TEST": name,
+                                                         "PYTHONPATH": str(mutants)},
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(cmd, -9, "", f"timed out after {timeout:.0f} s")
+
+    # Unmutated first ("" selects no mutant): tests that fail on their own would count every mutant as killed.
+    started = time.monotonic()
+    base = pytest_under("")
+    limit = 10 * (time.monotonic() - started) + 30
+    if base.returncode != 0:
+        print(f"--rerun: the selected tests fail without any mutant (pytest exit {base.returncode}); fix them "
+              f"first:\n{base.stdout[-3000:]}{base.stderr[-2000:]}", file=sys.stderr)
+        return 1
     done_path = work / "rerun.json"
     done = json.loads(done_path.read_text()) if done_path.is_file() else {}
     eq = equivalents()
@@ -166,11 +188,12 @@ def rerun(work: Path, env: dict, select: str, tests: list[str], modules: list[st
                 per[module]["equivalent"] += 1
                 continue
             if name not in done:
-                cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-                if select:
-                    cmd += ["-k", select]
-                run = subprocess.run(cmd, cwd=mutants, env={**env, "MUTANT_UNDER_TEST": name,
-                                                            "PYTHONPATH": str(mutants)}, capture_output=True)
+                run = pytest_under(name, limit)
+                if run.returncode not in (0, 1, -9):  # 1: a test failed (killed); else the harness broke, not a test
+                    print(f"--rerun: pytest exit {run.returncode} under {name} (not a test failure); stopped, "
+                          f"results so far kept in {done_path}:\n{run.stdout[-3000:]}{run.stderr[-2000:]}",
+                          file=sys.stderr)
+                    return 1
                 done[name] = run.returncode
                 done_path.write_text(json.dumps(done, indent=0))
             per[module]["killed now" if done[name] != 0 else "survived"] += 1
