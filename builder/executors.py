@@ -145,10 +145,16 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Units one after the other in this process (the default, and what tests and debugging use)."""
+    """Units on this machine: one after the other in this process (the default, and what tests and debugging
+    use), or ``workers`` at a time in worker processes (:mod:`builder.pool`); resumable either way."""
 
     name = "local"
     resumable = True
+
+    def __init__(self, workers: int = 1):
+        if workers < 1:
+            raise BuildError(f"--workers must be at least 1, got {workers}")
+        self.workers = workers
 
     def connect(self, device: str) -> torch.device:
         """The device of ``--device`` on this machine (a one-line ``BuildError`` when it has none)."""
@@ -157,6 +163,11 @@ class LocalExecutor:
     def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed | Stopped]:
         """Each unit in turn; a unit paused by the deadline yields :class:`Stopped` (its state kept)."""
         todo = list(todo)
+        if self.workers > 1:
+            from .pool import run_parallel
+
+            yield from run_parallel(todo, work, may_start, progress, self.workers)
+            return
         for i, unit in enumerate(todo):
             if not may_start(len(todo) - i):
                 return

@@ -65,11 +65,16 @@ def cmd_build(args) -> int:
     ray_flags = [f for f in ("address", "unit_cpus", "unit_gpus") if getattr(args, f, None) is not None]
     if args.executor != "ray" and ray_flags:
         raise UserError(f"--{ray_flags[0].replace('_', '-')} applies to --executor ray")
+    if args.workers is not None and args.executor != "local":
+        raise UserError("--workers applies to --executor local (Ray runs as many units as its CPUs allow: "
+                        "--unit-cpus)")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1, got {args.workers}")
     build_mod, presets, cluster, DataError = _builder("build", "build", "presets", "cluster", threads=args.threads)
     preset = resolve_preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
-        executor = None
+        executor = build_mod.LocalExecutor(args.workers) if args.workers is not None else None
         if args.executor == "ray":
             executor = cluster.RayExecutor(args.address, 1 if args.unit_cpus is None else args.unit_cpus,
                                           0.0 if args.unit_gpus is None else args.unit_gpus)

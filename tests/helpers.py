@@ -111,18 +111,39 @@ def with_proxies(table, seeds, values: dict, seconds: dict | None = None):
     return dataclasses.replace(table, proxies=group, attrs=attrs)
 
 
-def kill_after_parts(cmd, parts, n: int, env: dict, timeout: float = 120.0, pattern: str = "unit-*.h5") -> dict:
+def kill_after_parts(cmd, parts, n: int, env: dict, timeout: float = 120.0, pattern: str = "unit-*.h5",
+                     group: list | None = None) -> dict:
     """Start a build command, SIGKILL it once ``parts`` (its ``<out>.parts`` folder) holds ``n`` files matching
     ``pattern`` (default: finished standalone units; ``state-*.h5``: saved states of running units), and return
-    those files' modification times by name (a resume must leave finished units untouched)."""
+    those files' modification times by name (a resume must leave finished units untouched). ``group``: the build
+    runs in a new session and its process group id is appended there (to look for processes that outlive it)."""
     import signal
     import subprocess
     import time
 
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=group is not None)
+    if group is not None:
+        group.append(proc.pid)
     deadline = time.time() + timeout
     while time.time() < deadline and len(list(parts.glob(pattern))) < n:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     return {p.name: p.stat().st_mtime_ns for p in parts.glob(pattern)}
+
+
+def same_table(a_path, b_path) -> None:
+    """Every dataset equal bit for bit, the timings aside."""
+    import h5py
+
+    with h5py.File(a_path) as a, h5py.File(b_path) as b:
+        names = []
+        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert names == [n for n in names if n in b] and len(names) > 5
+        for name in names:
+            if name.endswith("seconds"):
+                continue
+            x, y = a[name][()], b[name][()]
+            assert x.dtype == y.dtype and x.shape == y.shape, name
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name

@@ -102,6 +102,8 @@ def test_rerun_with_other_config_is_refused_and_keeps_results(tmp_path, ptb_path
         (["build", "--space", "2node", "--out", "/proc/nasbench/t.h5"], "cannot write the output"),
         (["build", "--space", "2node", "--data", "/nonexistent/ptb"], "/nonexistent/ptb is not a folder; it must hold the three PTB files"),
         (["build", "--space", "2node", "--time-limit", "-1"], "--time-limit must be a number of minutes"),
+        (["build", "--space", "2node", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (["build", "--space", "2node", "--workers", "2", "--executor", "ray"], "--workers applies to --executor local"),
         (["info", "/nonexistent.h5"], "no such table file"),
     ],
 )

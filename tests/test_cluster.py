@@ -8,7 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -23,7 +22,7 @@ from nasbench_ptb.builder import cluster, data, presets  # noqa: E402
 from nasbench_ptb.builder.executors import Failed, Finished, LocalExecutor, Work  # noqa: E402
 from nasbench_ptb.space import space  # noqa: E402
 
-from helpers import kill_after_parts  # noqa: E402
+from helpers import kill_after_parts, same_table  # noqa: E402
 
 FAST = ["--space", "2node", "--preset", "smoke", "--set", "train_tokens=600", "--set", "valid_tokens=200",
         "--set", "test_tokens=200", "--set", "checkpoints=3", "--epochs", "1", "--quiet", "--set", "slots_per_unit=2",
@@ -45,25 +44,11 @@ def _build(tmp_path, ptb_path, out, *extra):
     return main(["build", "--data", str(ptb_path), "--out", str(tmp_path / out), *FAST, *extra])
 
 
-def _same_table(a_path, b_path):
-    """Every dataset equal bit for bit, the timings aside."""
-    with h5py.File(a_path) as a, h5py.File(b_path) as b:
-        names = []
-        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        assert names == [n for n in names if n in b] and len(names) > 5
-        for name in names:
-            if name.endswith("seconds"):
-                continue
-            x, y = a[name][()], b[name][()]
-            assert x.dtype == y.dtype and x.shape == y.shape, name
-            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
-
-
 def test_ray_table_equals_the_local_one(cluster_address, tmp_path, ptb_path):
     args = ("--archs", "0-5,20", "--mode", "both", "--ws-seeds", "2")
     assert _build(tmp_path, ptb_path, "local.h5", *args) == 0
     assert _build(tmp_path, ptb_path, "ray.h5", *args, "--executor", "ray") == 0
-    _same_table(tmp_path / "local.h5", tmp_path / "ray.h5")
+    same_table(tmp_path / "local.h5", tmp_path / "ray.h5")
     table = schema.read(tmp_path / "ray.h5")
     assert (table.standalone.status[[0, 1, 2, 3, 4, 5, 20]] == Status.OK).all()
     assert (table.ws.status == Status.OK).all() and table.attrs["timings"]["units"] == 4 + 2
@@ -117,7 +102,7 @@ def test_a_worker_killed_mid_unit_is_retried_and_the_table_is_complete(cluster_a
         killer.join()
     assert killed, "no worker was running a unit"
     assert _build(tmp_path, ptb_path, "local.h5", *args) == 0
-    _same_table(tmp_path / "local.h5", tmp_path / "ray.h5")
+    same_table(tmp_path / "local.h5", tmp_path / "ray.h5")
     assert len(list((tmp_path / "ray.h5.parts").glob("unit-*.h5"))) == 4  # each unit persisted once
 
 
