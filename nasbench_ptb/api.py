@@ -22,7 +22,7 @@ from .discovery import default_tables, table_paths
 from .errors import (ArchNotFoundError, InvalidInputError, NasbenchError, NotFoundError, PartNotFoundError,
                      SpaceNotLoadedError, SuperNetNotFoundError)
 from .files import read_manifest, sha256_file
-from .records import ArchRecord, Curve, ProxyScore, SeedResult, Standalone, WsSeedResult
+from .records import ArchRecord, Curve, ProxyScore, SeedResult, Standalone, WsSeedResult, run_values
 from .schema import Status, TableError
 from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space
 
@@ -44,15 +44,9 @@ def _tuple(a: np.ndarray) -> tuple[float, ...]:
     return tuple(float(v) for v in a)
 
 
-def _finals(group: str, dims: str) -> dict:
-    """The one-value-per-run datasets of these dimensions (status aside), each with the type it is reported as."""
-    layout = schema.layout(group)
-    return {n: int if layout[n][1] else float for n in schema.columns(group, dims) if n != "status"}
-
-
 # the per-run datasets a record carries, from the layout (schema.py): curves per checkpoint, one value per run
-_SA_CURVES, _SA_FINALS = schema.columns("standalone", "NSC"), _finals("standalone", "NS")
-_WS_CURVES, _WS_FINALS = schema.columns("ws", "SCN"), _finals("ws", "SN")
+_SA_CURVES, _SA_FINALS = schema.columns("standalone", "NSC"), run_values("standalone", "NS")
+_WS_CURVES, _WS_FINALS = schema.columns("ws", "SCN"), run_values("ws", "SN")
 
 
 class Benchmark:

@@ -48,6 +48,12 @@ def _per_run(part: str, dims: str, many: bool) -> list[tuple[str, type]]:
             for name in schema.columns(part, dims)]
 
 
+def run_values(part: str, dims: str) -> dict[str, type]:
+    """The one-value-per-run datasets of these dimensions, status aside (a record reports it as a word), each with
+    the type a record reports it as: what :data:`SeedResult` / :data:`WsSeedResult` carry and ``api`` fills."""
+    return {name: tp for name, tp in _per_run(part, dims, many=False) if name != "status"}
+
+
 def _derived(name: str, doc: str, fields: list) -> type:
     cls = make_dataclass(name, fields, bases=(_Record,), frozen=True)
     cls.__doc__, cls.__module__ = doc, __name__
@@ -63,7 +69,7 @@ SeedResult = _derived(
     "every per-run [N, S] dataset (``test_ppl`` at the best-validation checkpoint, ``best_epoch``; NaN unless ok) and "
     "its curve (None when curves were not asked for).",
     [("seed", int), ("status", str), ("final_valid_ppl", float),
-     *[f for f in _per_run("standalone", "NS", many=False) if f[0] != "status"],
+     *run_values("standalone", "NS").items(),
      ("curve", Optional[Curve], dataclasses.field(default=None))])
 
 WsSeedResult = _derived(
@@ -72,7 +78,7 @@ WsSeedResult = _derived(
     "dataset (``test_ppl``, ``samples``: mini-batches it was drawn for) and its rank under this super-net (1 = best "
     "final validation ppl).",
     [("seed", int), ("status", str), ("epochs", tuple[float, ...]), *_per_run("ws", "SCN", many=True),
-     ("final_valid_ppl", float), *_per_run("ws", "SN", many=False), ("rank", Optional[int])])
+     ("final_valid_ppl", float), *run_values("ws", "SN").items(), ("rank", Optional[int])])
 
 
 @dataclass(frozen=True)
