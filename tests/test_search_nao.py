@@ -1,11 +1,13 @@
 """NAO (Luo et al. 2018) against independent expectations: the encoder-predictor-decoder, the pool grown only by the
 decoder's proposals, the scores' rescaling, the decoder's valid tokens and attention, its defaults."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from nasbench_ptb.builder import search
-from nasbench_ptb.builder.nao import Nao, tokens_of
+from nasbench_ptb.builder.nao import EPD, Nao, tokens_of
 from nasbench_ptb.space import space
 
 from helpers import search_preset, tiny_preset
@@ -140,6 +142,7 @@ def test_nao_checkpoint_returns_the_pools_best_and_replaces_its_worst_by_the_pro
     assert sorted(n.pools[0]) == sorted(by_ppl[:5] + outside)  # the 3 worst made room for the 3 proposals
     assert extra["pool"].dtype == np.int8 and set(np.flatnonzero(extra["pool"][0])) == set(pool)
     assert extra["pool"][0].max() == 1 and not extra["pool"][1].any()
+    assert extra["proposed"].dtype == np.int8
     assert set(np.flatnonzero(extra["proposed"][0])) == set(outside) and extra["proposed"][0].max() == 1
     assert extra["predictor_tau"][0] == 0.7 and np.isnan(extra["predictor_tau"][1])
     assert set(extra) == {"pool", "proposed", "predictor_tau"}
@@ -187,3 +190,130 @@ def test_nao_decoder_admits_only_valid_tokens_and_its_attention_is_the_documente
         mse = (m.predict(e) - score).pow(2).mean()
         ce = torch.nn.functional.cross_entropy(forced.reshape(-1, 7), tokens.reshape(-1))
         assert float(m.loss(tokens, score, 0.3)) == pytest.approx(float(0.3 * mse + 0.7 * ce), rel=1e-5)
+
+
+def test_the_epd_has_the_scripts_sizes_and_treats_each_cell_of_a_batch_alone():
+    m = EPD(2)
+    assert (m.encoder.input_size, m.encoder.hidden_size, m.embed.embedding_dim) == (64, 64, 32)
+    assert all(torch.equal(a, b) for a, b in zip(m.parameters(), EPD(2, seed=0).parameters()))  # seed 0 default
+    tokens = torch.as_tensor(tokens_of(SP, np.array([5, 17, 30])))
+    out = m.outputs(tokens)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(3, 2))  # every output L2-normalised over the hidden size
+    for b in range(3):  # a cell's encoding and decoding do not depend on the other cells of its batch
+        assert torch.allclose(out[b], m.outputs(tokens[b : b + 1])[0], atol=1e-6)
+        assert torch.allclose(m.decode_logits(out)[b], m.decode_logits(out[b : b + 1])[0], atol=1e-6)
+
+
+def test_the_decoders_mask_admits_exactly_a_nodes_predecessors_then_the_ops():
+    m = EPD(3)  # tokens: predecessors 0..2, then the 4 ops at 3..6
+    allowed = (m.valid == 0).int().tolist()
+    assert allowed == [[1, 0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1],  # node 1 reads 0; its op
+                       [1, 1, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1],  # node 2 reads 0 or 1
+                       [1, 1, 1, 0, 0, 0, 0], [0, 0, 0, 1, 1, 1, 1]]  # node 3 reads 0, 1 or 2
+    assert torch.isneginf(m.valid[m.valid != 0]).all()
+
+
+def test_the_epd_loss_is_the_trade_off_of_prediction_mse_and_teacher_forced_reconstruction():
+    m = EPD(2, seed=3)
+    tokens = torch.as_tensor(tokens_of(SP, np.array([1, 8, 22, 31])))
+    y = torch.tensor([0.0, 0.25, 1.0, 0.5])
+    out = m.outputs(tokens)
+    mse = ((m.predict(m.embedding(out)) - y) ** 2).mean()
+    logits = m.decode_logits(out, tokens)  # teacher-forced: each step is fed the true previous token
+    ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+    assert torch.allclose(m.loss(tokens, y), 0.8 * mse + 0.2 * ce)  # the script's trade_off 0.8 by default
+    assert torch.allclose(m.loss(tokens, y, 0.3), 0.3 * mse + 0.7 * ce)
+
+
+def test_the_default_pool_top_and_new_follow_the_scripts_proportions(corpus):
+    for name, size, top, new in (("3node", 96, 16, 48), ("1node", 2, 1, 1)):  # 3node: ceil(96/6), 96 // 2
+        ctx = search.Context(corpus, space(name), [0], search_preset(), torch.device("cpu"))
+        n = Nao(ctx)
+        assert (len(n.pools[0]), n.top, n.new) == (size, top, new), name
+
+
+def test_each_search_seed_has_its_own_epd_and_the_same_seed_fits_the_same(corpus):
+    def fitted():
+        ctx = search.Context(corpus, SP, [0, 1], search_preset(), torch.device("cpu"))
+        n = Nao(ctx, epd_epochs=3, epd_batch=3)
+        assert not torch.equal(n.epds[0].regressor.weight, n.epds[1].regressor.weight)
+        n.fit(0, np.array([2, 9, 11, 20, 25]), np.array([1.0, 0.0, 0.5, 0.25, 0.75]))
+        return [p.detach().clone() for p in n.epds[0].parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(fitted(), fitted()))  # the batches' shuffle is seeded
+
+
+def test_one_fit_epoch_with_the_whole_pool_in_a_batch_is_one_clipped_adam_step_on_the_joint_loss(corpus):
+    ctx = search.Context(corpus, SP, [0], search_preset(), torch.device("cpu"))
+    n = Nao(ctx, epd_epochs=2, epd_batch=8, trade_off=0.5, lr=0.01, grad_bound=0.05)
+    ids, score = np.array([3, 7, 12, 19, 24, 30]), np.array([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ref = EPD(2, seed=0)
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    tokens, y = torch.as_tensor(tokens_of(SP, ids)), torch.as_tensor(score, dtype=torch.float32)
+    shuffle = copy.deepcopy(n.shuffles[0])  # the same batch order (Adam's first steps amplify rounding)
+    for _ in range(2):  # the batch holds the whole pool: one step per epoch
+        order = torch.as_tensor(shuffle.permutation(len(ids)))
+        opt.zero_grad()
+        ref.loss(tokens[order], y[order], 0.5).backward()
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.05)
+        opt.step()
+    tau = n.fit(0, ids, score)
+    for a, b in zip(n.epds[0].parameters(), ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with torch.no_grad():
+        pred = ref.predict(ref.encode(tokens)).numpy()
+    from scipy.stats import kendalltau
+
+    assert tau == pytest.approx(kendalltau(pred, score).statistic)
+    assert np.isfinite(n.fit(0, ids[:2], score[:2])) and np.isnan(n.fit(0, ids[:1], score[:1]))  # tau needs 2
+
+
+def _stub_decoder(monkeypatch, rows_at):
+    """EPD.moved returning the cells ``rows_at(step)`` (as tokens), recording the step sizes asked for."""
+    steps = []
+
+    def moved(self, tokens, step):
+        steps.append(step)
+        return torch.as_tensor(tokens_of(SP, np.array(rows_at(step))))
+
+    monkeypatch.setattr(EPD, "moved", moved)
+    return steps
+
+
+def test_proposals_step_lambda_one_by_one_up_to_max_step_when_the_decoder_finds_nothing_new(corpus, monkeypatch):
+    ctx = search.Context(corpus, SP, [0], search_preset(), torch.device("cpu"))
+    n = Nao(ctx, max_step=4)
+    ids = np.asarray(n.pools[0])
+    steps = _stub_decoder(monkeypatch, lambda step: list(ids[:2]))  # only cells already in the pool
+    assert n.propose(0, ids, np.linspace(0, 1, len(ids))) == []  # never filled up by other means
+    assert steps == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_proposals_stop_at_new_cells_even_when_one_step_decodes_more(corpus, monkeypatch):
+    ctx = search.Context(corpus, SP, [0], search_preset(), torch.device("cpu"))
+    n = Nao(ctx, new=2, top=3, max_step=5)
+    ids = np.asarray(n.pools[0])
+    outside = [i for i in range(SP.size) if i not in set(ids.tolist())][:3]
+    steps = _stub_decoder(monkeypatch, lambda step: outside)  # three new cells at the first step
+    assert n.propose(0, ids, np.linspace(0, 1, len(ids))) == outside[:2] and steps == [1.0]
+
+
+def test_ties_in_the_pools_scores_keep_pool_order_when_choosing_the_top_and_the_worst(corpus, monkeypatch):
+    sp3 = space("3node")
+    ctx = search.Context(corpus, sp3, [0], search_preset(), torch.device("cpu"))
+    n = Nao(ctx)  # a pool of 96: past the size where numpy's default sort happens to keep ties in order
+    ids = np.asarray(n.pools[0])
+    score = np.repeat([0.5, 0.2, 0.9, 0.0], 24)[np.random.RandomState(0).permutation(96)]
+    seen = []
+    monkeypatch.setattr(EPD, "moved", lambda self, tokens, step: seen.append(tokens.clone()) or tokens)
+    n.propose(0, ids, score)
+    top = [int(i) for i in ids[score == 0.9][: n.top]]  # the first 16 of the 24 tied best, in pool order
+    assert torch.equal(seen[0], torch.as_tensor(tokens_of(sp3, np.array(top))))
+    ppl = np.where(score == 0.9, 100.0, np.where(score == 0.5, 200.0, np.where(score == 0.2, 300.0, 400.0)))
+    monkeypatch.setattr(ctx, "score", lambda params, s, pool, data: ppl)
+    monkeypatch.setattr(n, "fit", lambda s, pool, sc: 0.0)
+    outside = [i for i in range(sp3.size) if i not in set(ids.tolist())][:30]
+    monkeypatch.setattr(n, "propose", lambda s, pool, sc: outside)
+    n.checkpoint(ctx, {}, np.array([True]), last=False)
+    order = [int(i) for sc in (0.9, 0.5, 0.2) for i in ids[score == sc]]  # best first, ties in pool order
+    assert n.pools[0] == order[:66] + outside
