@@ -59,7 +59,7 @@ def main() -> int:
                                                        "under the checkout's current tests, one pytest per mutant")
     ap.add_argument("-k", dest="select", default="", help="with --rerun: pytest -k expression of the tests to run")
     ap.add_argument("--tests", default="tests/test_search_phases.py tests/test_search_darts.py tests/test_search_enas.py "
-                    "tests/test_search_nao.py", help="with --rerun: the test file(s), space-separated")
+                    "tests/test_search_nao.py tests/test_search_driver.py", help="with --rerun: the test file(s), space-separated")
     args = ap.parse_args()
     mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
     if not Path(mutmut).exists():

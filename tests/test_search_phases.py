@@ -115,7 +115,7 @@ def test_search_checks_its_output_and_takes_its_lock_before_training(tmp_path, p
     out.parent.mkdir(parents=True)
     with guard.exclusive(out.parent, out, f".{out.name}.lock"):
         assert main(args + ["--out", str(out)]) == 1
-    assert "another build is writing" in capsys.readouterr().err and not trained
+    assert f"another build is writing {out} (pid" in capsys.readouterr().err and not trained
     monkeypatch.undo()
     out = tmp_path / "fresh" / "dir" / "s.h5"  # folders that do not exist yet are created before training
     assert main(args + ["--out", str(out)]) == 0
