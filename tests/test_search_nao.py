@@ -215,12 +215,18 @@ def test_the_decoders_mask_admits_exactly_a_nodes_predecessors_then_the_ops():
 
 def test_the_epd_loss_is_the_trade_off_of_prediction_mse_and_teacher_forced_reconstruction():
     m = EPD(2, seed=3)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # weights large enough that what the decoder is fed changes its logits
+        for p in m.parameters():
+            p.copy_(torch.empty(p.shape).uniform_(-1, 1, generator=g))
     tokens = torch.as_tensor(tokens_of(SP, np.array([1, 8, 22, 31])))
     y = torch.tensor([0.0, 0.25, 1.0, 0.5])
     out = m.outputs(tokens)
     mse = ((m.predict(m.embedding(out)) - y) ** 2).mean()
     logits = m.decode_logits(out, tokens)  # teacher-forced: each step is fed the true previous token
     ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+    greedy = m.decode_logits(out)
+    assert not torch.equal(greedy.argmax(-1), tokens)  # so teacher forcing is what the loss below must use
     assert torch.allclose(m.loss(tokens, y), 0.8 * mse + 0.2 * ce)  # the script's trade_off 0.8 by default
     assert torch.allclose(m.loss(tokens, y, 0.3), 0.3 * mse + 0.7 * ce)
 
