@@ -151,6 +151,10 @@ def test_search_file_writes_its_provenance_and_refuses_foreign_outputs_before_tr
     assert str(exc.value) == (f"refusing to add to {out}: it holds searches of 2node/smoke, another training "
                               "configuration than this search (2node); use another --out, or --force to replace it")
     assert not trained  # refused before any training
+    with pytest.raises(search.SearchError) as exc:
+        search.search_file(["random_ws"], space("3node"), _smoke(), [0], out, data_dir=str(ptb_path))
+    assert str(exc.value) == (f"refusing to add to {out}: it holds searches of 2node/smoke, another space than "
+                              "this search (3node); use another --out, or --force to replace it") and not trained
     junk = tmp_path / "junk.h5"
     junk.write_bytes(b"not hdf5")
     with pytest.raises(search.SearchError) as exc:
