@@ -162,20 +162,27 @@ class LocalExecutor:
 
     def run(self, todo, work: Work, may_start, progress) -> Iterator[Finished | Failed | Stopped]:
         """Each unit in turn; a unit paused by the deadline yields :class:`Stopped` (its state kept)."""
-        todo = list(todo)
         if self.workers > 1:
             from .pool import run_parallel
 
             yield from run_parallel(todo, work, may_start, progress, self.workers)
             return
+        todo = list(todo)
         for i, unit in enumerate(todo):
             if not may_start(len(todo) - i):
                 return
-            t0 = time.perf_counter()
-            try:
-                arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=progress.tokens,
-                                    resume=work.resume(unit))
-            except Paused as exc:
-                yield Stopped(unit, str(exc))
+            res = run_unit(unit, work, progress.tokens)
+            yield res
+            if isinstance(res, Stopped):
                 return
-            yield Finished(unit, arrays, time.perf_counter() - t0, device_name(work.dev))
+
+
+def run_unit(unit: "Unit", work: Work, on_batch: Callable[[int], None] | None = None) -> Finished | Stopped:
+    """Train one unit of a resumable build in this process (one at a time, or in a :mod:`builder.pool` worker):
+    :class:`Finished` with its wall-clock seconds, or :class:`Stopped` when the deadline paused it (state kept)."""
+    t0 = time.perf_counter()
+    try:
+        arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=on_batch, resume=work.resume(unit))
+    except Paused as exc:
+        return Stopped(unit, str(exc))
+    return Finished(unit, arrays, time.perf_counter() - t0, device_name(work.dev))

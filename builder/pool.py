@@ -8,13 +8,14 @@ unit is the same deterministic computation wherever it runs.
 
 Resume is unchanged: every running unit saves its state in the parts folder at each checkpoint and pauses at the
 build's deadline; once one pauses no new unit starts, and the others pause at their own next checkpoint. Workers
-are started with ``spawn`` (a fork of a process that already runs torch threads can deadlock) and exit by
-with the build process (the kernel's parent-death signal on Linux, a 0.1 s poll elsewhere), so a SIGKILLed build leaves no orphan writing states
-that the next run resumes.
+are started with ``spawn`` (a fork of a process that already runs torch threads can deadlock) and die with the
+build process (the kernel's parent-death signal on Linux, a 0.1 s poll elsewhere), so a SIGKILLed build leaves
+no orphan writing states that the next run resumes.
 """
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
@@ -25,8 +26,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
-from .executors import Finished, Stopped, Work, device_name, train_unit
-from .resume import Paused, Resume
+from .executors import Finished, Stopped, Work, run_unit
 
 if TYPE_CHECKING:
     from .build import Unit
@@ -55,11 +55,9 @@ def _die_with_parent() -> None:
 def _init(work: Work, threads: int, counter, parent: int) -> None:
     """Runs once in each worker: torch's threads, the build's shared inputs, the orphan guards."""
     _die_with_parent()
-    if os.getppid() != parent:  # died before the guard was set
-        os._exit(1)
     torch.set_num_threads(threads)
     _WORKER.update(work=work, counter=counter)
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()  # also if it died already
 
 
 def _count(tokens: int) -> None:
@@ -68,15 +66,10 @@ def _count(tokens: int) -> None:
         counter.value += tokens
 
 
-def _train(unit: "Unit", resume: Resume | None) -> tuple:
-    """Train one unit in a worker: ("done", arrays, seconds, device, worker) or ("paused", reason)."""
-    work: Work = _WORKER["work"]
-    t0 = time.perf_counter()
-    try:
-        arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=_count, resume=resume)
-    except Paused as exc:
-        return "paused", str(exc)
-    return "done", arrays, time.perf_counter() - t0, device_name(work.dev), {"pid": os.getpid()}
+def _train(unit: "Unit") -> Finished | Stopped:
+    """Train one unit in a worker, as one at a time does (its pid recorded as where it ran)."""
+    res = run_unit(unit, _WORKER["work"], _count)
+    return dataclasses.replace(res, worker={"pid": os.getpid()}) if isinstance(res, Finished) else res
 
 
 def run_parallel(todo: list["Unit"], work: Work, may_start, progress: "Progress",
@@ -98,24 +91,21 @@ def run_parallel(todo: list["Unit"], work: Work, may_start, progress: "Progress"
             if starting and pool is None:
                 pool = ctx.Pool(min(workers, len(starting) + len(queue)), _init,
                                 (work, torch.get_num_threads(), counter, os.getpid()))
-            pending += [(unit, pool.apply_async(_train, (unit, work.resume(unit)))) for unit in starting]
+            pending += [pool.apply_async(_train, (unit,)) for unit in starting]
             progress.set_in_flight(len(pending))
             if not pending:
                 break
-            pending[0][1].wait(0.5)
+            pending[0].wait(0.5)
             with counter.get_lock():
                 total = counter.value
             if total > counted:
                 progress.tokens(int(total - counted))
                 counted = total
-            for item in [x for x in pending if x[1].ready()]:
-                pending.remove(item)
-                unit, out = item[0], item[1].get()  # re-raises the worker's exception
-                if out[0] == "paused":
-                    stopped = True  # the deadline has come: start nothing more
-                    yield Stopped(unit, out[1])
-                else:
-                    yield Finished(unit, *out[1:])
+            for done in [r for r in pending if r.ready()]:
+                pending.remove(done)
+                res = done.get()  # re-raises the worker's exception
+                stopped = stopped or isinstance(res, Stopped)  # the deadline has come: start nothing more
+                yield res
             progress.set_in_flight(len(pending))
     finally:  # done, or the build stops early (an error, Ctrl-C): no worker outlives it
         if pool is not None:

@@ -68,8 +68,6 @@ def cmd_build(args) -> int:
     if args.workers is not None and args.executor != "local":
         raise UserError("--workers applies to --executor local (Ray runs as many units as its CPUs allow: "
                         "--unit-cpus)")
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
     build_mod, presets, cluster, DataError = _builder("build", "build", "presets", "cluster", threads=args.threads)
     preset = resolve_preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
