@@ -302,8 +302,16 @@ def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standal
         for j, (a, s) in enumerate(zip(part["arch_ids"], part["seeds"])):
             k = seeds.index(int(s))
             for name in schema.per_run("standalone"):
-                getattr(sa, name)[a, k] = part[name][j]
+                getattr(sa, name)[a, k] = part[name][j] if name in part else _before(name, part, j)
     return sa
+
+
+def _before(name: str, part: dict, j: int) -> np.ndarray:
+    """A dataset a part written before it existed lacks: ``rollback`` is 0 at every checkpoint a run reached
+    (that code never rolled back), NaN after it diverged."""
+    if name != "rollback":
+        raise KeyError(f"part {part['path']} lacks the dataset {name!r}")
+    return np.where(np.isfinite(part["valid_ppl"][j]), 0.0, np.nan)
 
 
 def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] | None = None) -> schema.WeightSharing:

@@ -81,8 +81,10 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
         raise BuildError(f"refusing to overwrite {out}: it is not a readable nasbench-ptb table ({exc}); "
                          f"{_FORCE}") from None
     theirs = from_config(table.config)
-    if table.space.name != sp.name or theirs is None or \
-            parts.fingerprint(table.space, theirs, "standalone") != parts.fingerprint(sp, p, "standalone"):
+    sa = table.standalone
+    if table.space.name != sp.name or theirs is None or not parts.same_runs(
+            parts.fingerprint(table.space, theirs, "standalone"), parts.fingerprint(sp, p, "standalone"),
+            {} if sa is None else {"status": sa.status, "rollback": sa.rollback}):
         raise BuildError(f"refusing to overwrite {out}: it is a {table.space.name}/{table.preset} table of another "
                          f"configuration than this {sp.name}/{p.name} build; {_FORCE}")
     have = in_parts(found) if found is not None else {kind: set() for kind in parts.KINDS}

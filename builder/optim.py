@@ -74,6 +74,18 @@ class SlotSGD:
             return {k: p.detach() for k, p in self.params.items()}
         return {k: torch.where(_view(self.switched, p), self.ax[k], p.detach()) for k, p in self.params.items()}
 
+    @torch.no_grad()
+    def restore(self, mask: torch.Tensor, weights: dict, switched: torch.Tensor, avg_steps: torch.Tensor) -> None:
+        """Return the slots in ``mask`` to ``weights`` (as iterate and as average) and to the given switch and
+        averaging count: DARTS's rollback loads the model it saved (the averaged weights once switched) and the
+        optimiser saved with it."""
+        for k, p in self.params.items():
+            p[mask] = weights[k][mask]
+            self.ax[k][mask] = weights[k][mask]
+        self.switched[mask] = switched[mask]
+        self.avg_steps[mask] = avg_steps[mask]
+        self.any_switched = bool(self.switched.any())
+
     def state(self) -> dict:
         """What resuming needs (:mod:`builder.resume`): the switch, the averaging counts and the averages."""
         return {"switched": self.switched, "avg_steps": self.avg_steps, **{f"ax/{k}": v for k, v in self.ax.items()}}

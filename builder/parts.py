@@ -33,7 +33,10 @@ from .presets import Preset
 KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part kind per table group
 _WS_FIELDS = ("ws_", "hidden_clip")
 # Fields added after tables were first built: left out of the fingerprint at their default, so those builds resume.
-_LATER_FIELDS = {"amp": "off", "first_epoch_checkpoints": 0}
+_LATER_FIELDS = {"amp": "off", "first_epoch_checkpoints": 0, "rollbacks": 0}
+# Values that act only on a run that diverges: a unit where no run diverged and none was rolled back computes the
+# same under any of them, so its part serves every one (see :func:`same_runs`).
+_ON_DIVERGENCE = ("rollbacks",)
 
 
 class _Damaged(Exception):
@@ -50,10 +53,31 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
     values = {k: v for k, v in p.to_dict().items() if _LATER_FIELDS.get(k, object()) != v}
     if kind == "standalone":
         values = {k: v for k, v in values.items() if not k.startswith(_WS_FIELDS)}
+    else:  # rollbacks act on standalone runs only
+        values.pop("rollbacks", None)
     fp = {"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}
     if trainer.PROTOCOL_VERSION != 1:  # version 1 predates the field: its units carry none
         fp["protocol"] = trainer.PROTOCOL_VERSION
     return json.dumps(fp, sort_keys=True)
+
+
+def same_runs(theirs: str, fp: str, arrays: dict) -> bool:
+    """Whether a part of fingerprint ``theirs`` holds what ``fp`` would train: the same configuration, or one that
+    differs only in values acting on diverging runs (:data:`_ON_DIVERGENCE`) while none of its runs diverged or was
+    rolled back (every run computed the same under either)."""
+    if theirs == fp:
+        return True
+    try:
+        a, b = json.loads(theirs), json.loads(fp)
+    except ValueError:
+        return False
+    for d in (a, b):
+        for k in _ON_DIVERGENCE:
+            d.get("preset", {}).pop(k, None)
+    if a != b:
+        return False
+    quiet = not (np.asarray(arrays.get("status", [])) == schema.Status.DIVERGED).any()
+    return quiet and not (np.nan_to_num(np.asarray(arrays.get("rollback", [0.0]), dtype=float)) > 0).any()
 
 
 def _protocol(fp: str) -> int:
@@ -61,6 +85,20 @@ def _protocol(fp: str) -> int:
         return int(json.loads(fp).get("protocol", 1))
     except (ValueError, AttributeError):
         return 1
+
+
+def _divergence_hint(theirs: str, fp: str) -> str:
+    """Words for a part refused only because of a value acting on diverging runs."""
+    try:
+        a, b = json.loads(theirs), json.loads(fp)
+    except ValueError:
+        return ""
+    differ = {k for k in set(a.get("preset", {})) | set(b.get("preset", {}))
+              if a.get("preset", {}).get(k) != b.get("preset", {}).get(k)}
+    if not differ or not differ <= set(_ON_DIVERGENCE):
+        return ""
+    return (": it differs only in " + ", ".join(sorted(differ)) + ", but a run in it diverged or was rolled back, so "
+            "it would train differently now; move that part aside to retrain it")
 
 
 def write(path: Path, arrays: dict, attrs: dict) -> None:
@@ -100,10 +138,10 @@ def read_all(parts: Path, kind: str, fp: str) -> list[dict]:
                         f", this code trains version {_protocol(fp)} ({path.name}); they must not be mixed: use "
                         "another --out or remove that directory"
                     )
-                if f.attrs["fingerprint"] != fp:
+                if not same_runs(f.attrs["fingerprint"], fp, arrays):
                     raise BuildError(
-                        f"{parts} holds {kind} results of another configuration ({path.name}); use another --out "
-                        "or remove that directory"
+                        f"{parts} holds {kind} results of another configuration ({path.name}"
+                        f"{_divergence_hint(f.attrs['fingerprint'], fp)}); use another --out or remove that directory"
                     )
                 found.append({"path": path, **{k: v for k, v in f.attrs.items() if k != schema.DIGEST}, **arrays})
         except BuildError:

@@ -3,6 +3,14 @@
 At each checkpoint: validation ppl of every run on its evaluation weights (averaged after an ASGD switch), runs
 whose ppl is no longer finite marked diverged, and a copy of each run's weights at its best validation so far.
 At the end: each run's test ppl at its best-validation checkpoint.
+
+With the preset's ``rollbacks`` > 0 a run whose loss, weights or validation stop being finite is first returned
+to its best checkpoint, as DARTS's train.py does on a NaN loss: its weights become the evaluation weights saved
+there (the averaged ones once switched, which its optimiser also averages from), its ASGD switch and averaging
+count those of then, its hidden state zero; it trains on from where the unit is (the runs of a unit share the
+data stream, so the lost epochs are not repeated as DARTS repeats them) with its dropout masks drawn on. Before
+any checkpoint, its best is its initialisation. Its checkpoint records ``rollback`` 1 and the ppl of the restored
+weights; the interval's training loss, not finite, is NaN. Past ``rollbacks`` times the run is diverged.
 """
 from __future__ import annotations
 
@@ -16,11 +24,53 @@ from nasbench_ptb.schema import Status
 from nasbench_ptb.space import Genotype
 
 from .engine import SlotGenotypes, evaluate
+from .optim import SlotSGD
 from .presets import Preset
 from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
 
 if TYPE_CHECKING:
     from .resume import Resume
+
+
+class Rollbacks:
+    """Per run: the switch and averaging count at its best checkpoint, how often it was rolled back, and where."""
+
+    def __init__(self, A: int, C: int, device: torch.device):
+        self.best_switched = torch.zeros(A, dtype=torch.bool, device=device)
+        self.best_avg_steps = torch.zeros(A, device=device)
+        self.used = np.zeros(A, dtype=np.int64)
+        self.at = np.zeros((A, C))  # 1 at the checkpoint that recorded a rollback
+        self.since = np.zeros(A, dtype=bool)  # rolled back since the last checkpoint
+
+    def remember(self, improved: torch.Tensor, opt: SlotSGD) -> None:
+        """Keep the optimiser's switch and count for the runs whose best checkpoint this is."""
+        self.best_switched[improved] = opt.switched[improved]
+        self.best_avg_steps[improved] = opt.avg_steps[improved]
+
+    def revive(self, dying: np.ndarray, limit: int, opt: SlotSGD, best: dict) -> np.ndarray:
+        """Return the dying runs that have rollbacks left to their best checkpoint; which ones it did."""
+        ok = dying & (self.used < limit)
+        if ok.any():
+            opt.restore(torch.as_tensor(ok, device=self.best_switched.device), best, self.best_switched,
+                        self.best_avg_steps)
+            self.used[ok] += 1
+            self.since |= ok
+        return ok
+
+    def state(self) -> dict:
+        """What resuming needs (``since`` is empty after every checkpoint, when states are saved)."""
+        return {"best_switched": self.best_switched, "best_avg_steps": self.best_avg_steps, "used": self.used,
+                "at": self.at}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`'s record; a state saved before rollbacks existed holds none (its runs were
+        never rolled back, and without rollbacks it never needs the best switch)."""
+        if not state:
+            return
+        self.best_switched.copy_(torch.as_tensor(state["best_switched"]))
+        self.best_avg_steps.copy_(torch.as_tensor(state["best_avg_steps"]))
+        self.used[...], self.at[...] = state["used"], state["at"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +85,7 @@ class RunCurves:
     test_ppl: np.ndarray
     best_epoch: np.ndarray
     status: np.ndarray
+    rollback: np.ndarray  # [A, C] 1 where the run was returned to its best checkpoint before this one, else 0
 
 
 def train_runs(
@@ -63,27 +114,38 @@ def train_runs(
     tr = SlotTrainer(corpus, seeds, genotypes[0].n, p, device, "awd" if p.variable_bptt else "fixed")
     valid_ppl = np.full((A, C), np.nan)
     best_val, best_epoch = np.full(A, np.inf), np.full(A, np.nan)
-    best = {k: v.detach().clone() for k, v in tr.params.items()}
+    best = {k: v.detach().clone() for k, v in tr.params.items()}  # the initialisation until a checkpoint
+    rb = Rollbacks(A, C, device)
+    if p.rollbacks > 0:
+        tr.on_diverge = lambda dying: rb.revive(dying, p.rollbacks, tr.opt, best)
 
     def validate(c: int, eval_params: dict, live: np.ndarray) -> np.ndarray:
         val_ppl = to_ppl(evaluate(eval_params, geno, valid, p.bptt, p.amp).cpu().numpy(), live)
-        tr.kill(~np.isfinite(val_ppl))
-        live = tr.alive.cpu().numpy()
+        while True:
+            tr.kill(~np.isfinite(val_ppl))
+            live = tr.alive.cpu().numpy()
+            again = live & ~np.isfinite(val_ppl)  # rolled back just now: validate the restored weights
+            if not again.any():
+                break
+            redo = to_ppl(evaluate(tr.opt.eval_params(), geno, valid, p.bptt, p.amp).cpu().numpy(), live)
+            val_ppl = np.where(again, redo, val_ppl)
         valid_ppl[:, c] = np.where(live, val_ppl, np.nan)
+        rb.at[:, c], rb.since[:] = rb.since, False
         improved = live & (val_ppl < best_val)
         if improved.any():
             mask = torch.as_tensor(improved, device=device)
-            with torch.no_grad():
+            with torch.no_grad():  # (a run rolled back here is not better than its best: eval_params holds)
                 for k in best:
                     best[k][mask] = eval_params[k][mask]
+            rb.remember(mask, tr.opt)
             best_val[improved] = val_ppl[improved]
             best_epoch[improved] = tr.stream.position
         return np.log(val_ppl)
 
-    keep = {"valid_ppl": valid_ppl, "best_val": best_val, "best_epoch": best_epoch, "best": best}
+    keep = {"valid_ppl": valid_ppl, "best_val": best_val, "best_epoch": best_epoch, "best": best, "rollbacks": rb}
     prog = checkpoint_loop(tr, schedule, lambda: geno, validate, p.asgd, on_batch, resume, keep)
     live = tr.alive.cpu().numpy()
     test_ppl = to_ppl(evaluate(best, geno, test, p.bptt, p.amp).cpu().numpy(), live & np.isfinite(best_val))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
     return RunCurves(prog.epochs, prog.train_loss, valid_ppl, prog.seconds, test_ppl,
-                     np.where(live, best_epoch, np.nan), status)
+                     np.where(live, best_epoch, np.nan), status, np.where(np.isfinite(valid_ppl), rb.at, np.nan))

@@ -115,6 +115,9 @@ class SlotTrainer:
         self.history: list[list[float]] = [[] for _ in range(self.A)]
         # called as before_step(start, seq, hidden) ahead of each mini-batch's weight step (DARTS's architecture step)
         self.before_step: Callable[[int, int, torch.Tensor], None] | None = None
+        # called with the slots about to be marked dead ([A] bool); returns those it returned to an earlier state,
+        # which stay alive (their carried hidden state restarts at zero)
+        self.on_diverge: Callable[[np.ndarray], np.ndarray] | None = None
 
     def state(self) -> dict:
         """Everything the next mini-batch depends on (:mod:`builder.resume`): weights, optimiser, dropout and bptt
@@ -188,8 +191,14 @@ class SlotTrainer:
         return np.where(live, mean_loss, np.nan), live
 
     def kill(self, mask) -> None:
-        """Mark the slots in ``mask`` dead (diverged): their weights are zeroed and they never train again."""
+        """Mark the slots in ``mask`` dead (diverged): their weights are zeroed and they never train again —
+        unless ``on_diverge`` returns them to an earlier state first."""
         mask = torch.as_tensor(mask, device=self.device) & self.alive
+        if self.on_diverge is not None and bool(mask.any()):
+            revived = torch.as_tensor(self.on_diverge(mask.cpu().numpy()), device=self.device)
+            with torch.no_grad():
+                self.hidden[revived] = 0.0
+            mask &= ~revived
         if bool(mask.any()):
             with torch.no_grad():
                 for v in self.params.values():

@@ -65,7 +65,8 @@ def cmd_info(args) -> int:
     sa = table.standalone
     if sa is not None:
         print(f"standalone epochs {cfg.get('epochs')}, {len(sa.epochs)} checkpoints, seeds {list(map(int, sa.seeds))}")
-        print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing; "
+        print(f"coverage   {cov.ok}/{cov.runs} runs ok, {cov.diverged} diverged, {cov.missing} missing"
+              + (f", {cov.rolled_back} rolled back to their best checkpoint" if cov.rolled_back else "") + "; "
               f"{cov.archs_with_ok_run}/{table.space.size} architectures with a result"
               + (" (full)" if cov.full else " (partial)"))
         print(f"valid ppl  final checkpoint over ok runs: {_fmt_range(stats.final_valid(table))}")

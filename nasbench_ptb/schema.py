@@ -92,6 +92,8 @@ class Standalone(_Group):
     test_ppl: np.ndarray = column("NS", "f8", "test perplexity at the best-validation checkpoint")
     best_epoch: np.ndarray = column("NS", "f8", "epoch of the best-validation checkpoint")
     status: np.ndarray = column("NS", "i1", "0 ok, 1 missing, 2 diverged")
+    rollback: np.ndarray = column("NSC", "f8", "1 where the run diverged before this checkpoint and was returned to "
+                                  "its best checkpoint (preset rollbacks), else 0", added=True)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ class Coverage:
     missing: int
     diverged: int
     archs_with_ok_run: int
+    rolled_back: int = 0  # runs returned to their best checkpoint at least once (preset rollbacks)
 
     @property
     def full(self) -> bool:
@@ -35,6 +36,7 @@ def coverage(table: Table) -> Coverage:
     return Coverage(
         runs=int(st.size), ok=int((st == Status.OK).sum()), missing=int((st == Status.MISSING).sum()),
         diverged=int((st == Status.DIVERGED).sum()), archs_with_ok_run=int((st == Status.OK).any(axis=1).sum()),
+        rolled_back=int((np.nan_to_num(table.standalone.rollback) > 0).any(axis=2).sum()),
     )
 
 

@@ -28,6 +28,10 @@ def test_coverage_counts_every_status(table):
     assert not cov.full
     table.standalone.status[1] = 0
     assert summary.coverage(table).full and summary.coverage(table).ok == 61
+    assert cov.rolled_back == 0
+    table.standalone.rollback[5, 0, :] = 0.0
+    table.standalone.rollback[5, 0, 1] = table.standalone.rollback[6, 1, 0] = table.standalone.rollback[6, 1, 2] = 1
+    assert summary.coverage(table).rolled_back == 2  # runs, not rollbacks; NaN (not recorded) counts as none
 
 
 def test_means_ranks_and_best_by_hand(table):
