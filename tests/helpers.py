@@ -1,5 +1,6 @@
 """Tiny synthetic corpora and presets built by the tests themselves."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -147,3 +148,18 @@ def same_table(a_path, b_path) -> None:
             x, y = a[name][()], b[name][()]
             assert x.dtype == y.dtype and x.shape == y.shape, name
             assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
+
+
+def http_tables(d: Path) -> list[Path]:
+    """The two tables the HTTP tests serve from folder ``d``: a 2-node one with proxies, a 3-node one without."""
+    from nasbench_ptb import schema
+
+    base = synthetic_table(d / "2node-x.h5")
+    ids = np.arange(32)
+    synflow = -key_valid(ids).astype(float)
+    synflow[3] = -1000.0  # 3 diverged: last under training, last under synflow
+    # the 2-node table has proxies: synflow agrees with training, hidden_cov is the reverse of it, grasp undefined
+    schema.write(with_proxies(base, [0, 1], {"synflow": synflow[:, None], "hidden_cov": key_valid(ids)[:, None]},
+                              {"synflow": 6.4, "hidden_cov": 3.2}), d / "2node-x.h5")
+    synthetic_table(d / "3node-x.h5", "3node")  # and the 3-node one none
+    return [d / "2node-x.h5", d / "3node-x.h5"]

@@ -1,14 +1,6 @@
-"""Every endpoint and error path through TestClient, and one real `nasbench_ptb serve` process."""
+"""Every endpoint and its error paths through TestClient (the protocol-level checks: test_http_protocol.py)."""
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -17,30 +9,18 @@ from fastapi.testclient import TestClient  # noqa: E402
 from nasbench_ptb.server.app import create_app  # noqa: E402
 from nasbench_ptb.space import parse, space as parse_space  # noqa: E402
 
-from helpers import key_test, key_valid, synthetic_table, with_proxies  # noqa: E402
+from helpers import http_tables, key_test, key_valid, synthetic_table  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory):
-    from nasbench_ptb import schema
-
-    d = tmp_path_factory.mktemp("tables")
-    base = synthetic_table(d / "2node-x.h5")
-    ids = np.arange(32)
-    synflow = -key_valid(ids).astype(float)
-    synflow[3] = -1000.0  # 3 diverged: last under training, last under synflow
-    # the 2-node table has proxies: synflow agrees with training, hidden_cov is the reverse of it, grasp undefined
-    schema.write(with_proxies(base, [0, 1], {"synflow": synflow[:, None], "hidden_cov": key_valid(ids)[:, None]},
-                              {"synflow": 6.4, "hidden_cov": 3.2}), d / "2node-x.h5")
-    synthetic_table(d / "3node-x.h5", "3node")  # and the 3-node one none
-    return [d / "2node-x.h5", d / "3node-x.h5"]
+    return http_tables(tmp_path_factory.mktemp("tables"))
 
 
 @pytest.fixture(scope="module")
 def client(tables):
     with TestClient(create_app(tables), raise_server_exceptions=False) as c:
         yield c
-
 
 def test_health_and_spaces(client):
     assert client.get("/health").json() == {"status": "ok", "tables": 2}
@@ -192,168 +172,6 @@ def test_leaderboard(client):
     assert client.get("/archs", params={"space": "3node", "limit": 1}).json()["total"] == 384
     assert client.get("/archs", params={"sort": "test_ppl", "limit": 1}).json()["items"][0]["test_ppl"] == 90.5
 
-
-def test_openapi_documents_every_endpoint(client):
-    spec = client.get("/openapi.json").json()
-    assert {"/arch/{arch_hash}", "/arch", "/archs", "/spaces", "/health"} <= set(spec["paths"])
-    ok = spec["paths"]["/arch/{arch_hash}"]["get"]["responses"]
-    assert "404" in ok and ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ArchModel")
-
-
-def test_every_error_body_is_one_line_as_documented(client):
-    spec = client.get("/openapi.json").json()
-    assert "HTTPValidationError" not in spec["components"]["schemas"]  # never sent, so never declared
-    for path in ("/arch/{arch_hash}", "/arch", "/archs"):
-        declared = spec["paths"][path]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
-        assert declared["$ref"].endswith("ErrorModel")
-    for url in ("/arch/XYZ", "/archs?limit=0", "/archs?sort=nope", "/arch?genotype=", "/arch?genotype=tanh:-7"):
-        r = client.get(url)
-        assert r.status_code == 422 and isinstance(r.json()["detail"], str) and list(r.json()) == ["detail"]
-    assert client.get("/archs?limit=5000").json()["detail"] == "query.limit: Input should be less than or equal to 1000"
-
-
-def test_head_answers_every_get_route_without_a_body(client):
-    g = parse("tanh:0|relu:1")
-    for url in ("/health", "/spaces", f"/arch/{g.hash}", "/archs?limit=3", "/docs"):
-        get, head = client.get(url), client.head(url)
-        assert head.status_code == 200 and head.content == b"", url
-        assert head.headers["content-type"] == get.headers["content-type"]
-        assert int(head.headers["content-length"]) == len(get.content)
-    assert client.head("/arch/ffffffffffffffff").status_code == 404
-
-
-def test_spaces_do_not_reveal_filesystem_paths(client, tables):
-    body = client.get("/spaces").text
-    assert "path" not in client.get("/spaces").json()[0] and str(tables[0].parent) not in body
-
-
-def test_docs_work_offline_from_packaged_assets(client):
-    for page, assets in (("/docs", ["/static/swagger-ui-bundle.js", "/static/swagger-ui.css"]),
-                         ("/redoc", ["/static/redoc.standalone.js"])):
-        html = client.get(page).text
-        assert "cdn" not in html.lower() and "googleapis" not in html
-        for asset in assets:
-            assert asset in html
-            r = client.get(asset)
-            assert r.status_code == 200 and len(r.content) > 100_000
-
-
-def test_openapi_conformance_of_every_route(tables):
-    """Generated requests against every route (schemathesis): each response's status code and body conform to
-    what the OpenAPI document declares."""
-    schemathesis = pytest.importorskip("schemathesis")
-    from hypothesis import HealthCheck, given, settings
-
-    app = create_app(tables)
-    with TestClient(app):  # runs the lifespan: tables loaded
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-        operations = [operation.ok() for operation in schema.get_all_operations()]
-        assert len(operations) == 7
-        for op in operations:
-            for mode in schemathesis.GenerationMode:  # valid requests, and requests that break the schema
-                if mode == schemathesis.GenerationMode.NEGATIVE and not op.path_parameters and not op.query:
-                    continue  # /health and /spaces take no parameters to break
-
-                @settings(max_examples=25, deadline=None, database=None,
-                          suppress_health_check=list(HealthCheck), derandomize=True)
-                @given(case=op.as_strategy(generation_mode=mode))
-                def check(case):  # positive_data_acceptance included: what the schema allows is 2xx or 404
-                    case.call_and_validate()
-
-                check()
-
-
-def _raw(port: int, request: bytes) -> tuple[int, str, bytes]:
-    """Send raw bytes; the status, the header block and the body of the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), head.decode().lower(), body
-
-
-@pytest.mark.parametrize("name", ["JsonH11Protocol", "JsonHttpToolsProtocol"])
-def test_uvicorns_own_400s_are_json_like_every_error(name):
-    """Issue 25.10: a request too malformed to reach the app got uvicorn's plain-text 400."""
-    import threading
-
-    import uvicorn
-
-    from nasbench_ptb.server import protocols
-
-    cls = getattr(protocols, name)
-    if cls is None:
-        pytest.skip("httptools is not installed")
-
-    async def app(scope, receive, send):  # never reached by a malformed request
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, http=cls, log_level="error",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 20
-        while not server.started:
-            assert time.time() < deadline, "server did not come up"
-            time.sleep(0.05)
-        for bad in (b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", b"\x16\x03\x01 not http\r\n\r\n"):
-            status, headers, body = _raw(port, bad)
-            assert status == 400 and "content-type: application/json" in headers
-            assert f"content-length: {len(body)}" in headers
-            assert json.loads(body)["detail"].startswith("malformed HTTP request: ")
-        assert _raw(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[::2] == (200, b"ok")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_real_serve_process(tables):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--port", str(port), "--tables",
-                             *map(str, tables)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                    assert json.load(r)["tables"] == 2
-                break
-            except (urllib.error.URLError, ConnectionError):
-                assert proc.poll() is None, proc.stderr.read().decode()
-                assert time.time() < deadline, "server did not come up"
-                time.sleep(0.1)
-        g = parse("sigmoid:0|identity:1")
-        with urllib.request.urlopen(f"{url}/arch/{g.hash}") as r:
-            assert json.load(r)["genotype"] == g.canonical
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{url}/arch/ffffffffffffffff")
-        assert err.value.code == 404
-        status, headers, body = _raw(port, b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
-        assert status == 400 and "application/json" in headers  # uvicorn's own answer, before the app
-        assert json.loads(body)["detail"].startswith("malformed HTTP request: ")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def test_serve_bad_tables_is_one_line(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--tables", str(tmp_path / "none.h5")],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1 and "none.h5" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    assert "--tables" in res.stderr and "NASBENCH_PTB_TABLES" not in res.stderr  # the flag the user gave
 
 
 def test_leaderboard_of_a_table_without_standalone_runs(tmp_path):
