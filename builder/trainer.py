@@ -267,7 +267,7 @@ def checkpoint_loop(tr: SlotTrainer, schedule: Schedule, genotypes: Callable[[],
         live = tr.alive.cpu().numpy()
         elapsed += time.perf_counter() - t0
         t0 = time.perf_counter()
-        train_loss[~live, c] = np.nan
+        train_loss[~live | ~np.isfinite(train_loss[:, c]), c] = np.nan  # a rolled-back interval's inf too
         seconds[:, c] = np.where(live, elapsed / A, np.nan)
         if asgd and schedule.judges[c]:
             tr.nonmono_switch(switch_loss, live)

@@ -33,7 +33,7 @@ def poison(monkeypatch, batches):
         calls["n"] += 1
         if calls["n"] in batches:
             obj = obj * torch.tensor([1.0, float("inf"), 1.0])
-            ce = ce * torch.tensor([1.0, float("inf"), 1.0])
+            ce = ce * torch.tensor([1.0, float("inf"), 1.0])  # the interval's mean is inf, recorded as NaN
         return obj, ce, h
 
     monkeypatch.setattr(train_mod, "train_loss", poisoned)
