@@ -61,20 +61,23 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
     return json.dumps(fp, sort_keys=True)
 
 
+def _differing(theirs: str, fp: str) -> set[str]:
+    """The preset values in which two fingerprints differ (``"*"`` for anything outside the preset, or unreadable)."""
+    try:
+        a, b = json.loads(theirs), json.loads(fp)
+    except ValueError:
+        return {"*"}
+    pa, pb = a.pop("preset", {}), b.pop("preset", {})
+    return {k for k in set(pa) | set(pb) if pa.get(k) != pb.get(k)} | ({"*"} if a != b else set())
+
+
 def same_runs(theirs: str, fp: str, arrays: dict) -> bool:
     """Whether a part of fingerprint ``theirs`` holds what ``fp`` would train: the same configuration, or one that
     differs only in values acting on diverging runs (:data:`_ON_DIVERGENCE`) while none of its runs diverged or was
     rolled back (every run computed the same under either)."""
     if theirs == fp:
         return True
-    try:
-        a, b = json.loads(theirs), json.loads(fp)
-    except ValueError:
-        return False
-    for d in (a, b):
-        for k in _ON_DIVERGENCE:
-            d.get("preset", {}).pop(k, None)
-    if a != b:
+    if not _differing(theirs, fp) <= set(_ON_DIVERGENCE):
         return False
     quiet = not (np.asarray(arrays.get("status", [])) == schema.Status.DIVERGED).any()
     return quiet and not (np.nan_to_num(np.asarray(arrays.get("rollback", [0.0]), dtype=float)) > 0).any()
@@ -89,12 +92,7 @@ def _protocol(fp: str) -> int:
 
 def _divergence_hint(theirs: str, fp: str) -> str:
     """Words for a part refused only because of a value acting on diverging runs."""
-    try:
-        a, b = json.loads(theirs), json.loads(fp)
-    except ValueError:
-        return ""
-    differ = {k for k in set(a.get("preset", {})) | set(b.get("preset", {}))
-              if a.get("preset", {}).get(k) != b.get("preset", {}).get(k)}
+    differ = _differing(theirs, fp)
     if not differ or not differ <= set(_ON_DIVERGENCE):
         return ""
     return (": it differs only in " + ", ".join(sorted(differ)) + ", but a run in it diverged or was rolled back, so "
