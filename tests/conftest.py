@@ -56,3 +56,23 @@ def pytest_make_collect_report(collector):
     if os.environ.get("CI") == "true" and report.skipped:
         report.outcome = "failed"
         report.longrepr = f"module skipped under CI=true, where every dependency must be installed: {report.longrepr}"
+
+
+@pytest.fixture(scope="module")
+def served_tables(tmp_path_factory):
+    """The two tables the HTTP tests serve (``helpers.http_tables``), built once per test module."""
+    from helpers import http_tables
+
+    return http_tables(tmp_path_factory.mktemp("tables"))
+
+
+@pytest.fixture(scope="module")
+def http_client(served_tables):
+    """A TestClient of the app over ``served_tables``; server errors come back as 500s, not exceptions."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from nasbench_ptb.server.app import create_app
+
+    with TestClient(create_app(served_tables), raise_server_exceptions=False) as c:
+        yield c

@@ -17,72 +17,59 @@ from fastapi.testclient import TestClient  # noqa: E402
 from nasbench_ptb.server.app import create_app  # noqa: E402
 from nasbench_ptb.space import parse  # noqa: E402
 
-from helpers import http_tables  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def tables(tmp_path_factory):
-    return http_tables(tmp_path_factory.mktemp("tables"))
-
-
-@pytest.fixture(scope="module")
-def client(tables):
-    with TestClient(create_app(tables), raise_server_exceptions=False) as c:
-        yield c
-
-
-def test_openapi_documents_every_endpoint(client):
-    spec = client.get("/openapi.json").json()
+def test_openapi_documents_every_endpoint(http_client):
+    spec = http_client.get("/openapi.json").json()
     assert {"/arch/{arch_hash}", "/arch", "/archs", "/spaces", "/health"} <= set(spec["paths"])
     ok = spec["paths"]["/arch/{arch_hash}"]["get"]["responses"]
     assert "404" in ok and ok["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ArchModel")
 
 
-def test_every_error_body_is_one_line_as_documented(client):
-    spec = client.get("/openapi.json").json()
+def test_every_error_body_is_one_line_as_documented(http_client):
+    spec = http_client.get("/openapi.json").json()
     assert "HTTPValidationError" not in spec["components"]["schemas"]  # never sent, so never declared
     for path in ("/arch/{arch_hash}", "/arch", "/archs"):
         declared = spec["paths"][path]["get"]["responses"]["422"]["content"]["application/json"]["schema"]
         assert declared["$ref"].endswith("ErrorModel")
     for url in ("/arch/XYZ", "/archs?limit=0", "/archs?sort=nope", "/arch?genotype=", "/arch?genotype=tanh:-7"):
-        r = client.get(url)
+        r = http_client.get(url)
         assert r.status_code == 422 and isinstance(r.json()["detail"], str) and list(r.json()) == ["detail"]
-    assert client.get("/archs?limit=5000").json()["detail"] == "query.limit: Input should be less than or equal to 1000"
+    assert http_client.get("/archs?limit=5000").json()["detail"] == "query.limit: Input should be less than or equal to 1000"
 
 
-def test_head_answers_every_get_route_without_a_body(client):
+def test_head_answers_every_get_route_without_a_body(http_client):
     g = parse("tanh:0|relu:1")
     for url in ("/health", "/spaces", f"/arch/{g.hash}", "/archs?limit=3", "/docs"):
-        get, head = client.get(url), client.head(url)
+        get, head = http_client.get(url), http_client.head(url)
         assert head.status_code == 200 and head.content == b"", url
         assert head.headers["content-type"] == get.headers["content-type"]
         assert int(head.headers["content-length"]) == len(get.content)
-    assert client.head("/arch/ffffffffffffffff").status_code == 404
+    assert http_client.head("/arch/ffffffffffffffff").status_code == 404
 
 
-def test_spaces_do_not_reveal_filesystem_paths(client, tables):
-    body = client.get("/spaces").text
-    assert "path" not in client.get("/spaces").json()[0] and str(tables[0].parent) not in body
+def test_spaces_do_not_reveal_filesystem_paths(http_client, served_tables):
+    body = http_client.get("/spaces").text
+    assert "path" not in http_client.get("/spaces").json()[0] and str(served_tables[0].parent) not in body
 
 
-def test_docs_work_offline_from_packaged_assets(client):
+def test_docs_work_offline_from_packaged_assets(http_client):
     for page, assets in (("/docs", ["/static/swagger-ui-bundle.js", "/static/swagger-ui.css"]),
                          ("/redoc", ["/static/redoc.standalone.js"])):
-        html = client.get(page).text
+        html = http_client.get(page).text
         assert "cdn" not in html.lower() and "googleapis" not in html
         for asset in assets:
             assert asset in html
-            r = client.get(asset)
+            r = http_client.get(asset)
             assert r.status_code == 200 and len(r.content) > 100_000
 
 
-def test_openapi_conformance_of_every_route(tables):
+def test_openapi_conformance_of_every_route(served_tables):
     """Generated requests against every route (schemathesis): each response's status code and body conform to
     what the OpenAPI document declares."""
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, given, settings
 
-    app = create_app(tables)
+    app = create_app(served_tables)
     with TestClient(app):  # runs the lifespan: tables loaded
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
         operations = [operation.ok() for operation in schema.get_all_operations()]
@@ -156,10 +143,10 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_real_serve_process(tables):
+def test_real_serve_process(served_tables):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nasbench_ptb.cli", "serve", "--port", str(port), "--tables",
-                             *map(str, tables)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             *map(str, served_tables)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         url = f"http://127.0.0.1:{port}"
