@@ -54,9 +54,9 @@ class Preset:
     stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
     amp: str = "off"  # "bf16": bf16 autocast for the matmuls (fp32 master weights, fp32 loss and recurrent state)
     first_epoch_checkpoints: int = 0  # extra validations evenly spaced over the first epoch (standalone and WS)
-    # standalone: how often a run whose loss or weights stop being finite is returned to its best-validation
-    # weights and optimiser state and trains on (DARTS's train.py rolls back to its best checkpoint on a NaN
-    # loss); past that, or at 0, the run is recorded diverged
+    # standalone: how often a run whose loss, weights or validation stop being finite is returned to its best
+    # checkpoint's weights and optimiser state and trains on (DARTS's train.py rolls back to its best checkpoint
+    # on a NaN loss); past that, or at 0, the run is recorded diverged
     rollbacks: int = 0
 
     @property
