@@ -179,10 +179,12 @@ class LocalExecutor:
 
 def run_unit(unit: "Unit", work: Work, on_batch: Callable[[int], None] | None = None) -> Finished | Stopped:
     """Train one unit of a resumable build in this process (one at a time, or in a :mod:`builder.pool` worker):
-    :class:`Finished` with its wall-clock seconds, or :class:`Stopped` when the deadline paused it (state kept)."""
-    t0 = time.perf_counter()
+    :class:`Finished` with its wall-clock seconds (those of the earlier runs that trained it up to the state it
+    resumed from included), or :class:`Stopped` when the deadline paused it (state kept)."""
+    t0, resume = time.perf_counter(), work.resume(unit)
     try:
-        arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=on_batch, resume=work.resume(unit))
+        arrays = train_unit(unit, work.sp, work.p, work.corpus, work.dev, on_batch=on_batch, resume=resume)
     except Paused as exc:
         return Stopped(unit, str(exc))
-    return Finished(unit, arrays, time.perf_counter() - t0, device_name(work.dev))
+    earlier = resume.earlier_seconds if resume is not None else 0.0
+    return Finished(unit, arrays, earlier + time.perf_counter() - t0, device_name(work.dev))

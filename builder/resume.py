@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ class Resume:
     path: Path
     fingerprint: str
     deadline: float | None = None  # time.time(); None: never pause
+    earlier_seconds: float = field(default=0.0, init=False)  # training seconds of the state last loaded
 
     def load(self) -> dict[str, np.ndarray] | None:
         """The saved state, or None when there is none. A state of another configuration or an unreadable one is
@@ -122,6 +123,7 @@ class Resume:
                 stored = f.attrs.get(schema.DIGEST)  # states saved before digests have none
                 if stored is not None and str(stored) != schema.content_digest(f, state):
                     raise ValueError("content digest mismatch: a changed byte or a partial write")
+                self.earlier_seconds = float(state.get("loop/elapsed", 0.0))
                 return state
         except (OSError, KeyError, ValueError, RuntimeError, TypeError) as exc:  # what damage makes h5py raise
             aside = self.path.with_name(self.path.name + ".bad")

@@ -215,9 +215,20 @@ def test_time_limit_pauses_the_running_unit_and_a_rerun_finishes_it(tmp_path, pt
     err = capsys.readouterr().err
     assert "paused after checkpoint 1 of 6" in err and "a later run of the same command continues it" in err
     assert (schema.read(tmp_path / "t.h5").standalone.status == Status.MISSING).all()
-    assert list((tmp_path / "t.h5.parts").glob("state-unit-*.h5"))
+    [state] = (tmp_path / "t.h5.parts").glob("state-unit-*.h5")
+    # the paused run trained for 1000 s (as a long unit's earlier sessions did): the finished unit counts them
+    with h5py.File(state) as f:
+        fp, done = str(f.attrs["fingerprint"]), int(f.attrs["checkpoint"])
+    res = Resume(state, fp)
+    saved = res.load()
+    res.save({**saved, "loop/elapsed": np.array(1000.0)}, done)
     assert main([*args, "--out", str(tmp_path / "t.h5")]) == 0
     assert (schema.read(tmp_path / "t.h5").standalone.status[:2] == Status.OK).all()
+    [part] = (tmp_path / "t.h5.parts").glob("unit-*.h5")
+    with h5py.File(part) as f:
+        seconds, unit_seconds = f["seconds"][...], float(f.attrs["unit_seconds"])
+    assert (seconds[:, -1] * len(seconds) > 1000).all()  # the curve goes on from the state's seconds
+    assert 1000 < unit_seconds < 1000 + 300  # so does the unit's time, not only the last run's
 
 
 def test_trainer_state_round_trips_through_the_file_in_the_middle_of_averaging(tmp_path):
