@@ -65,6 +65,8 @@ def _standalone(sa: Standalone, c: int) -> Standalone:
 
 
 def _ws(ws: WeightSharing, epoch: float) -> WeightSharing | None:
+    if not np.isfinite(ws.epochs).any():  # no super-net trained yet (a partial build): nothing to cut
+        return ws
     if epoch + TOLERANCE < ws.epochs[0]:
         return None
     c = checkpoint_of(ws.epochs, epoch)

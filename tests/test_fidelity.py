@@ -139,6 +139,22 @@ def test_a_table_at_an_epoch_answers_as_if_training_had_stopped_there(tmp_path):
         bench.query(5, epoch=float("inf"))
 
 
+def test_a_partial_build_whose_super_nets_are_not_trained_yet_is_cut_at_every_epoch():
+    import dataclasses
+
+    from nasbench_ptb.analyses import by_epoch
+    from nasbench_ptb.fidelity import at_epoch
+
+    # as the build assembles it before any super-net finished: checkpoint epochs not yet known (NaN)
+    untrained = schema.WeightSharing.empty(N, [0, 1], np.full(C, np.nan), np.zeros(C, dtype=int))
+    t = dataclasses.replace(AGREE, ws=untrained)
+    cut = at_epoch(t, 0.5)
+    assert cut.ws is untrained and cut.standalone.valid_ppl.shape[2] == 5
+    rows = by_epoch(t)
+    assert len(rows) == C and all(r.tau_final == pytest.approx(1) for r in rows[-1:])
+    assert all(len(r.ws_tau) == 2 and np.isnan(r.ws_tau).all() for r in rows)  # no super-net: no WS tau
+
+
 def test_by_epoch_on_tables_whose_early_order_is_known(tmp_path):
     from helpers import synthetic_table
 
