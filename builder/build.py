@@ -30,7 +30,7 @@ from nasbench_ptb.space import Genotype, SearchSpace
 from . import data, guard, parts, proxies
 from .engine import count_params
 from .executors import (Executor, Failed, LocalExecutor, Stopped, Work, device_name, resolve_device, state_path,
-                        unit_tokens)
+                        tokens_left)
 from .parts import BuildError
 from .presets import Preset
 from .progress import Progress
@@ -228,7 +228,7 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
     n_units = n_done + len(todo)
     train_len = len(work.corpus.train[: p.train_tokens])
     progress = Progress(n_units, n_done, quiet=quiet, label=f"{sp.name}/{p.name}",
-                        planned_tokens=sum(unit_tokens(u, p, train_len) for u in todo))
+                        planned_tokens=sum(tokens_left(u, work, train_len) for u in todo))
     started, unit_seconds, failed = time.perf_counter(), [], []
 
     def may_start(left: int) -> bool:

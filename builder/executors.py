@@ -75,6 +75,16 @@ def unit_tokens(unit: "Unit", p: Preset, train_len: int) -> float:
     return len(unit.seeds) * (p.epochs if unit.kind == "standalone" else p.ws_epochs) * train_len
 
 
+def tokens_left(unit: "Unit", work: "Work", train_len: int) -> float:
+    """The training arch-tokens a unit still needs: all of them, less what its saved state has trained."""
+    resume = work.resume(unit)
+    done = resume.checkpoints_done() if resume is not None else 0
+    if not done:
+        return unit_tokens(unit, work.p, train_len)
+    at = work.p.schedule("standalone" if unit.kind == "standalone" else "ws").at
+    return unit_tokens(unit, work.p, train_len) * (1 - at[min(done, len(at)) - 1] / at[-1])
+
+
 @dataclass(frozen=True)
 class Finished:
     """A trained unit as it comes back to the driver."""

@@ -56,10 +56,10 @@ class Progress:
         left = self.units - self.done
         if not left:
             eta = "done"
+        elif rate > 0 and self.planned_tokens:  # by tokens: units differ in size (resumed, WS, the last one)
+            eta = f"~{max(self.planned_tokens - self.arch_tokens, 0) / rate / 60:.1f} min"
         elif finished:
             eta = f"{elapsed / finished * left / 60:.1f} min"
-        elif rate > 0 and self.planned_tokens:
-            eta = f"~{max(self.planned_tokens - self.arch_tokens, 0) / rate / 60:.1f} min (training only)"
         else:
             eta = "?"
         extra = [f"{self.in_flight} in flight"] if self.in_flight is not None else []

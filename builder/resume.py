@@ -132,6 +132,15 @@ class Resume:
                   "from the beginning", file=sys.stderr)
             return None
 
+    def checkpoints_done(self) -> int:
+        """How many checkpoints the saved state has done (0 without a state of this configuration); reads only the
+        attributes, for a progress estimate (:meth:`load` checks the contents)."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                return int(f.attrs["checkpoint"]) if f.attrs["fingerprint"] == self.fingerprint else 0
+        except (OSError, KeyError):
+            return 0
+
     def save(self, state: dict, checkpoint: int) -> None:
         """Write the state after ``checkpoint`` checkpoints, whole or not at all.
 

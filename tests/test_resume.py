@@ -257,3 +257,31 @@ def test_trainer_state_round_trips_through_the_file_in_the_middle_of_averaging(t
     for k in a.params:
         assert torch.equal(a.params[k], b.params[k]) and torch.equal(a.opt.eval_params()[k], b.opt.eval_params()[k])
     assert torch.equal(a.hidden, b.hidden) and torch.equal(a.loss_sum, b.loss_sum)
+
+
+def test_the_tokens_left_of_a_paused_unit_exclude_what_its_state_trained(tmp_path):
+    from nasbench_ptb.builder.build import Unit
+    from nasbench_ptb.builder.executors import Work, tokens_left, unit_tokens, state_path
+
+    unit = Unit("standalone", (0, 9, 20), (0, 1, 2), "fp")
+    work = Work(SP, P, CORPUS, torch.device("cpu"), None, states=tmp_path)
+    full = unit_tokens(unit, P, 1000)
+    assert full == 3 * P.epochs * 1000 and tokens_left(unit, work, 1000) == full  # no state yet
+    at = P.schedule().at  # 0.5, 1.0, 2.0, … 6.0: after 3 checkpoints 2 of 6 epochs are trained
+    res = work.resume(unit)
+    assert res.path == state_path(tmp_path, unit)
+    res.save({"loop": {"elapsed": np.zeros(())}}, 3)
+    assert at[2] == 2.0 and tokens_left(unit, work, 1000) == pytest.approx(full * 4 / 6)
+    Resume(res.path, "another configuration").save({"loop": {"elapsed": np.zeros(())}}, 3)
+    assert tokens_left(unit, work, 1000) == full  # a foreign state is not this unit's progress
+
+
+def test_the_progress_eta_goes_by_tokens_once_units_of_unequal_size_finished(capsys, monkeypatch):
+    from nasbench_ptb.builder import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    prog = progress.Progress(4, 0, planned_tokens=3000.0)
+    now[0], prog.arch_tokens, prog.done = 600.0, 1000, 2  # a third of the tokens in 10 min, 2 small units done
+    prog.unit_done()
+    assert capsys.readouterr().err.splitlines()[-1].endswith("ETA ~20.0 min")  # not 10 min × 1 left / 3 done
