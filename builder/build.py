@@ -307,11 +307,12 @@ def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standal
 
 
 def _before(name: str, part: dict, j: int) -> np.ndarray:
-    """A dataset a part written before it existed lacks: ``rollback`` is 0 at every checkpoint a run reached
-    (that code never rolled back), NaN after it diverged."""
+    """A dataset a part written before it existed lacks: ``rollback`` is 0 at every checkpoint a run or super-net
+    reached (that code never rolled back), NaN after it diverged."""
     if name != "rollback":
         raise KeyError(f"part {part['path']} lacks the dataset {name!r}")
-    return np.where(np.isfinite(part["valid_ppl"][j]), 0.0, np.nan)
+    valid = np.isfinite(part["valid_ppl"][j])  # [C] per run, [C, N] per super-net
+    return np.where(valid if valid.ndim == 1 else valid.any(axis=1), 0.0, np.nan)
 
 
 def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] | None = None) -> schema.WeightSharing:
@@ -326,7 +327,7 @@ def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] |
         for j, s in enumerate(part["seeds"]):
             k = seeds.index(int(s))
             for name in schema.per_run("ws"):
-                getattr(ws, name)[k] = part[name][j]
+                getattr(ws, name)[k] = part[name][j] if name in part else _before(name, part, j)
     return ws
 
 

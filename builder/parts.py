@@ -53,8 +53,6 @@ def fingerprint(sp: SearchSpace, p: Preset, kind: str) -> str:
     values = {k: v for k, v in p.to_dict().items() if _LATER_FIELDS.get(k, object()) != v}
     if kind == "standalone":
         values = {k: v for k, v in values.items() if not k.startswith(_WS_FIELDS)}
-    else:  # rollbacks act on standalone runs only
-        values.pop("rollbacks", None)
     fp = {"space": sp.name, "preset": values, "format_version": schema.FORMAT_VERSION}
     if trainer.PROTOCOL_VERSION != 1:  # version 1 predates the field: its units carry none
         fp["protocol"] = trainer.PROTOCOL_VERSION

@@ -24,53 +24,12 @@ from nasbench_ptb.schema import Status
 from nasbench_ptb.space import Genotype
 
 from .engine import SlotGenotypes, evaluate
-from .optim import SlotSGD
 from .presets import Preset
+from .rollback import Rollbacks
 from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
 
 if TYPE_CHECKING:
     from .resume import Resume
-
-
-class Rollbacks:
-    """Per run: the switch and averaging count at its best checkpoint, how often it was rolled back, and where."""
-
-    def __init__(self, A: int, C: int, device: torch.device):
-        self.best_switched = torch.zeros(A, dtype=torch.bool, device=device)
-        self.best_avg_steps = torch.zeros(A, device=device)
-        self.used = np.zeros(A, dtype=np.int64)
-        self.at = np.zeros((A, C))  # 1 at the checkpoint that recorded a rollback
-        self.since = np.zeros(A, dtype=bool)  # rolled back since the last checkpoint
-
-    def remember(self, improved: torch.Tensor, opt: SlotSGD) -> None:
-        """Keep the optimiser's switch and count for the runs whose best checkpoint this is."""
-        self.best_switched[improved] = opt.switched[improved]
-        self.best_avg_steps[improved] = opt.avg_steps[improved]
-
-    def revive(self, dying: np.ndarray, limit: int, opt: SlotSGD, best: dict) -> np.ndarray:
-        """Return the dying runs that have rollbacks left to their best checkpoint; which ones it did."""
-        ok = dying & (self.used < limit)
-        if ok.any():
-            opt.restore(torch.as_tensor(ok, device=self.best_switched.device), best, self.best_switched,
-                        self.best_avg_steps)
-            self.used[ok] += 1
-            self.since |= ok
-        return ok
-
-    def state(self) -> dict:
-        """What resuming needs (``since`` is empty after every checkpoint, when states are saved)."""
-        return {"best_switched": self.best_switched, "best_avg_steps": self.best_avg_steps, "used": self.used,
-                "at": self.at}
-
-    @torch.no_grad()
-    def load_state(self, state: dict) -> None:
-        """Continue from :meth:`state`'s record; a state saved before rollbacks existed holds none (its runs were
-        never rolled back, and without rollbacks it never needs the best switch)."""
-        if not state:
-            return
-        self.best_switched.copy_(torch.as_tensor(state["best_switched"]))
-        self.best_avg_steps.copy_(torch.as_tensor(state["best_avg_steps"]))
-        self.used[...], self.at[...] = state["used"], state["at"]
 
 
 @dataclass(frozen=True)

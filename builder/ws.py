@@ -6,6 +6,11 @@ shared by all architectures of that super-net. At each checkpoint every architec
 shared weights — batched: one super-net's weights broadcast over ``N`` architecture slots — on a prefix of the
 validation split (the whole split, or ``ws_final_valid_tokens``, at the last checkpoint); at the end every
 architecture is tested on the test split.
+
+With the preset's ``rollbacks`` > 0 a super-net whose loss or weights stop being finite, or under whose weights
+no architecture validates to a finite ppl, returns to its best checkpoint — the lowest mean validation ppl over
+architectures, what its ASGD switch reads — as a standalone run does (:mod:`builder.rollback`); it trains on
+with its architecture draws going on. Its checkpoint records ``rollback`` 1; past the limit it is diverged.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from nasbench_ptb.space import SearchSpace
 
 from .engine import SlotGenotypes, evaluate
 from .presets import Preset
+from .rollback import BestCheckpoint, Rollbacks
 from .trainer import SlotTrainer, batchify, checkpoint_loop, to_ppl
 
 if TYPE_CHECKING:
@@ -40,6 +46,7 @@ class SupernetCurves:
     seconds: np.ndarray  # [Sw, Cw] cumulative, unit wall-clock shared evenly by its super-nets
     samples: np.ndarray  # [Sw, N] mini-batches each architecture was sampled for
     status: np.ndarray  # [Sw]
+    rollback: np.ndarray  # [Sw, Cw] 1 where the super-net was returned to its best checkpoint before this one
 
 
 class ArchSampler:
@@ -147,20 +154,35 @@ def train_supernets(
 
     valid_ppl = np.full((S, C, N), np.nan)
     valid_tokens = np.zeros(C, dtype=np.int64)
+    best, rb = BestCheckpoint(tr.params), Rollbacks(S, C, device)
+    if p.rollbacks > 0:
+        tr.on_diverge = lambda dying: rb.revive(dying, p.rollbacks, tr.opt, best.weights)
 
     def validate(c: int, eval_params: dict, live: np.ndarray) -> np.ndarray:
         data = valid_final if c == C - 1 else valid_mid
         valid_tokens[c] = (data.shape[0] - 1) * data.shape[1]
-        for s in np.flatnonzero(live):
-            losses = evaluate_all(eval_params, s, all_genos, data, p.bptt, amp=p.amp)
-            valid_ppl[s, c, ids] = to_ppl(losses, np.ones(len(ids), bool))
-        # a super-net is diverged when no architecture gets a finite validation loss under its weights
-        tr.kill(~np.isfinite(valid_ppl[:, c, ids]).any(axis=1))
-        live = tr.alive.cpu().numpy()
+        todo = np.flatnonzero(live)
+        while True:
+            for s in todo:
+                losses = evaluate_all(eval_params, s, all_genos, data, p.bptt, amp=p.amp)
+                valid_ppl[s, c, ids] = to_ppl(losses, np.ones(len(ids), bool))
+            # a super-net is diverged when no architecture gets a finite validation loss under its weights
+            dying = ~np.isfinite(valid_ppl[:, c, ids]).any(axis=1)
+            tr.kill(dying)
+            live = tr.alive.cpu().numpy()
+            todo = np.flatnonzero(live & dying)  # rolled back just now: validate the restored weights
+            if not todo.size:
+                break
+            eval_params = tr.opt.eval_params()
         valid_ppl[~live, c] = np.nan
-        return np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1))  # mean over archs
+        rb.at[:, c], rb.since[:] = rb.since, False
+        mean_loss = np.log(np.nanmean(np.where(live[:, None], valid_ppl[:, c, ids], 1.0), axis=1))  # over archs
+        improved = best.update(mean_loss, live, eval_params)
+        rb.remember(torch.as_tensor(improved, device=device), tr.opt)
+        return mean_loss
 
-    keep = {"valid_ppl": valid_ppl, "valid_tokens": valid_tokens, "sampler": sampler}
+    keep = {"valid_ppl": valid_ppl, "valid_tokens": valid_tokens, "sampler": sampler, "best": best,
+            "rollbacks": rb}
     prog = checkpoint_loop(tr, schedule, sampler.genotypes, validate, p.ws_asgd, on_batch, resume, keep)
     live = tr.alive.cpu().numpy()
     test_ppl = np.full((S, N), np.nan)
@@ -169,5 +191,6 @@ def train_supernets(
         test_ppl[s, ids] = to_ppl(evaluate_all(eval_params, s, all_genos, test, p.bptt, amp=p.amp),
                                   np.ones(len(ids), bool))
     status = np.where(live, Status.OK, Status.DIVERGED).astype(np.int8)
+    reached = np.isfinite(valid_ppl).any(axis=2)
     return SupernetCurves(prog.epochs, valid_tokens, valid_ppl, test_ppl, prog.train_loss, prog.seconds,
-                          sampler.counts, status)
+                          sampler.counts, status, np.where(reached, rb.at, np.nan))

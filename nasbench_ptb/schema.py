@@ -110,6 +110,8 @@ class WeightSharing(_Group):
     seconds: np.ndarray = column("SC", "f8", "cumulative wall-clock seconds of the super-net")
     samples: np.ndarray = column("SN", "i8", "mini-batches each architecture was drawn for")
     status: np.ndarray = column("S", "i1", "0 ok, 1 missing, 2 diverged")
+    rollback: np.ndarray = column("SC", "f8", "1 where the super-net diverged before this checkpoint and was "
+                                  "returned to its best checkpoint (preset rollbacks), else 0", added=True)
     archs: np.ndarray | None = column("n", "i8", "/ws_subspace only: the architectures that shared the weights",
                                       default=None)
 

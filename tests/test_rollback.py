@@ -1,6 +1,8 @@
-"""DARTS's rollback (preset ``rollbacks``): a standalone run that diverges returns to its best checkpoint and
-trains on; past the limit it is diverged. Units where nothing diverged are the same under any limit, so their
-kept parts serve a build with another limit."""
+"""DARTS's rollback (preset ``rollbacks``): a standalone run or a super-net that diverges returns to its best
+checkpoint and trains on; past the limit it is diverged. Units where nothing diverged are the same under any
+limit, so their kept parts serve a build with another limit."""
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from nasbench_ptb import schema
 from nasbench_ptb.builder import parts
 from nasbench_ptb.builder import trainer as train_mod
 from nasbench_ptb.builder.optim import SlotSGD
-from nasbench_ptb.builder.standalone import Rollbacks, train_runs
+from nasbench_ptb.builder.rollback import Rollbacks
+from nasbench_ptb.builder.standalone import train_runs
 from nasbench_ptb.cli import main
 from nasbench_ptb.schema import Status
 from nasbench_ptb.space import parse
@@ -197,3 +200,57 @@ def test_a_unit_killed_after_a_rollback_resumes_to_the_same_numbers(tmp_path, mo
     for name, value in vars(straight).items():
         if name != "seconds":
             assert np.array_equal(getattr(resumed, name), value, equal_nan=True), name
+
+
+# Super-nets: the same rule, best = the lowest mean validation ppl over architectures (what the switch reads).
+WS_P = tiny_preset(ws_epochs=1.0, ws_checkpoints=5, ws_valid_tokens=None, ws_final_valid_tokens=None)
+
+
+def _supernets(p, **kw):
+    from nasbench_ptb.builder.ws import train_supernets
+    from nasbench_ptb.space import space
+
+    return train_supernets(tiny_corpus(), space("2node"), SEEDS, p, **kw)
+
+
+def test_supernets_without_a_divergence_are_the_same_under_any_limit():
+    clean, with_limit = _supernets(WS_P), _supernets(dataclasses.replace(WS_P, rollbacks=3))
+    for name, value in vars(clean).items():
+        if name != "seconds":
+            np.testing.assert_array_equal(getattr(with_limit, name), value, err_msg=name)
+    assert (clean.rollback == 0).all() and list(clean.status) == [Status.OK] * 3
+
+
+def test_a_supernet_that_blows_up_returns_to_its_best_mean_checkpoint(monkeypatch):
+    clean = _supernets(WS_P)
+    n_batches = int(clean.samples[0].sum())
+    poison(monkeypatch, {n_batches * 3 // 4})  # super-net 1, inside the fourth of five intervals
+    res = _supernets(dataclasses.replace(WS_P, rollbacks=1))
+    assert list(res.status) == [Status.OK] * 3
+    c = int(np.flatnonzero(res.rollback[1])[0])
+    assert res.rollback[1].tolist() == [1.0 if k == c else 0.0 for k in range(5)] and 0 < c < 4
+    np.testing.assert_array_equal(res.valid_ppl[1, :c], clean.valid_ppl[1, :c])
+    # restored to the checkpoint of the lowest mean ppl over architectures: every architecture validates as then
+    mean = clean.valid_ppl[1, :c].mean(axis=1)
+    np.testing.assert_array_equal(res.valid_ppl[1, c], clean.valid_ppl[1, int(np.argmin(mean))])
+    assert np.isfinite(res.valid_ppl[1, c + 1:]).all() and np.isfinite(res.test_ppl[1]).all()
+    for s in (0, 2):  # the other super-nets are untouched
+        for name in ("valid_ppl", "train_loss", "test_ppl", "samples", "rollback"):
+            np.testing.assert_array_equal(getattr(res, name)[s], getattr(clean, name)[s], err_msg=name)
+    poison(monkeypatch, {n_batches * 3 // 4})
+    stopped = _supernets(WS_P)  # without rollbacks the same blow-up is a divergence, as before
+    assert list(stopped.status) == [Status.OK, Status.DIVERGED, Status.OK] and np.isnan(stopped.test_ppl[1]).all()
+
+
+def test_a_kept_supernet_part_serves_another_limit_only_when_nothing_diverged():
+    from nasbench_ptb.builder import presets
+    from nasbench_ptb.space import space
+
+    cpu10 = presets.get("cpu10")
+    old, new = (parts.fingerprint(space("2node"), dataclasses.replace(cpu10, rollbacks=r), "ws") for r in (0, 3))
+    assert old != new  # super-nets roll back too: the limit is part of their configuration
+    quiet = {"status": np.zeros(3, np.int8), "rollback": np.zeros((3, 19))}
+    assert parts.same_runs(old, new, quiet)
+    assert not parts.same_runs(old, new, {**quiet, "status": np.array([0, 2, 0], np.int8)})
+    assert parts.fingerprint(space("2node"), presets.get("cpu"), "ws") == parts.fingerprint(
+        space("2node"), dataclasses.replace(presets.get("cpu"), rollbacks=0), "ws")  # shipped parts keep theirs
