@@ -58,12 +58,13 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
         ValueError: a WS policy on a table without WS results, a policy that fails or returns no architecture id of
             the space.
     """
-    ws_ok = [int(s) for s, st in zip(table.ws.seeds, table.ws.status) if st == Status.OK] if table.ws is not None else []
+    ws_ok = ok_supernets(table)
     proxy_seeds = [int(s) for s in table.proxies.seeds] if table.proxies is not None else []
     out = []
     for policy in policies:
         if policy.uses_ws and not ws_ok:
-            raise ValueError(f"policy {policy.name} needs a table with weight-sharing results")
+            raise ValueError(f"policy {policy.name} needs a table with weight-sharing results"
+                             + ("" if table.ws is None else f" (none of its {len(table.ws.seeds)} super-nets is ok)"))
         uses_proxies = bool(getattr(policy, "uses_proxies", False))
         if uses_proxies and not proxy_seeds:
             raise ValueError(f"policy {policy.name} needs a table with zero-cost proxies (nasbench_ptb proxies TABLE)")
@@ -82,12 +83,18 @@ def evaluate(table: Table, policies: Sequence[Policy], runs: int = 10, budget: B
     return out
 
 
+def ok_supernets(table: Table) -> list[int]:
+    """The seeds of the table's weight-sharing super-nets that ended ok: what a WS policy can read."""
+    return [int(s) for s, st in zip(table.ws.seeds, table.ws.status) if st == Status.OK] if table.ws is not None else []
+
+
 def applicable_policies(table: Table) -> list[Policy]:
-    """The built-in policies the table can answer: the WS ones only with super-nets, the proxy ones only with
-    ``/proxies`` (the default of ``evaluate`` and ``report``)."""
+    """The built-in policies the table can answer: the WS ones only with an ok super-net, the proxy ones only
+    with ``/proxies`` (the default of ``evaluate`` and ``report``)."""
     from .policies import default_policies
 
-    return [p for p in default_policies().values() if (table.ws is not None or not p.uses_ws)
+    ws = bool(ok_supernets(table))
+    return [p for p in default_policies().values() if (ws or not p.uses_ws)
             and (table.proxies is not None or not getattr(p, "uses_proxies", False))]
 
 

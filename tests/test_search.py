@@ -317,6 +317,13 @@ def test_evaluate_defaults_messages_and_choices_refused_by_the_numbers(table):
     assert len(evaluate(table, [RandomSearch()])[0].choices) == 10  # the paper's 10 runs by default
     with pytest.raises(ValueError, match="^policy ws_top1 needs a table with weight-sharing results$"):
         evaluate(dataclasses.replace(table, ws=None), [WSTop1()], runs=1)
+    # super-nets that all diverged answer nothing: refused by name, and left out of the default policies
+    dead = dataclasses.replace(table, ws=dataclasses.replace(
+        table.ws, status=np.full(len(table.ws.seeds), Status.DIVERGED, dtype=np.int8)))
+    with pytest.raises(ValueError, match=r"needs a table with weight-sharing results \(none of its 3 super-nets is ok\)"):
+        evaluate(dead, [WSTop1()], runs=1)
+    assert [p.name for p in applicable_policies(dead)] == [
+        p.name for p in applicable_policies(table) if not p.uses_ws]
 
     class Returns:
         uses_ws = False
