@@ -16,7 +16,8 @@ from .optim import SlotSGD
 
 
 class Rollbacks:
-    """Per run: the switch and averaging count at its best checkpoint, how often it was rolled back, and where."""
+    """Per slot (run or super-net): the switch and averaging count at its best checkpoint, how often it was rolled
+    back, and where."""
 
     def __init__(self, A: int, C: int, device: torch.device):
         self.best_switched = torch.zeros(A, dtype=torch.bool, device=device)
