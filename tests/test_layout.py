@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nasbench_ptb import export, records, schema
+from nasbench_ptb import export, layout_doc, records, schema
 from nasbench_ptb.fidelity import at_epoch
 from nasbench_ptb.space import space
 
@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_layout_block_of_readme_is_the_generated_one():
-    block = schema.layout_text()
+    block = layout_doc.layout_text()
     for doc in ("README.md",):
         text = (ROOT / doc).read_text()
-        assert f"{schema.BEGIN}\n```\n{block}\n```\n{schema.END}" in text, (
-            f"{doc}: the table layout block is stale; run `python -m nasbench_ptb.schema --update`")
+        assert f"{layout_doc.BEGIN}\n```\n{block}\n```\n{layout_doc.END}" in text, (
+            f"{doc}: the table layout block is stale; run `python -m nasbench_ptb.layout_doc --update`")
     # every declared dataset is in the block with its shape and its description
     for part in ("standalone", "ws"):
         for name in schema.layout(part):
@@ -30,14 +30,14 @@ def test_the_layout_block_of_readme_is_the_generated_one():
 
 def test_update_docs_rewrites_only_the_block_and_refuses_a_file_without_one(tmp_path):
     doc = tmp_path / "doc.md"
-    doc.write_text(f"before\n{schema.BEGIN}\nold text\n{schema.END}\nafter\n")
-    assert schema.update_docs([doc]) == [str(doc)]
+    doc.write_text(f"before\n{layout_doc.BEGIN}\nold text\n{layout_doc.END}\nafter\n")
+    assert layout_doc.update_docs([doc]) == [str(doc)]
     text = doc.read_text()
     assert text.startswith("before\n") and text.endswith("after\n") and "old text" not in text
-    assert schema.layout_text() in text and schema.update_docs([doc]) == []  # idempotent
+    assert layout_doc.layout_text() in text and layout_doc.update_docs([doc]) == []  # idempotent
     (tmp_path / "none.md").write_text("no block\n")
     with pytest.raises(ValueError, match="no generated layout block"):
-        schema.update_docs([tmp_path / "none.md"])
+        layout_doc.update_docs([tmp_path / "none.md"])
 
 
 def test_empty_fills_every_declared_dataset_with_its_dtype_and_its_not_yet_trained_value():
