@@ -51,6 +51,9 @@ class Preset:
     hidden_clip: float = 25.0  # WS only: per-sample L2 norm of the carried hidden state (0: off)
     ws_asgd: bool = True  # switch on the mean validation loss over architectures
     ws_slots_per_unit: int = 3  # super-nets trained together in one persisted unit
+    # a super-net whose mean training loss over a checkpoint interval is above twice a uniform prediction's (ln V)
+    # has blown up even while it is finite: diverged (rolled back under ``rollbacks``), as a non-finite one is
+    ws_uniform_divergence: bool = False
     stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
     amp: str = "off"  # "bf16": bf16 autocast for the matmuls (fp32 master weights, fp32 loss and recurrent state)
     first_epoch_checkpoints: int = 0  # extra validations evenly spaced over the first epoch (standalone and WS)
@@ -138,12 +141,14 @@ PRESETS: dict[str, Preset] = {
     # them overfits yet (training ppl under dropout stays above validation). See docs/findings.md.
     # rollbacks 3 (from _PAPER): DARTS's train.py returns a run whose loss turns NaN to its best checkpoint; without
     # it 6 of the 8 cells with an identity node 1 diverged at seed 0 after training well (docs/findings.md).
+    # ws_uniform_divergence: trained on the NaN rule alone, two of three super-nets ended their last epoch
+    # mid-blow-up (training loss 2e9 and 3e10, finite) and were read as ok (docs/findings.md).
     "cpu10": dataclasses.replace(
         _PAPER, name="cpu10", hidden=32, batch_size=32, dropout_output=0.1, dropout_hidden=0.1, dropout_x=0.1,
         dropout_input=0.1, dropout_embedding=0.0, epochs=10, checkpoints=10, first_epoch_checkpoints=10,
         asgd=True, nonmono=5, train_tokens=None, valid_tokens=None, eval_batch_size=10, seeds=2,
         slots_per_unit=8, ws_epochs=10, ws_checkpoints=10, ws_valid_tokens=16_000, ws_asgd=True,
-        ws_slots_per_unit=3,
+        ws_slots_per_unit=3, ws_uniform_divergence=True,
     ),
     # Tests: seconds.
     "smoke": dataclasses.replace(

@@ -118,6 +118,8 @@ class SlotTrainer:
         # called with the slots about to be marked dead ([A] bool); returns those it returned to an earlier state,
         # which stay alive (their carried hidden state restarts at zero)
         self.on_diverge: Callable[[np.ndarray], np.ndarray] | None = None
+        # a slot whose mean training loss over an interval exceeds this has diverged (a finite blow-up)
+        self.max_loss = float("inf")
 
     def state(self) -> dict:
         """Everything the next mini-batch depends on (:mod:`builder.resume`): weights, optimiser, dropout and bptt
@@ -177,13 +179,13 @@ class SlotTrainer:
     def end_interval(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean training loss per slot since the last call, and which slots are still alive.
 
-        A slot whose loss or weights are no longer finite is marked dead: its weights are zeroed so its
-        arithmetic stays finite, and it never trains again.
+        A slot whose loss or weights are no longer finite, or whose loss is above ``max_loss``, is marked dead
+        (``kill``): its weights are zeroed so its arithmetic stays finite, and it never trains again.
         """
         mean_loss = (self.loss_sum / max(self.loss_tokens, 1)).cpu().numpy()
         self.loss_sum.zero_()
         self.loss_tokens = 0
-        finite = torch.as_tensor(np.isfinite(mean_loss), device=self.device)
+        finite = torch.as_tensor(np.isfinite(mean_loss) & (mean_loss <= self.max_loss), device=self.device)
         for v in self.params.values():
             finite &= torch.isfinite(v.detach()).flatten(1).all(1)
         self.kill(~finite)

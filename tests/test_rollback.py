@@ -242,6 +242,34 @@ def test_a_supernet_that_blows_up_returns_to_its_best_mean_checkpoint(monkeypatc
     assert list(stopped.status) == [Status.OK, Status.DIVERGED, Status.OK] and np.isnan(stopped.test_ppl[1]).all()
 
 
+def test_a_finite_blow_up_above_the_uniform_loss_rolls_a_supernet_back_only_under_that_rule(monkeypatch):
+    """The blow-up the cpu10 super-nets met: a training loss far above 2 ln V that is still finite. Under the NaN rule
+    alone it is read as ok (the recorded loss shows it); with ``ws_uniform_divergence`` it is a divergence."""
+    clean = _supernets(WS_P)
+    hit = int(clean.samples[0].sum()) * 3 // 4
+    real, calls = REAL_LOSS, {"n": 0}
+
+    def spiked(*args, **kwargs):  # slot 1's recorded loss jumps to 1e6 for one batch; its gradients stay sane
+        obj, ce, h = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == hit:
+            ce = ce + torch.tensor([0.0, 1e6, 0.0])
+        return obj, ce, h
+
+    monkeypatch.setattr(train_mod, "train_loss", spiked)
+    nan_rule = _supernets(dataclasses.replace(WS_P, rollbacks=1))
+    calls["n"] = 0
+    uniform = _supernets(dataclasses.replace(WS_P, rollbacks=1, ws_uniform_divergence=True))
+    assert (nan_rule.rollback == 0).all() and list(nan_rule.status) == [Status.OK] * 3
+    c = int(np.nanargmax(nan_rule.train_loss[1]))
+    assert nan_rule.train_loss[1, c] > 1e4  # the interval that held the spike
+    assert np.nanmax(np.delete(nan_rule.train_loss[1], c)) < 2 * np.log(tiny_corpus().ntokens)  # none other
+    assert uniform.rollback[1].tolist() == [1.0 if k == c else 0.0 for k in range(5)]
+    mean = clean.valid_ppl[1, :c].mean(axis=1)  # restored to its best checkpoint, as for a NaN
+    np.testing.assert_array_equal(uniform.valid_ppl[1, c], clean.valid_ppl[1, int(np.argmin(mean))])
+    assert (uniform.rollback[[0, 2]] == 0).all() and list(uniform.status) == [Status.OK] * 3
+
+
 def test_a_kept_supernet_part_serves_another_limit_only_when_nothing_diverged():
     from nasbench_ptb.builder import presets
     from nasbench_ptb.space import space
@@ -254,3 +282,6 @@ def test_a_kept_supernet_part_serves_another_limit_only_when_nothing_diverged():
     assert not parts.same_runs(old, new, {**quiet, "status": np.array([0, 2, 0], np.int8)})
     assert parts.fingerprint(space("2node"), presets.get("cpu"), "ws") == parts.fingerprint(
         space("2node"), dataclasses.replace(presets.get("cpu"), rollbacks=0), "ws")  # shipped parts keep theirs
+    assert "ws_uniform_divergence" not in parts.fingerprint(space("2node"), presets.get("cpu"), "ws")
+    assert "ws_uniform_divergence" in parts.fingerprint(space("2node"), cpu10, "ws")  # its old super-nets retrain
+    assert "ws_uniform_divergence" not in parts.fingerprint(space("2node"), cpu10, "standalone")  # its runs stand
