@@ -18,7 +18,7 @@ install: $(BIN)/nasbench_ptb
 
 # The shipped 2-node table: summary, one query, the search-policy protocol; then the main job at the smoke preset.
 demo: install
-	$(BIN)/nasbench_ptb info artifacts/2node-cpu.h5
+	$(BIN)/nasbench_ptb info artifacts/2node-cpu10.h5 --reference artifacts/2node-cpu.h5
 	$(BIN)/nasbench_ptb query "sigmoid:0|relu:1"
 	$(BIN)/nasbench_ptb evaluate --space 2node --runs 10
 	$(BIN)/nasbench_ptb build --space 2node --preset smoke --out runs/2node-smoke.h5

@@ -76,11 +76,13 @@ def ws_tau_over_training(table: Table) -> TauOverTraining:
 
 def rank_disorder(table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fig. 4a/4c: for every trained architecture its standalone rank and its rank under each WS seed's final
-    weights (among the trained architectures). Returns (ids, standalone ranks [n], WS ranks [Sw, n])."""
+    weights (among the trained architectures). Returns (ids, standalone ranks [n], WS ranks [Sw, n]); a diverged
+    super-net has no final ranking: its row is NaN."""
     mask = attempted(table)
     ids = np.flatnonzero(mask)
     sa_rank = ranks(standalone_final(table)[mask])
-    ws_rank = np.stack([ranks(table.ws.valid_ppl[s, -1][mask]) for s in range(len(table.ws.seeds))])
+    ws_rank = np.stack([ranks(table.ws.valid_ppl[s, -1][mask]) if table.ws.status[s] == Status.OK
+                        else np.full(len(ids), np.nan) for s in range(len(table.ws.seeds))])
     return ids, sa_rank, ws_rank
 
 

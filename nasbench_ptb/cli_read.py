@@ -11,9 +11,14 @@ from . import schema, stats, summary
 from .cli_base import UserError
 
 
+def _num(x: float) -> str:
+    """A perplexity: one decimal, or three significant digits once a blow-up makes it huge."""
+    return f"{x:.1f}" if abs(x) < 1e6 else f"{x:.3g}"
+
+
 def _fmt_range(values: np.ndarray) -> str:
     v = values[np.isfinite(values)]
-    return f"{v.min():.1f} .. {v.max():.1f} (median {np.median(v):.1f})" if v.size else "n/a"
+    return f"{_num(v.min())} .. {_num(v.max())} (median {_num(np.median(v))})" if v.size else "n/a"
 
 
 def _pm(mean: float, std: float) -> str:
@@ -82,7 +87,8 @@ def cmd_info(args) -> int:
     if ws is not None:
         ok = int((ws.status == schema.Status.OK).sum())
         print(f"ws         epochs {cfg.get('ws_epochs')}, {len(ws.epochs)} checkpoints, {ok}/{len(ws.seeds)} "
-              f"super-nets ok, final valid ppl over architectures: {_fmt_range(ws.valid_ppl[:, -1])}")
+              f"super-nets ok, final valid ppl over architectures of those: "
+              f"{_fmt_range(ws.valid_ppl[ws.status == schema.Status.OK, -1])}")
         for t in taus:
             state = schema.Status(t.status).name.lower()
             print(f"  ws seed {t.seed}: Kendall tau-b vs standalone = {t.tau:+.3f} (p = {t.pvalue:.3g}, "

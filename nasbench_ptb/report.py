@@ -7,6 +7,7 @@ import numpy as np
 
 from . import analyses as an
 from .evaluate import applicable_policies, evaluate, evaluate_real, format_table, real_best, trajectory_ranks
+from . import schema
 from .schema import Table
 from .search_results import SearchResults
 from .space import OPS, parse
@@ -69,11 +70,14 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
         plt.close(fig)
         for k, s in enumerate(table.ws.seeds):
             v = table.ws.valid_ppl[k, -1][mask]
+            if table.ws.status[k] != schema.Status.OK:  # no final ranking: say so, not NaN-derived figures
+                md.append(f"| {int(s)} | diverged | – | – | – |")
+                continue
             md.append(f"| {int(s)} | {t.tau[k, -1]:+.3f} | {t.spearman[k, -1]:+.3f} | "
                       f"{an.top_k_overlap(v, sa_final[mask], 5):.2f} | {an.legacy_id_sequence_tau(v, sa_final[mask]):+.3f} |")
         ids, sa_rank, ws_rank = an.rank_disorder(table)
         fig, ax = plt.subplots(figsize=(4.2, 4))
-        for k in range(len(ws_rank)):
+        for k in np.flatnonzero(np.isfinite(ws_rank).all(axis=1)):  # the super-nets with a final ranking
             ax.scatter(sa_rank, ws_rank[k], s=14, alpha=0.7, label=f"WS seed {int(table.ws.seeds[k])}")
         ax.plot([1, len(ids)], [1, len(ids)], "k--", lw=0.8)
         ax.set(xlabel="standalone rank", ylabel="rank under shared weights")
@@ -81,7 +85,9 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
         md += ["", "## Rank disorder (Fig. 4a/4c)", "",
                f"![rank disorder]({_save(fig, out / 'rank_disorder.png')})", "",
                f"Mean absolute rank change standalone → WS: "
-               f"{np.mean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures.", ""]
+               + (f"{np.nanmean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures (over the "
+                  f"{int(np.isfinite(ws_rank).all(axis=1).sum())} super-nets with a final ranking)."
+                  if np.isfinite(ws_rank).any() else "none: every super-net diverged."), ""]
         plt.close(fig)
     md += _sharing_amount(table, mask)  # with or without whole-space super-nets
     md += _proxies(plt, table, reference, out)

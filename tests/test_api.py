@@ -273,3 +273,11 @@ def test_every_failure_a_user_meets_is_one_nasbench_error_of_its_kind(table_dir)
         assert errors.http_status(caught.value) == status and str(caught.value)
     assert issubclass(BuildError, errors.NasbenchError) and issubclass(DataError, errors.NasbenchError)
     assert errors.http_status(errors.QueryLimitExceeded("x")) == 500  # a policy bug, never a request's fault
+
+
+def test_info_ranges_stay_readable_through_a_blow_up():
+    """A super-net mid-blow-up validated some cells at 1e304: info printed all 305 digits of it."""
+    from nasbench_ptb.cli_read import _fmt_range
+
+    assert _fmt_range(np.array([373.14, 1.0142e304, np.nan, 746.3, np.inf])) == "373.1 .. 1.01e+304 (median 746.3)"
+    assert _fmt_range(np.array([np.nan])) == "n/a"
