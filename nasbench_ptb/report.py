@@ -84,7 +84,7 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
         ax.legend(fontsize=7)
         md += ["", "## Rank disorder (Fig. 4a/4c)", "",
                f"![rank disorder]({_save(fig, out / 'rank_disorder.png')})", "",
-               f"Mean absolute rank change standalone → WS: "
+               "Mean absolute rank change standalone → WS: "
                + (f"{np.nanmean(np.abs(ws_rank - sa_rank[None])):.1f} of {len(ids)} architectures (over the "
                   f"{int(np.isfinite(ws_rank).all(axis=1).sum())} super-nets with a final ranking)."
                   if np.isfinite(ws_rank).any() else "none: every super-net diverged."), ""]
