@@ -33,10 +33,11 @@ from .presets import Preset
 KINDS = {"standalone": "unit-", "ws": "ws-", "ws_subspace": "wssub-"}  # a part kind per table group
 _WS_FIELDS = ("ws_", "hidden_clip")
 # Fields added after tables were first built: left out of the fingerprint at their default, so those builds resume.
-_LATER_FIELDS = {"amp": "off", "first_epoch_checkpoints": 0, "rollbacks": 0, "ws_uniform_divergence": False}
+_LATER_FIELDS = {"amp": "off", "first_epoch_checkpoints": 0, "rollbacks": 0, "ws_uniform_divergence": False,
+                 "ws_rollbacks": None}
 # Values that act only on a run that diverges: a unit where no run diverged and none was rolled back computes the
 # same under any of them, so its part serves every one (see :func:`same_runs`).
-_ON_DIVERGENCE = ("rollbacks",)
+_ON_DIVERGENCE = ("rollbacks", "ws_rollbacks")
 
 
 class _Damaged(Exception):

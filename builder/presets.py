@@ -54,6 +54,8 @@ class Preset:
     # a super-net whose mean training loss over a checkpoint interval is above twice a uniform prediction's (ln V)
     # has blown up even while it is finite: diverged (rolled back under ``rollbacks``), as a non-finite one is
     ws_uniform_divergence: bool = False
+    # how often a super-net is rolled back before it is diverged; None: ``rollbacks``
+    ws_rollbacks: int | None = None
     stream_seed: int = 1234  # shared data-order stream (variable bptt draws)
     amp: str = "off"  # "bf16": bf16 autocast for the matmuls (fp32 master weights, fp32 loss and recurrent state)
     first_epoch_checkpoints: int = 0  # extra validations evenly spaced over the first epoch (standalone and WS)
@@ -143,12 +145,15 @@ PRESETS: dict[str, Preset] = {
     # it 6 of the 8 cells with an identity node 1 diverged at seed 0 after training well (docs/findings.md).
     # ws_uniform_divergence: trained on the NaN rule alone, two of three super-nets ended their last epoch
     # mid-blow-up (training loss 2e9 and 3e10, finite) and were read as ok (docs/findings.md).
+    # ws_rollbacks 10: with it, two of three super-nets still diverged at their 4th blow-up (after epochs 7 and 8);
+    # DARTS retries without a limit; the schedule bounds the retries (the data stream goes on) and the table's
+    # /ws/rollback says where each happened.
     "cpu10": dataclasses.replace(
         _PAPER, name="cpu10", hidden=32, batch_size=32, dropout_output=0.1, dropout_hidden=0.1, dropout_x=0.1,
         dropout_input=0.1, dropout_embedding=0.0, epochs=10, checkpoints=10, first_epoch_checkpoints=10,
         asgd=True, nonmono=5, train_tokens=None, valid_tokens=None, eval_batch_size=10, seeds=2,
         slots_per_unit=8, ws_epochs=10, ws_checkpoints=10, ws_valid_tokens=16_000, ws_asgd=True,
-        ws_slots_per_unit=3, ws_uniform_divergence=True,
+        ws_slots_per_unit=3, ws_uniform_divergence=True, ws_rollbacks=10,
     ),
     # Tests: seconds.
     "smoke": dataclasses.replace(
@@ -233,8 +238,8 @@ def validate(p: Preset) -> None:
         raise ValueError("hidden, batch_size, eval_batch_size, slots_per_unit must be ≥ 1 and bptt ≥ 2")
     if p.epochs <= 0 or p.checkpoints < 1 or p.ws_epochs <= 0 or p.ws_checkpoints < 1:
         raise ValueError("epochs and ws_epochs must be > 0, checkpoints and ws_checkpoints ≥ 1")
-    if p.first_epoch_checkpoints < 0 or p.rollbacks < 0:
-        raise ValueError("first_epoch_checkpoints and rollbacks must be ≥ 0")
+    if p.first_epoch_checkpoints < 0 or p.rollbacks < 0 or (p.ws_rollbacks is not None and p.ws_rollbacks < 0):
+        raise ValueError("first_epoch_checkpoints, rollbacks and ws_rollbacks must be ≥ 0")
     if p.ws_seeds < 1 or p.ws_slots_per_unit < 1 or p.hidden_clip < 0:
         raise ValueError("ws_seeds and ws_slots_per_unit must be ≥ 1, hidden_clip ≥ 0")
     if p.amp not in AMP_MODES:

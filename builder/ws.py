@@ -7,7 +7,7 @@ shared weights — batched: one super-net's weights broadcast over ``N`` archite
 validation split (the whole split, or ``ws_final_valid_tokens``, at the last checkpoint); at the end every
 architecture is tested on the test split.
 
-With the preset's ``rollbacks`` > 0 a super-net whose loss or weights stop being finite (or, with
+With the preset's ``ws_rollbacks`` (default: ``rollbacks``) > 0 a super-net whose loss or weights stop being finite (or, with
 ``ws_uniform_divergence``, whose training loss over an interval is above 2 ln V), or under whose weights
 no architecture validates to a finite ppl, returns to its best checkpoint — the lowest mean validation ppl over
 architectures, what its ASGD switch reads — as a standalone run does (:mod:`builder.rollback`); it trains on
@@ -156,8 +156,9 @@ def train_supernets(
     valid_ppl = np.full((S, C, N), np.nan)
     valid_tokens = np.zeros(C, dtype=np.int64)
     best, rb = BestCheckpoint(tr.params), Rollbacks(S, C, device)
-    if p.rollbacks > 0:
-        tr.on_diverge = lambda dying: rb.revive(dying, p.rollbacks, tr.opt, best.weights)
+    limit = p.rollbacks if p.ws_rollbacks is None else p.ws_rollbacks
+    if limit > 0:
+        tr.on_diverge = lambda dying: rb.revive(dying, limit, tr.opt, best.weights)
     if p.ws_uniform_divergence:
         # twice the loss of predicting every word equally likely: a blow-up, never a slow start (an untrained
         # model's loss sits at about ln V, so a short first interval may lie just above ln V itself)

@@ -238,6 +238,12 @@ def test_a_supernet_that_blows_up_returns_to_its_best_mean_checkpoint(monkeypatc
         for name in ("valid_ppl", "train_loss", "test_ppl", "samples", "rollback"):
             np.testing.assert_array_equal(getattr(res, name)[s], getattr(clean, name)[s], err_msg=name)
     poison(monkeypatch, {n_batches * 3 // 4})
+    own = _supernets(dataclasses.replace(WS_P, rollbacks=0, ws_rollbacks=1))  # super-nets' own limit wins
+    for name in ("valid_ppl", "train_loss", "test_ppl", "rollback", "status"):
+        np.testing.assert_array_equal(getattr(own, name), getattr(res, name), err_msg=name)
+    poison(monkeypatch, {n_batches * 3 // 4})
+    assert _supernets(dataclasses.replace(WS_P, rollbacks=1, ws_rollbacks=0)).status[1] == Status.DIVERGED
+    poison(monkeypatch, {n_batches * 3 // 4})
     stopped = _supernets(WS_P)  # without rollbacks the same blow-up is a divergence, as before
     assert list(stopped.status) == [Status.OK, Status.DIVERGED, Status.OK] and np.isnan(stopped.test_ppl[1]).all()
 
@@ -285,3 +291,5 @@ def test_a_kept_supernet_part_serves_another_limit_only_when_nothing_diverged():
     assert "ws_uniform_divergence" not in parts.fingerprint(space("2node"), presets.get("cpu"), "ws")
     assert "ws_uniform_divergence" in parts.fingerprint(space("2node"), cpu10, "ws")  # its old super-nets retrain
     assert "ws_uniform_divergence" not in parts.fingerprint(space("2node"), cpu10, "standalone")  # its runs stand
+    assert "ws_rollbacks" not in parts.fingerprint(space("2node"), cpu10, "standalone")
+    assert "ws_rollbacks" not in parts.fingerprint(space("2node"), presets.get("gpu"), "ws")  # default: unchanged
