@@ -91,6 +91,9 @@ def cmd_info(args) -> int:
               f"{_fmt_range(ws.valid_ppl[ws.status == schema.Status.OK, -1])}")
         for t in taus:
             state = schema.Status(t.status).name.lower()
+            if not np.isfinite(t.tau):
+                print(f"  ws seed {t.seed}: no final ranking to compare ({state})")
+                continue
             print(f"  ws seed {t.seed}: Kendall tau-b vs standalone = {t.tau:+.3f} (p = {t.pvalue:.3g}, "
                   f"{t.archs} architectures, {state})")
     if sharing is not None:

@@ -281,3 +281,12 @@ def test_info_ranges_stay_readable_through_a_blow_up():
 
     assert _fmt_range(np.array([373.14, 1.0142e304, np.nan, 746.3, np.inf])) == "373.1 .. 1.01e+304 (median 746.3)"
     assert _fmt_range(np.array([np.nan])) == "n/a"
+
+
+def test_info_says_a_diverged_supernet_has_no_final_ranking(table_dir, capsys):
+    from nasbench_ptb.cli import main
+
+    assert main(["info", str(table_dir / "2node-x.h5")]) == 0
+    out = capsys.readouterr().out
+    assert "ws seed 2: no final ranking to compare (diverged)" in out  # not "+nan (p = nan"
+    assert "ws seed 0: Kendall tau-b vs standalone = " in out and "nan" not in out.split("ws seed 2")[1].split("\n")[0]
