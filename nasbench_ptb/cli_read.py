@@ -91,11 +91,18 @@ def cmd_info(args) -> int:
               f"{_fmt_range(ws.valid_ppl[ws.status == schema.Status.OK, -1])}")
         for t in taus:
             state = schema.Status(t.status).name.lower()
+            rolled, since = "", t.weights_from(ws.epochs)
+            if t.rollback_epochs:
+                n = len(t.rollback_epochs)
+                rolled = (f"; {n} rollback{'s' if n > 1 else ''}, in the intervals to epochs "
+                          + ", ".join(f"{e:g}" for e in t.rollback_epochs))
+            if since is not None and t.status == schema.Status.OK:
+                rolled += f": its final weights are from epoch {since:g} or before"
             if not np.isfinite(t.tau):
-                print(f"  ws seed {t.seed}: no final ranking to compare ({state})")
+                print(f"  ws seed {t.seed}: no final ranking to compare ({state}{rolled})")
                 continue
             print(f"  ws seed {t.seed}: Kendall tau-b vs standalone = {t.tau:+.3f} (p = {t.pvalue:.3g}, "
-                  f"{t.archs} architectures, {state})")
+                  f"{t.archs} architectures, {state}{rolled})")
     if sharing is not None:
         print(f"ws subspace {len(sharing['ids'])} architectures (ids {','.join(map(str, sharing['ids']))}), "
               f"{sharing['ok']}/{len(sharing['seeds'])} super-nets ok sharing weights among them only")

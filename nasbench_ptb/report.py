@@ -7,7 +7,7 @@ import numpy as np
 
 from . import analyses as an
 from .evaluate import applicable_policies, evaluate, evaluate_real, format_table, real_best, trajectory_ranks
-from . import schema
+from . import schema, summary
 from .schema import Table
 from .search_results import SearchResults
 from .space import OPS, parse
@@ -22,6 +22,11 @@ def _plt():
     except ImportError:
         raise ImportError("report needs matplotlib: pip install 'nasbench-ptb[plot]'") from None
     return plt
+
+
+def _signed(value: float) -> str:
+    """A tau with its sign; "–" where there is none (a diverged super-net, a constant ranking)."""
+    return "–" if value is None or not np.isfinite(value) else f"{value:+.3f}"
 
 
 def _save(fig, path: Path) -> str:
@@ -65,16 +70,20 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
         ax.legend()
         md += ["## Weight sharing vs standalone ranking (Fig. 4b)", "",
                f"![tau over training]({_save(fig, out / 'ws_tau_over_training.png')})", "",
-               "| WS seed | tau-b (final) | Spearman | top-5 overlap | legacy id-sequence tau (paper's code) |",
-               "|---|---|---|---|---|"]
+               "| WS seed | tau-b (final) | Spearman | top-5 overlap | legacy id-sequence tau (paper's code) "
+               "| rolled back in the intervals to epochs |", "|---|---|---|---|---|---|"]
         plt.close(fig)
-        for k, s in enumerate(table.ws.seeds):
+        for k, (s, row) in enumerate(zip(table.ws.seeds, summary.ws_vs_standalone_tau(table))):
             v = table.ws.valid_ppl[k, -1][mask]
+            rolled, since = ", ".join(f"{e:g}" for e in row.rollback_epochs) or "–", row.weights_from(table.ws.epochs)
+            if since is not None and table.ws.status[k] == schema.Status.OK:
+                rolled += f" (final weights from epoch ≤ {since:g})"
             if table.ws.status[k] != schema.Status.OK:  # no final ranking: say so, not NaN-derived figures
-                md.append(f"| {int(s)} | diverged | – | – | – |")
+                md.append(f"| {int(s)} | diverged | – | – | – | {rolled} |")
                 continue
             md.append(f"| {int(s)} | {t.tau[k, -1]:+.3f} | {t.spearman[k, -1]:+.3f} | "
-                      f"{an.top_k_overlap(v, sa_final[mask], 5):.2f} | {an.legacy_id_sequence_tau(v, sa_final[mask]):+.3f} |")
+                      f"{an.top_k_overlap(v, sa_final[mask], 5):.2f} | {an.legacy_id_sequence_tau(v, sa_final[mask]):+.3f} "
+                      f"| {rolled} |")
         ids, sa_rank, ws_rank = an.rank_disorder(table)
         fig, ax = plt.subplots(figsize=(4.2, 4))
         for k in np.flatnonzero(np.isfinite(ws_rank).all(axis=1)):  # the super-nets with a final ranking
@@ -100,8 +109,9 @@ def write_report(table: Table, out: Path, runs: int = 10, title: str = "", real:
     ax.set(xlabel="architecture (by standalone rank)", ylabel="std of final valid ppl over seeds")
     md += ["## Seed variance", "", f"![seed variance]({_save(fig, out / 'seed_variance.png')})", "",
            "Kendall tau-b between the rankings of two seeds: standalone "
-           + ", ".join(f"{k}: {v:+.3f}" for k, v in seeds["standalone_seed_tau"].items())
-           + (("; WS " + ", ".join(f"{k}: {v:+.3f}" for k, v in seeds["ws_seed_tau"].items())) if seeds["ws_seed_tau"] else ""),
+           + ", ".join(f"{k}: {_signed(v)}" for k, v in seeds["standalone_seed_tau"].items())
+           + (("; WS " + ", ".join(f"{k}: {_signed(v)}" for k, v in seeds["ws_seed_tau"].items()))
+              if seeds["ws_seed_tau"] else ""),
            ""]
     plt.close(fig)
 
@@ -128,12 +138,11 @@ def _sharing_amount(table, mask: np.ndarray) -> list[str]:
     if not mask[ids].all():
         return []
     amount = an.sharing_amount(table, ids)
-    fmt = lambda v: "–" if np.isnan(v) else f"{v:+.3f}"  # noqa: E731
     return ([f"## Amount of sharing (Fig. 6): {len(ids)} architectures (ids {', '.join(map(str, ids))})", "",
              "Kendall tau-b of each super-net's ranking of the subspace against standalone training, with the "
              "weights shared among the whole space and among the subspace only.", "",
              "| WS seed | whole-space sharing | subspace-only sharing |", "|---|---|---|"]
-            + [f"| {int(s)} | {fmt(w)} | {fmt(v)} |" for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
+            + [f"| {int(s)} | {_signed(w)} | {_signed(v)} |" for s, w, v in zip(amount.seeds, amount.whole, amount.subspace)]
             + [""])
 
 
@@ -182,9 +191,9 @@ def _by_epoch(plt, table: Table, reference: Table | None, out: Path) -> list[str
           "|---|---|" + ("---|" if reference is not None else "") + "---|---|---|---|"]
     plt.close(fig)
     for r in rows:
-        md.append(f"| {r.epoch:.2f} | {r.tau_final:+.3f} | " + (f"{r.tau_reference:+.3f} | " if reference is not None
-                  else "") + f"{r.seed_tau:+.3f} | {r.top5_overlap:.2f} | {r.tau_top_quarter:+.3f} | "
-                  + (", ".join(f"{t:+.3f}" for t in r.ws_tau) or "–") + " |")
+        md.append(f"| {r.epoch:.2f} | {_signed(r.tau_final)} | " + (f"{_signed(r.tau_reference)} | " if reference
+                  is not None else "") + f"{_signed(r.seed_tau)} | {r.top5_overlap:.2f} | {_signed(r.tau_top_quarter)} | "
+                  + (", ".join(_signed(t) for t in r.ws_tau) or "–") + " |")
     return md + [""]
 
 
@@ -196,7 +205,6 @@ def _proxies(plt, table: Table, reference: Table | None, out: Path) -> list[str]
     zc = proxy_summary(table, reference)
     if zc is None:
         return []
-    fmt = lambda v: "–" if not np.isfinite(v) else f"{v:+.3f}"  # noqa: E731
     secs = zc.seconds
     ref = {r.proxy: r.tau_b for r in zc.reference}
     md = ["## Zero-cost proxies vs standalone training", "",
@@ -208,8 +216,8 @@ def _proxies(plt, table: Table, reference: Table | None, out: Path) -> list[str]
           "|---|---|---|---|---|---|---|" + ("---|" if reference is not None else "")]
     for r in zc.final:
         md.append(f"| {r.proxy} | {secs[r.proxy]:.1f} | " if r.proxy in secs else f"| {r.proxy} | – | ")
-        md[-1] += (f"{fmt(r.tau_b)} | {fmt(r.spearman)} | {'–' if not np.isfinite(r.top_overlap) else f'{r.top_overlap:.2f}'}"
-                   f" | {fmt(r.seed_tau)} | {r.n} |" + (f" {fmt(ref.get(r.proxy, np.nan))} |" if ref else ""))
+        md[-1] += (f"{_signed(r.tau_b)} | {_signed(r.spearman)} | {'–' if not np.isfinite(r.top_overlap) else f'{r.top_overlap:.2f}'}"
+                   f" | {_signed(r.seed_tau)} | {r.n} |" + (f" {_signed(ref.get(r.proxy, np.nan))} |" if ref else ""))
     if len(zc.epochs) > 1:
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
         for name, taus in zc.by_epoch.items():

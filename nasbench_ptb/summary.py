@@ -104,6 +104,24 @@ class SeedTau:
     tau: float  # Kendall tau-b, WS final valid ppl vs standalone mean final valid ppl
     pvalue: float
     archs: int  # architectures compared
+    rollback_epochs: tuple[float, ...] = ()  # checkpoints before which it blew up and was returned to its best
+
+    def weights_from(self, epochs: np.ndarray) -> float | None:
+        """When the last interval blew up too: the last checkpoint reached without a blow-up, which the final
+        weights (its best checkpoint by then) are at most as trained as; None when the last interval trained."""
+        last = round(float(epochs[-1]), 2)
+        if last not in self.rollback_epochs:
+            return None
+        clean = [round(float(e), 2) for e in epochs if round(float(e), 2) not in self.rollback_epochs]
+        return clean[-1] if clean else 0.0
+
+
+def _rollback_epochs(ws, k: int) -> tuple[float, ...]:
+    """The checkpoints (in epochs) whose interval super-net ``k`` blew up in and was rolled back (none recorded by
+    tables from before rollbacks)."""
+    if ws.rollback is None:
+        return ()
+    return tuple(round(float(e), 2) for e in ws.epochs[np.asarray(ws.rollback[k]) == 1])
 
 
 def ws_vs_standalone_tau(table: Table) -> list[SeedTau]:
@@ -121,10 +139,12 @@ def ws_vs_standalone_tau(table: Table) -> list[SeedTau]:
     rows = []
     for k, seed in enumerate(ws.seeds):
         if ws.status[k] != Status.OK or mask.sum() < 2:
-            rows.append(SeedTau(int(seed), int(ws.status[k]), float("nan"), float("nan"), int(mask.sum())))
+            rows.append(SeedTau(int(seed), int(ws.status[k]), float("nan"), float("nan"), int(mask.sum()),
+                                _rollback_epochs(ws, k)))
             continue
         res = kendalltau(worst_last(ws.valid_ppl[k, -1])[mask], ref, variant="b")
-        rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue), int(mask.sum())))
+        rows.append(SeedTau(int(seed), int(ws.status[k]), float(res.statistic), float(res.pvalue), int(mask.sum()),
+                            _rollback_epochs(ws, k)))
     return rows
 
 

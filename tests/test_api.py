@@ -290,3 +290,33 @@ def test_info_says_a_diverged_supernet_has_no_final_ranking(table_dir, capsys):
     out = capsys.readouterr().out
     assert "ws seed 2: no final ranking to compare (diverged)" in out  # not "+nan (p = nan"
     assert "ws seed 0: Kendall tau-b vs standalone = " in out and "nan" not in out.split("ws seed 2")[1].split("\n")[0]
+
+
+def test_info_and_report_name_each_supernets_rollbacks_and_how_trained_its_final_weights_are(tmp_path, capsys):
+    """A super-net whose last intervals all blew up ends 'ok' on the weights of an earlier checkpoint: info and
+    report must say where it was rolled back and from when its final weights date, not pass it off as trained
+    to the end (the cpu10 super-net 0: rolled back in each of its last four intervals, final weights of epoch 6)."""
+    import dataclasses
+
+    from nasbench_ptb import schema, summary
+    from nasbench_ptb.cli import main
+
+    table = synthetic_table(tmp_path / "t.h5")  # WS checkpoints at epochs 0.5, 0.75, 1; seed 2 diverged
+    rollback = np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    table = dataclasses.replace(table, ws=dataclasses.replace(table.ws, rollback=rollback))
+    schema.write(table, tmp_path / "t.h5")
+    rows = summary.ws_vs_standalone_tau(schema.read(tmp_path / "t.h5"))
+    assert [r.rollback_epochs for r in rows] == [(0.75, 1.0), (0.5,), (0.75,)]
+    assert [r.weights_from(table.ws.epochs) for r in rows] == [0.5, None, None]
+
+    assert main(["info", str(tmp_path / "t.h5")]) == 0
+    lines = {ln.split(":")[0].strip(): ln for ln in capsys.readouterr().out.splitlines() if "ws seed" in ln}
+    assert lines["ws seed 0"].endswith("ok; 2 rollbacks, in the intervals to epochs 0.75, 1: its final weights are "
+                                       "from epoch 0.5 or before)")
+    assert lines["ws seed 1"].endswith("ok; 1 rollback, in the intervals to epochs 0.5)")
+    assert lines["ws seed 2"].endswith("(diverged; 1 rollback, in the intervals to epochs 0.75)")
+
+    assert main(["report", "--table", str(tmp_path / "t.h5"), "--out", str(tmp_path / "r"), "--runs", "2"]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| 0.75, 1 (final weights from epoch ≤ 0.5) |" in md and "| diverged | – | – | – | 0.75 |" in md
+    assert "nan" not in md.lower()  # a diverged super-net's taus read "–", never "+nan"
