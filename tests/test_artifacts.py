@@ -19,8 +19,8 @@ SAMPLE = sorted(stratified_sample(space("3node"), 64, 0).ids)
 # and the subspace super-nets (ids, seeds).
 EXPECTED = {
     "2node-cpu10.h5": {"space": "2node", "preset": "cpu10", "runs": {0: list(range(32)), 1: list(range(32))},
-                       "ws": 3, "ws_subspace": None,  # super-nets 0 and 1 diverged (after epochs 8 and 7)
-                       "ws_status": [Status.DIVERGED, Status.DIVERGED, Status.OK]},
+                       "ws": 3, "ws_subspace": None,  # all 3 ok, under ws_rollbacks 10 (README, findings)
+                       "ws_rollbacks": [5, 4, 3]},
     "2node-cpu.h5": {"space": "2node", "preset": "cpu", "runs": {0: list(range(32)), 1: list(range(32))}, "ws": 3,
                      "ws_subspace": None},
     "3node-cpu.h5": {"space": "3node", "preset": "cpu",
@@ -55,6 +55,8 @@ def test_coverage_as_documented(shipped):
     for k, seed in enumerate(sa.seeds):
         assert np.flatnonzero(sa.status[:, k] != Status.MISSING).tolist() == exp["runs"][int(seed)], f"seed {seed}"
     assert len(t.ws.seeds) == exp["ws"] and t.ws.status.tolist() == exp.get("ws_status", [Status.OK] * exp["ws"])
+    if "ws_rollbacks" in exp:
+        assert np.nansum(t.ws.rollback, axis=1).astype(int).tolist() == exp["ws_rollbacks"]
     if exp["ws_subspace"] is None:
         assert t.ws_subspace is None
     else:
