@@ -59,16 +59,25 @@ class Log:
         self.fh.flush()
 
 
-REUSED = ("epochs", "ws_epochs", "slots_per_unit")
+REUSED = ("epochs", "ws_epochs", "checkpoints", "ws_checkpoints", "slots_per_unit")
 
 
 def reused_values(artifacts: Path) -> dict:
-    """The sized values of gpu units already built (any space), so that a later lease extends the same tables."""
+    """The sized values of gpu units already built (any space), so that a later lease extends the same tables.
+    Standalone units carry no ``ws_`` values and super-net units no standalone ones: each is read where it is."""
+    found: dict = {}
     for path in sorted(artifacts.glob("*-gpu.h5.parts/*.h5")):
         with h5py.File(path, "r") as f:
             preset = json.loads(f.attrs["fingerprint"])["preset"]
-        return {k: preset.get(k, preset["epochs"]) for k in REUSED}  # standalone units carry no ws_ values
-    return {}
+        for key in REUSED:
+            if key in preset:
+                found.setdefault(key, preset[key])
+    if found:  # sized together: a lease that kept only one kind of unit builds the other alike
+        found.setdefault("ws_epochs", found.get("epochs"))
+        found.setdefault("epochs", found["ws_epochs"])
+        found.setdefault("ws_checkpoints", found.get("checkpoints"))
+        found.setdefault("checkpoints", found["ws_checkpoints"])
+    return {k: found[k] for k in REUSED if found.get(k) is not None}
 
 
 def check_cuda_path(corpus, device, log: Log) -> bool:
@@ -178,17 +187,31 @@ def step_modes(args, overrides: dict, out: Path, seconds: float, log: Log) -> di
 
 
 def size_epochs(rate: float, runs: int, train_tokens: int, target_s: float) -> float:
-    """Epochs (a multiple of 1/4, 0.25 to 10) whose standalone training takes about ``target_s`` at ``rate``,
-    leaving 40% of the target for validation, test and weight sharing."""
+    """Epochs whose standalone training takes about ``target_s`` at ``rate``, leaving 40% of the target for
+    validation, test and weight sharing: whole epochs from 1 to 10 (NT-ASGD is judged once per epoch), below one
+    a multiple of 1/4 (at least 0.25)."""
     epochs = 0.6 * target_s * rate / (runs * train_tokens)
-    return min(10.0, max(0.25, math.floor(epochs * 4) / 4))
+    if epochs >= 1:
+        return float(min(10, math.floor(epochs)))
+    return max(0.25, math.floor(epochs * 4) / 4)
+
+
+def sized_values(epochs: float) -> dict:
+    """The preset values a sizing sets: the epochs for both kinds and, from one epoch on, a checkpoint at every
+    epoch (the grid AWD-LSTM's non-monotone trigger reads; the first epoch's ten come on top)."""
+    out = {"epochs": epochs, "ws_epochs": epochs}
+    if epochs >= 1:
+        out.update(checkpoints=int(epochs), ws_checkpoints=int(epochs))
+    return out
 
 
 def build(args, space_name: str, overrides: dict, artifacts: Path, seconds: float, log: Log) -> None:
     """One ``nasbench_ptb build`` with a time limit (and a hard stop a minute later, then assemble only)."""
     out = artifacts / f"{space_name}-gpu.h5"
+    # --no-unit-state: a unit's state (≈ 4 GB per checkpoint at 160 runs of hidden 256) cannot come back from the
+    # lease and would cost seconds at every checkpoint; an unfinished unit restarts in a later lease
     cmd = [sys.executable, "-m", "nasbench_ptb.cli", "build", "--space", space_name, "--preset", "gpu",
-           "--out", str(out), "--data", args.data, "--device", args.device]
+           "--out", str(out), "--data", args.data, "--device", args.device, "--no-unit-state"]
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={value}"]
     log(f"build {space_name}: {seconds:.0f} s left for it: {' '.join(cmd[2:])}")
@@ -246,7 +269,7 @@ def run(args) -> int:
             runs = space("2node").size * base.seeds
             epochs = size_epochs(report["bench"]["2node"]["engine_arch_tokens_s"], runs,
                                  len(corpus.train[: base.train_tokens]), args.target_2node)
-            sized = {"epochs": epochs, "ws_epochs": epochs}
+            sized = sized_values(epochs)
             if "slots_per_unit" in report["bench"]:
                 sized["slots_per_unit"] = report["bench"]["slots_per_unit"]
             log(f"sizing: {sized} (2node standalone training ≈ {0.6 * args.target_2node:.0f} s)")

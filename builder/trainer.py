@@ -275,7 +275,8 @@ def checkpoint_loop(tr: SlotTrainer, schedule: Schedule, genotypes: Callable[[],
             tr.nonmono_switch(switch_loss, live)
         if resume is not None and c < C - 1:
             loop["next"][...], loop["elapsed"][...] = c + 1, elapsed
-            loop["rate"][...] = (time.perf_counter() - t_interval) / max(at[c] - start_pos, 1e-9)
+            if at[c] > start_pos:  # an interval shorter than one bptt window trains nothing: no rate from it
+                loop["rate"][...] = (time.perf_counter() - t_interval) / (at[c] - start_pos)
             resume.save({"trainer": tr.state(), "client": client_state(keep or {}), "loop": loop}, c + 1)
             t0 = time.perf_counter()  # the save is not training time
     return Progression(at, train_loss, seconds)

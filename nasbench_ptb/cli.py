@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress line")
     b.add_argument("--time-limit", type=float, metavar="MIN",
                    help="start no unit that would end after MIN minutes; write what is done (rerun to continue)")
+    b.add_argument("--no-unit-state", action="store_true",
+                   help="local: units save no state at their checkpoints, so a stopped unit restarts whole and "
+                        "--time-limit only keeps units from starting (for a machine whose state files, GBs at "
+                        "the gpu preset, cannot be kept)")
     b.add_argument("--executor", default="local", choices=("local", "ray"),
                    help="where units train: this machine (default) or Ray tasks on a cluster (extra: cluster)")
     b.add_argument("--workers", type=int, metavar="N",

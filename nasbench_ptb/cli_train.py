@@ -65,6 +65,8 @@ def cmd_build(args) -> int:
     ray_flags = [f for f in ("address", "unit_cpus", "unit_gpus") if getattr(args, f, None) is not None]
     if args.executor != "ray" and ray_flags:
         raise UserError(f"--{ray_flags[0].replace('_', '-')} applies to --executor ray")
+    if args.no_unit_state and args.executor != "local":
+        raise UserError("--no-unit-state applies to --executor local (Ray units keep no state: they restart whole)")
     if args.workers is not None and args.executor != "local":
         raise UserError("--workers applies to --executor local (Ray runs as many units as its CPUs allow: "
                         "--unit-cpus)")
@@ -72,7 +74,9 @@ def cmd_build(args) -> int:
     preset = resolve_preset(presets, args.preset, args.set, {k: getattr(args, k) for k in ("epochs", "hidden")})
     out = args.out or f"{sp.name}-{preset.name}.h5"
     try:
-        executor = build_mod.LocalExecutor(args.workers) if args.workers is not None else None
+        executor = None
+        if args.workers is not None or args.no_unit_state:
+            executor = build_mod.LocalExecutor(args.workers or 1, unit_state=not args.no_unit_state)
         if args.executor == "ray":
             executor = cluster.RayExecutor(args.address, 1 if args.unit_cpus is None else args.unit_cpus,
                                           0.0 if args.unit_gpus is None else args.unit_gpus)

@@ -70,17 +70,22 @@ def test_lease_rehearsal_then_unpack(tmp_path, ptb_path):
 
     # a second lease starts from what came back: same sizing, nothing retrained
     log = lease(ptb_path, here, tmp_path / "out2", *ROOMY, "--target-2node", "50")
-    assert "reusing {'epochs': 0.25, 'ws_epochs': 0.25, 'slots_per_unit': 16}" in log
+    assert "reusing {'epochs': 0.25, 'ws_epochs': 0.25, 'checkpoints': 3, 'ws_checkpoints': 2, " \
+        "'slots_per_unit': 16}" in log  # what the first lease's units were built with (TINY's checkpoints)
     assert "units 5/5" in log and "units 0/5" not in log
 
 
 def test_sizing_rounds_down_to_quarter_epochs_within_bounds():
     sys.path.insert(0, str(SCRIPT.parent))
-    from device_build import size_epochs
+    from device_build import size_epochs, sized_values
 
     assert size_epochs(9e6, 160, 929_589, 300) == 10.0  # capped at the preset's 10
     assert size_epochs(1e6, 160, 929_589, 300) == 1.0  # 1.21 -> 1.0
     assert size_epochs(2e5, 160, 929_589, 300) == 0.25  # never below a quarter epoch
+    assert size_epochs(3.06e6, 160, 929_589, 300) == 3.0  # 3.7 -> whole epochs from one on, not 3.5
+    assert size_epochs(7e5, 160, 929_589, 300) == 0.75  # 0.85 -> quarters below one
+    assert sized_values(3.0) == {"epochs": 3.0, "ws_epochs": 3.0, "checkpoints": 3, "ws_checkpoints": 3}
+    assert sized_values(0.75) == {"epochs": 0.75, "ws_epochs": 0.75}  # the preset's checkpoints over 3/4 epoch
 
 
 def test_every_step_of_the_lease_is_cut_by_its_share(tmp_path, monkeypatch):

@@ -285,3 +285,24 @@ def test_the_progress_eta_goes_by_tokens_once_units_of_unequal_size_finished(cap
     now[0], prog.arch_tokens, prog.done = 600.0, 1000, 2  # a third of the tokens in 10 min, 2 small units done
     prog.unit_done()
     assert capsys.readouterr().err.splitlines()[-1].endswith("ETA ~20.0 min")  # not 10 min × 1 left / 3 done
+
+
+def test_no_unit_state_trains_the_same_table_without_writing_any_state(tmp_path, ptb_path, monkeypatch, capsys):
+    """``--no-unit-state`` (a GPU lease, whose gigabytes of state cannot come back): no state is saved at any
+    checkpoint, the numbers are those of a resumable build, and a time limit then only keeps units from starting."""
+    args = ["build", "--space", "2node", "--data", str(ptb_path), *FAST]
+    assert main([*args, "--out", str(tmp_path / "with.h5")]) == 0
+
+    def refuse(self, state, checkpoint):
+        raise AssertionError(f"a state was saved at checkpoint {checkpoint}")
+
+    monkeypatch.setattr(Resume, "save", refuse)
+    assert main([*args, "--out", str(tmp_path / "without.h5"), "--no-unit-state", "--time-limit", "0.0001"]) == 0
+    assert "paused" not in capsys.readouterr().err  # the one unit had started: it ends, as a Ray unit does
+    assert not list((tmp_path / "without.h5.parts").glob("state-*"))
+    a, b = schema.read(tmp_path / "with.h5").standalone, schema.read(tmp_path / "without.h5").standalone
+    assert (b.status[:2] == Status.OK).all()
+    for name in ("epochs", "valid_ppl", "train_loss", "test_ppl", "best_epoch", "status"):
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+    assert main([*args, "--out", str(tmp_path / "r.h5"), "--no-unit-state", "--executor", "ray"]) == 1
+    assert "--no-unit-state applies to --executor local" in capsys.readouterr().err

@@ -292,4 +292,4 @@ def test_a_kept_supernet_part_serves_another_limit_only_when_nothing_diverged():
     assert "ws_uniform_divergence" in parts.fingerprint(space("2node"), cpu10, "ws")  # its old super-nets retrain
     assert "ws_uniform_divergence" not in parts.fingerprint(space("2node"), cpu10, "standalone")  # its runs stand
     assert "ws_rollbacks" not in parts.fingerprint(space("2node"), cpu10, "standalone")
-    assert "ws_rollbacks" not in parts.fingerprint(space("2node"), presets.get("gpu"), "ws")  # default: unchanged
+    assert "ws_rollbacks" not in parts.fingerprint(space("2node"), presets.get("paper"), "ws")  # default: unchanged
