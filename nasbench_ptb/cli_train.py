@@ -76,7 +76,7 @@ def cmd_build(args) -> int:
     try:
         executor = None
         if args.workers is not None or args.no_unit_state:
-            executor = build_mod.LocalExecutor(args.workers or 1, unit_state=not args.no_unit_state)
+            executor = build_mod.LocalExecutor(1 if args.workers is None else args.workers, unit_state=not args.no_unit_state)
         if args.executor == "ray":
             executor = cluster.RayExecutor(args.address, 1 if args.unit_cpus is None else args.unit_cpus,
                                           0.0 if args.unit_gpus is None else args.unit_gpus)
@@ -209,6 +209,20 @@ def cmd_proxies(args) -> int:
     rows = proxy_agreement(table)
     if rows:
         print("\n".join(agreement_lines(rows, how.get("seconds"))))
+    return 0
+
+
+def cmd_recover_parts(args) -> int:
+    """``nasbench_ptb recover-parts``: the finished units of a table whose ``.parts/`` folder was lost."""
+    recover, _ = _builder("recover-parts", "recover")
+    try:
+        got = recover.recover_parts(args.table)
+    except recover.BuildError as exc:
+        raise UserError(str(exc)) from None
+    words = {"standalone": "standalone runs", "ws": "super-nets", "ws_subspace": "subspace super-nets"}
+    wrote = ", ".join(f"{n} {words[k]}" for k, n in got.runs.items() if n) or "nothing"
+    kept = ", ".join(f"{n} {words[k]}" for k, n in got.already.items() if n)
+    print(f"{got.folder}: wrote {len(got.written)} part(s) holding {wrote}" + (f"; already there: {kept}" if kept else ""))
     return 0
 
 
