@@ -80,6 +80,18 @@ def reused_values(artifacts: Path) -> dict:
     return {k: found[k] for k in REUSED if found.get(k) is not None}
 
 
+def recover_lost_parts(artifacts: Path, log) -> None:
+    """Give a shipped GPU table back the parts folder it came without (``nasbench_ptb recover-parts``), so this
+    lease extends it, reusing its sizing, instead of being refused by the build's guard."""
+    from nasbench_ptb.builder.recover import recover_parts
+
+    for table in sorted(artifacts.glob("*-gpu.h5")):
+        folder = table.with_name(table.name + ".parts")
+        if not (folder.is_dir() and any(folder.glob("*.h5"))):
+            got = recover_parts(table)
+            log(f"{table.name}: its parts were absent; recovered {len(got.written)} from the table ({got.runs})")
+
+
 def check_cuda_path(corpus, device, log: Log) -> bool:
     """Runs trained together equal each alone on this device; bf16 stays close to fp32 (tiny sizes: seconds)."""
     import numpy as np
@@ -262,6 +274,7 @@ def run(args) -> int:
             log("the CUDA path disagrees with itself: no tables built")
             return 1
         report["bench"] = bench(args, corpus, device, base, log)
+        recover_lost_parts(artifacts, log)
         sized = reused_values(artifacts)
         if sized:
             log(f"sizing: reusing {sized} from the units already built")
@@ -291,6 +304,15 @@ def run(args) -> int:
     return 0
 
 
+def trained_nothing(table) -> bool:
+    """Whether a table holds no finished standalone run and no finished super-net."""
+    from nasbench_ptb import summary
+    from nasbench_ptb.schema import Status
+
+    ws_done = table.ws is not None and bool((table.ws.status != Status.MISSING).any())
+    return not ws_done and (table.standalone is None or summary.coverage(table).missing == summary.coverage(table).runs)
+
+
 def unpack(folder: Path, artifacts: Path) -> None:
     """Tables and finished units from a lease into ``artifacts/``; MANIFEST lists complete GPU tables first."""
     from nasbench_ptb import schema, summary
@@ -301,14 +323,20 @@ def unpack(folder: Path, artifacts: Path) -> None:
                     member.isfile() or member.isdir()):
                 raise SystemExit(f"{TARBALL}: refusing member {member.name!r}")
         tar.extractall(artifacts)
+    built = []
     for table in sorted(folder.glob("*-gpu.h5")):
+        if trained_nothing(schema.read(table)):  # a space the lease ran out of time for: its units stay, no table
+            print(f"{table.name}: no finished run, not shipped")
+            continue
         shutil.copyfile(table, artifacts / table.name)
-    names = list(read_manifest(artifacts)) + [t.name for t in sorted(folder.glob("*-gpu.h5"))]
+        built.append(table.name)
+    names = list(read_manifest(artifacts)) + built
     names = list(dict.fromkeys(names))
 
     def complete(name: str) -> bool:
-        t = schema.read(artifacts / name)
-        return t.ws is not None and t.standalone is not None and summary.coverage(t).missing == 0
+        t = schema.read(artifacts / name)  # every standalone run and every super-net finished
+        return t.ws is not None and t.standalone is not None and summary.coverage(t).missing == 0 and bool(
+            (t.ws.status != schema.Status.MISSING).all())
 
     order = [n for n in names if n.endswith("-gpu.h5") and complete(n)] + \
             [n for n in names if not (n.endswith("-gpu.h5") and complete(n))]

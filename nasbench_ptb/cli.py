@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     t.add_argument("--force", action="store_true", help="replace an existing --out (see build --force)")
 
+    rp = sub.add_parser("recover-parts", help="rewrite a table's lost <table>.parts/ from the table, so a build "
+                        "can extend it")
+    rp.add_argument("table", help="a table built by nasbench_ptb build (its parts folder is <table>.parts/)")
+
     z = sub.add_parser("proxies", help="compute every architecture's zero-cost proxies and store them in a table")
     z.add_argument("table", help="the table to add /proxies to (rewritten in place; a MANIFEST beside it is updated)")
     z.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1: seed s scores standalone seed s's initial "
@@ -325,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
 
         commands = {"build": cli_train.cmd_build, "search": cli_train.cmd_search,
                     "verify": cli_train.cmd_verify, "train": cli_train.cmd_train,
-                    "proxies": cli_train.cmd_proxies, "export": cmd_export,
+                    "proxies": cli_train.cmd_proxies, "recover-parts": cli_train.cmd_recover_parts, "export": cmd_export,
                     "info": cli_read.cmd_info, "query": cli_read.cmd_query, "serve": cmd_serve,
                     "evaluate": cmd_evaluate, "report": cmd_report}
         return commands[args.command](args)

@@ -21,6 +21,10 @@ EXPECTED = {
     "2node-cpu10.h5": {"space": "2node", "preset": "cpu10", "runs": {0: list(range(32)), 1: list(range(32))},
                        "ws": 3, "ws_subspace": None,  # all 3 ok, under ws_rollbacks 10 (README, findings)
                        "ws_rollbacks": [5, 4, 3]},
+    # the first GPU lease (#29): every standalone run, the super-nets left for a later lease (listed missing)
+    "2node-gpu.h5": {"space": "2node", "preset": "gpu", "runs": {s: list(range(32)) for s in range(5)}, "ws": 1,
+                     "ws_status": [Status.MISSING], "ws_subspace": None,
+                     "sized": {"epochs": 2.0, "ws_epochs": 2.0, "checkpoints": 2, "ws_checkpoints": 2}},
     "2node-cpu.h5": {"space": "2node", "preset": "cpu", "runs": {0: list(range(32)), 1: list(range(32))}, "ws": 3,
                      "ws_subspace": None},
     "3node-cpu.h5": {"space": "3node", "preset": "cpu",
@@ -70,7 +74,8 @@ def test_coverage_as_documented(shipped):
     with h5py.File(ARTIFACTS / name, "r") as f:  # shipped tables carry their content digest (checked on open)
         assert len(f.attrs[schema.DIGEST]) == 64
     assert t.ws.valid_ppl.shape[2] == t.space.size and len(t.ws.epochs) >= 10 and len(sa.epochs) >= 10
-    assert t.ws.valid_tokens[-1] == (73_760 // 10 - 1) * 10  # the final WS checkpoint uses the whole split
+    if (t.ws.status == Status.OK).any():  # the final WS checkpoint uses the whole split
+        assert t.ws.valid_tokens[-1] == (73_760 // 10 - 1) * 10
     for key in ("device", "software", "timings", "ptb_sha256"):
         assert t.attrs[key]
 
@@ -102,7 +107,8 @@ def test_curves_finite_and_learning(shipped):
     ws_rolled = np.nan_to_num(t.ws.rollback[ws_ok]) > 0  # NaN (or, ws_uniform_divergence, above 2 ln V) only there
     assert np.isfinite(t.ws.train_loss[ws_ok][~ws_rolled]).all() and (t.ws.samples[ws_ok].sum(axis=1) > 0).all()
     assert (t.ws.train_loss[ws_ok][~ws_rolled] < 2 * np.log(10_000)).all() or not t.config.get("ws_uniform_divergence")
-    assert np.isfinite(t.ws.valid_ppl[ws_ok]).mean() > 0.95  # single architectures may blow up under WS
+    if ws_ok.any():
+        assert np.isfinite(t.ws.valid_ppl[ws_ok]).mean() > 0.95  # single architectures may blow up under WS
 
 
 def test_shipped_parts_resume_with_the_current_code():
@@ -117,7 +123,8 @@ def test_shipped_parts_resume_with_the_current_code():
         exp = EXPECTED[path.parent.name[: -len(".parts")]]
         [kind] = [k for k, prefix in parts.KINDS.items() if path.name.startswith(prefix)]
         with h5py.File(path, "r") as f:
-            assert f.attrs["fingerprint"] == parts.fingerprint(space(exp["space"]), presets.get(exp["preset"]), kind)
+            preset = presets.override(presets.get(exp["preset"]), exp.get("sized", {}))  # a lease's own sizing
+            assert f.attrs["fingerprint"] == parts.fingerprint(space(exp["space"]), preset, kind)
 
 
 def test_shipped_real_searches_as_documented():

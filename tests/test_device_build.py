@@ -2,6 +2,7 @@
 unpacking into artifacts (a complete GPU table becomes the default) and a second lease reusing the sizing."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -68,8 +69,11 @@ def test_lease_rehearsal_then_unpack(tmp_path, ptb_path):
     assert read_manifest(here)["2node-gpu.h5"] == sha256_file(here / "2node-gpu.h5")
     assert len(list((here / "2node-gpu.h5.parts").glob("*.h5"))) > 3
 
-    # a second lease starts from what came back: same sizing, nothing retrained
+    # a second lease starts from what came back, even when the parts did not (the first real lease's were lost):
+    # they are recovered from the table, so the same sizing and nothing retrained
+    shutil.rmtree(here / "2node-gpu.h5.parts")
     log = lease(ptb_path, here, tmp_path / "out2", *ROOMY, "--target-2node", "50")
+    assert "2node-gpu.h5: its parts were absent; recovered 5 from the table" in log
     assert "reusing {'epochs': 0.25, 'ws_epochs': 0.25, 'checkpoints': 3, 'ws_checkpoints': 2, " \
         "'slots_per_unit': 16}" in log  # what the first lease's units were built with (TINY's checkpoints)
     assert "units 5/5" in log and "units 0/5" not in log
@@ -110,3 +114,22 @@ def test_every_step_of_the_lease_is_cut_by_its_share(tmp_path, monkeypatch):
     assert seen["timeout"] == 45.0
     text = (tmp_path / "log").read_text()
     assert "step modes: skipped, 19 s for them" in text and "step modes: stopped after 45 s" in text
+
+
+def test_a_table_without_its_super_nets_is_shipped_but_never_the_default(tmp_path):
+    """The first lease trained the 2node gpu runs but no super-net (artifacts/2node-gpu.h5): unpacking it again
+    lists it after the shipped default, since a default must answer WS queries too."""
+    shipped = Path(__file__).resolve().parents[1] / "artifacts"
+    lease_out, here = tmp_path / "lease", tmp_path / "artifacts"
+    lease_out.mkdir()
+    here.mkdir()
+    (lease_out / "2node-gpu.h5").write_bytes((shipped / "2node-gpu.h5").read_bytes())
+    with tarfile.open(lease_out / "gpu-parts.tar", "w"):
+        pass
+    (here / "2node-cpu10.h5").write_bytes((shipped / "2node-cpu10.h5").read_bytes())
+    (here / "MANIFEST").write_text(f"{sha256_file(here / '2node-cpu10.h5')}  2node-cpu10.h5\n")
+    subprocess.run([sys.executable, str(SCRIPT), "--unpack", str(lease_out), "--artifacts", str(here)], check=True,
+                   capture_output=True)
+    assert list(read_manifest(here)) == ["2node-cpu10.h5", "2node-gpu.h5"]
+    table = schema.read(here / "2node-gpu.h5")
+    assert summary.coverage(table).missing == 0 and (table.ws.status == schema.Status.MISSING).all()
