@@ -259,7 +259,8 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
         unit_seconds.append(res.seconds)
         progress.unit_done()
     progress.close()
-    table = _keep_proxies(out, assemble(sp, p, folder, fps, work.corpus.ntokens, work.dev, mode, subspace))
+    table = assemble(sp, p, folder, fps, work.corpus.ntokens, work.dev, mode, subspace, req.seeds, req.ws_seeds)
+    table = _keep_proxies(out, table)
     if not force:
         guard.check_not_shrinking(out, table)
     try:
@@ -294,8 +295,8 @@ def _describe(unit: Unit) -> str:
     return f"{unit.kind} super-net seeds {_ids(unit.seeds)}"
 
 
-def _standalone(sp: SearchSpace, p: Preset, found: list[dict]) -> schema.Standalone:
-    seeds = sorted({int(s) for part in found for s in part["seeds"]}) or [0]
+def _standalone(sp: SearchSpace, p: Preset, found: list[dict], requested: Sequence[int] = ()) -> schema.Standalone:
+    seeds = sorted({int(s) for part in found for s in part["seeds"]}) or sorted(requested) or [0]
     epochs = found[0]["epochs"] if found else np.full(len(p.schedule('standalone')), np.nan)
     sa = schema.Standalone.empty(sp.size, seeds, epochs)
     for part in found:
@@ -315,8 +316,9 @@ def _before(name: str, part: dict, j: int) -> np.ndarray:
     return np.where(valid if valid.ndim == 1 else valid.any(axis=1), 0.0, np.nan)
 
 
-def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] | None = None) -> schema.WeightSharing:
-    seeds = sorted({int(s) for part in found for s in part["seeds"]}) or [0]
+def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] | None = None,
+        requested: Sequence[int] = ()) -> schema.WeightSharing:
+    seeds = sorted({int(s) for part in found for s in part["seeds"]}) or sorted(requested) or [0]
     if found:
         epochs, tokens = found[0]["epochs"], found[0]["valid_tokens"]
     else:
@@ -332,14 +334,16 @@ def _ws(sp: SearchSpace, p: Preset, found: list[dict], subspace: Sequence[int] |
 
 
 def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, dev: torch.device,
-             mode: str = "both", subspace: Sequence[int] = ()) -> schema.Table:
+             mode: str = "both", subspace: Sequence[int] = (), seeds: Sequence[int] = (),
+             ws_seeds: Sequence[int] = ()) -> schema.Table:
     """Combine every part of this configuration into one table (a part is included when it was requested
-    now or trained before into the same ``--out``)."""
+    now or trained before into the same ``--out``). A group none of whose units finished lists the requested
+    ``seeds`` / ``ws_seeds`` as ``missing`` (a lease that ran out before its super-nets shows all three missing)."""
     found = {kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS}
     subspace = _one_subspace(found["ws_subspace"], subspace)
-    sa = _standalone(sp, p, found["standalone"]) if found["standalone"] or mode != "ws" else None
-    ws = _ws(sp, p, found["ws"]) if found["ws"] or (mode != "standalone" and not subspace) else None
-    ws_sub = _ws(sp, p, found["ws_subspace"], subspace) if subspace else None
+    sa = _standalone(sp, p, found["standalone"], seeds) if found["standalone"] or mode != "ws" else None
+    ws = _ws(sp, p, found["ws"], None, ws_seeds) if found["ws"] or (mode != "standalone" and not subspace) else None
+    ws_sub = _ws(sp, p, found["ws_subspace"], subspace, ws_seeds) if subspace else None
     every = found["standalone"] + found["ws"] + found["ws_subspace"]
     config = table_config(sp, p, ntokens)
     attrs = {

@@ -273,3 +273,12 @@ def test_kept_units_of_another_training_protocol_are_refused(tmp_path, ptb_path,
     assert build(tmp_path, ptb_path, "--archs", "2") == 1
     err = capsys.readouterr().err
     assert "training protocol version 1, this code trains version 2" in err and "must not be mixed" in err
+
+
+def test_a_group_with_no_finished_unit_lists_every_requested_seed_as_missing(tmp_path, ptb_path):
+    """The first GPU lease ran out before its super-net unit: its table listed one missing super-net of three."""
+    assert build(tmp_path, ptb_path, "--archs", "0-1", "--seeds", "1", "--mode", "both", "--ws-seeds", "3", *WS,
+                 "--time-limit", "0") == 0
+    t = schema.read(tmp_path / "t.h5")
+    assert list(t.ws.seeds) == [0, 1, 2] and (t.ws.status == Status.MISSING).all()
+    assert list(t.standalone.seeds) == [0] and (t.standalone.status == Status.MISSING).all()
