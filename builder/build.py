@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,18 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-import h5py
 import numpy as np
 import torch
 
-import nasbench_ptb
 from nasbench_ptb import schema
 from nasbench_ptb.space import Genotype, SearchSpace
 
 from . import data, guard, parts, proxies
 from .engine import count_params
-from .executors import (Executor, Failed, LocalExecutor, Stopped, Work, device_name, resolve_device, state_path,
-                        tokens_left)
+from .executors import (Executor, Failed, LocalExecutor, Stopped, Work, device_name, resolve_device, software,
+                        state_path, tokens_left)
 from .parts import BuildError
 from .presets import Preset
 from .progress import Progress
@@ -118,10 +115,6 @@ def table_config(sp: SearchSpace, p: Preset, ntokens: int) -> dict:
             "seed_meaning": "initialisation, dropout masks (and WS architecture draws); data order is shared"}
 
 
-def software() -> dict:
-    """The versions a table records (python, torch, numpy, h5py, nasbench_ptb)."""
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "h5py": h5py.__version__, "nasbench_ptb": nasbench_ptb.__version__}
 
 
 @dataclass(frozen=True)
@@ -252,6 +245,8 @@ def _build_locked(work: Work, out, folder, fps, executor: Executor, req: _Reques
             progress.unit_failed(f"unit {res.unit.key} ({_describe(res.unit)}) failed: {res.error}")
             continue
         attrs = {"fingerprint": fps[res.unit.kind], "unit_seconds": res.seconds, "device": res.device}
+        if res.software:
+            attrs["software"] = json.dumps(res.software, sort_keys=True)
         if sample is not None and res.unit.kind == "standalone":
             attrs["sample"] = json.dumps({**sample, "seeds": req.seeds}, sort_keys=True)
         parts.write(folder / f"{res.unit.key}.h5", res.arrays, attrs)
@@ -286,6 +281,17 @@ def _keep_proxies(out: Path, table: schema.Table) -> schema.Table:
     if old.proxies is None or old.space.name != table.space.name or not proxies.same_model(old.config, table.config):
         return table
     return dataclasses.replace(table, proxies=old.proxies, attrs={**table.attrs, "proxies": old.attrs.get("proxies")})
+
+
+def _software(found: list[dict]) -> dict:
+    """The versions that trained a table's units, as its parts record them: a table assembled elsewhere (a lease's
+    units here) records its training, not the assembling machine. This process's versions when no part records
+    any (parts written before they did), or, when units were trained by different versions, these and
+    ``units`` (each distinct set once)."""
+    known = sorted({str(part["software"]) for part in found if "software" in part})
+    if len(known) == 1 and all("software" in part for part in found):
+        return json.loads(known[0])
+    return {**software(), "units": [json.loads(k) for k in known]} if known else software()
 
 
 def _describe(unit: Unit) -> str:
@@ -348,7 +354,7 @@ def assemble(sp: SearchSpace, p: Preset, folder: Path, fps: dict, ntokens: int, 
     config = table_config(sp, p, ntokens)
     attrs = {
         "ptb_sha256": data.SHA256,
-        "software": software(),
+        "software": _software(every),
         "device": sorted({str(part["device"]) for part in every}) or [device_name(dev)],
         "timings": {
             "standalone_unit_seconds": float(sum(part["unit_seconds"] for part in found["standalone"])),

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import torch
 
-from .executors import Failed, Finished, Work, check_device_name, device_name, train_unit, unit_tokens
+from .executors import (Failed, Finished, Work, check_device_name, device_name, software, train_unit,
+                        unit_tokens)
 from .parts import BuildError
 
 _CORPORA: dict = {}  # per worker process: data_dir → Corpus
@@ -37,7 +38,8 @@ def _train_remote(unit, sp, p, data_dir: str | None, device: str, threads: int):
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
     arrays = train_unit(unit, sp, p, _CORPORA[data_dir], dev)
-    return arrays, time.perf_counter() - t0, device_name(dev), {"pid": os.getpid(), "corpus_loads": _LOADS["n"]}
+    return arrays, time.perf_counter() - t0, device_name(dev), {"pid": os.getpid(), "corpus_loads": _LOADS["n"],
+                                                               "software": software()}
 
 
 def _reachable(address: str, timeout: float = 5.0) -> None:
@@ -132,7 +134,7 @@ class RayExecutor:
                     continue
                 progress.tokens(unit_tokens(unit, work.p, train_len))
                 progress.set_in_flight(len(pending))
-                yield Finished(unit, arrays, seconds, device, worker)
+                yield Finished(unit, arrays, seconds, device, worker, worker.get("software", {}))
         finally:
             for ref in pending:  # the driver stops early (an error, Ctrl-C): do not leave units running
                 ray.cancel(ref, force=True)

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
+import h5py
+import numpy as np
 import torch
 
+import nasbench_ptb
 from nasbench_ptb.space import SearchSpace
 
 from .parts import BuildError
@@ -94,6 +97,7 @@ class Finished:
     seconds: float  # wall-clock seconds of its training where it ran
     device: str
     worker: dict = field(default_factory=dict)  # where it ran (executor-specific: pid, corpus loads, attempts)
+    software: dict = field(default_factory=dict)  # the versions that trained it (:func:`software`, where it ran)
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,12 @@ class LocalExecutor:
                 return
 
 
+def software() -> dict:
+    """The versions that train a unit (a part and its table record them) (python, torch, numpy, h5py, nasbench_ptb)."""
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "h5py": h5py.__version__, "nasbench_ptb": nasbench_ptb.__version__}
+
+
 def run_unit(unit: "Unit", work: Work, on_batch: Callable[[int], None] | None = None) -> Finished | Stopped:
     """Train one unit of a resumable build in this process (one at a time, or in a :mod:`builder.pool` worker):
     :class:`Finished` with its wall-clock seconds (those of the earlier runs that trained it up to the state it
@@ -200,4 +210,4 @@ def run_unit(unit: "Unit", work: Work, on_batch: Callable[[int], None] | None = 
     except Paused as exc:
         return Stopped(unit, str(exc))
     earlier = resume.earlier_seconds if resume is not None else 0.0
-    return Finished(unit, arrays, earlier + time.perf_counter() - t0, device_name(work.dev))
+    return Finished(unit, arrays, earlier + time.perf_counter() - t0, device_name(work.dev), software=software())

@@ -5,8 +5,8 @@ table holding results its parts do not (building would lose them). A table whose
 without its folder, a GPU lease whose parts did not come back — could then only be rebuilt from scratch. The
 assembly copies each part's rows into the table unchanged (:func:`builder.build.assemble`), so the rows of every
 finished run or super-net give those parts back: the same arrays, the configuration's fingerprint (from the
-table's ``config``), its device; only each unit's seconds are the table's total shared out by runs. Runs already
-in the folder are left as they are; nothing is overwritten.
+table's ``config``), its device and software; only each unit's seconds are the table's total shared out by
+runs. Runs already in the folder are left as they are; nothing is overwritten.
 """
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def recover_parts(out: str | Path) -> Recovered:
     except OSError as exc:
         raise BuildError(f"cannot write the parts folder {folder}: {exc.strerror or exc}") from None
     device = ", ".join(str(d) for d in table.attrs.get("device", [])) or "unknown"
+    trained_by = table.attrs.get("software")  # one set of versions trained every unit, unless "units" lists several
+    software = {"software": json.dumps(trained_by, sort_keys=True)} if trained_by and "units" not in trained_by else {}
     timings = table.attrs.get("timings", {})
     written: list[Path] = []
     runs = {kind: 0 for kind in parts.KINDS}
@@ -73,7 +75,7 @@ def recover_parts(out: str | Path) -> Recovered:
             if path.exists():  # the same runs under the same name: only when ``have`` missed nothing
                 raise BuildError(f"{path} exists but its runs were not read; move it aside and rerun")
             parts.write(path, arrays, {"fingerprint": unit.fingerprint, "unit_seconds": float(seconds),
-                                       "device": device, **(extra or {})})
+                                       "device": device, **software, **(extra or {})})
             written.append(path)
 
         sa = table.standalone

@@ -11,7 +11,8 @@ from .schema import GROUPS, doc, layout
 
 HEADER_TEXT = """\
 /            attrs: format_version, space, preset, config (JSON: every preset value, params, ntokens),
-                    ptb_sha256, software (python, torch, numpy, h5py, nasbench_ptb), device, timings, created,
+                    ptb_sha256, software (python, torch, numpy, h5py, nasbench_ptb: of the units' training;
+                    "units" lists each distinct set when versions differed), device, timings, created,
                     content_sha256 (SHA-256 over every dataset and every other attribute; checked on every open)
 /archs       id, genotype (canonical string), hash, iso_hash, params [N]"""
 

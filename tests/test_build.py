@@ -1,4 +1,5 @@
 """End-to-end builds through the CLI: coverage, resume after SIGKILL, clear errors."""
+import json
 import os
 import subprocess
 import sys
@@ -282,3 +283,21 @@ def test_a_group_with_no_finished_unit_lists_every_requested_seed_as_missing(tmp
     t = schema.read(tmp_path / "t.h5")
     assert list(t.ws.seeds) == [0, 1, 2] and (t.ws.status == Status.MISSING).all()
     assert list(t.standalone.seeds) == [0] and (t.standalone.status == Status.MISSING).all()
+
+
+def test_a_table_records_the_software_that_trained_its_units_not_the_assembling_one(tmp_path, ptb_path, monkeypatch):
+    """A lease's units assembled on another machine recorded that machine's torch as the table's software."""
+    from nasbench_ptb.builder import build as build_mod, executors
+
+    trainer = {"torch": "9.9+lease", "python": "3.0"}
+    monkeypatch.setattr(executors, "software", lambda: trainer)
+    assert build(tmp_path, ptb_path, "--archs", "0-1", "--seeds", "1") == 0
+    assert schema.read(tmp_path / "t.h5").attrs["software"] == trainer
+    monkeypatch.undo()
+    here = build_mod.software()
+    assert here != trainer
+    assert build(tmp_path, ptb_path, "--archs", "0-1", "--seeds", "1", "--time-limit", "0") == 0  # assembled here
+    assert schema.read(tmp_path / "t.h5").attrs["software"] == trainer
+    assert build(tmp_path, ptb_path, "--archs", "0-2", "--seeds", "1") == 0  # one more unit, trained here
+    units = sorted([trainer, here], key=lambda d: json.dumps(d, sort_keys=True))  # each distinct set, once
+    assert schema.read(tmp_path / "t.h5").attrs["software"] == {**here, "units": units}

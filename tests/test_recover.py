@@ -49,7 +49,7 @@ def test_lost_parts_come_back_identical_and_a_build_extends_the_table_without_re
         assert got.keys() == arrays.keys() and got_attrs["fingerprint"] == attrs["fingerprint"], name
         for k, v in arrays.items():
             assert got[k].dtype == v.dtype and np.array_equal(got[k], v, equal_nan=v.dtype.kind == "f"), (name, k)
-        assert got_attrs["device"] == attrs["device"]
+        assert got_attrs["device"] == attrs["device"] and got_attrs["software"] == attrs["software"]
     before = tmp_path / "before.h5"
     shutil.copy(tmp_path / "t.h5", before)
 
