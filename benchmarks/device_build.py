@@ -80,6 +80,26 @@ def reused_values(artifacts: Path) -> dict:
     return {k: found[k] for k in REUSED if found.get(k) is not None}
 
 
+def unit_estimate(artifacts: Path, name: str, bench: dict) -> float | None:
+    """Seconds a standalone unit of ``name`` takes on this lease: the longest of its own units built before, else
+    the 2node units' mean scaled by the bench (slots / rate); None without either. A lease's units cannot pause
+    (``--no-unit-state``), so one started with less time left is lost whole."""
+    def seconds(space_name: str) -> list[float]:
+        out = []
+        for path in sorted(artifacts.glob(f"{space_name}-gpu.h5.parts/unit-*.h5")):
+            with h5py.File(path, "r") as f:
+                out.append(float(f.attrs["unit_seconds"]))
+        return out
+
+    own = seconds(name)
+    if own:
+        return max(own)
+    base, a, b = seconds("2node"), bench.get("2node"), bench.get(name)
+    if not base or not a or not b:
+        return None
+    return sum(base) / len(base) * (b["slots"] / b["engine_arch_tokens_s"]) / (a["slots"] / a["engine_arch_tokens_s"])
+
+
 def recover_lost_parts(artifacts: Path, log) -> None:
     """Give a shipped GPU table back the parts folder it came without (``nasbench_ptb recover-parts``), so this
     lease extends it, reusing its sizing, instead of being refused by the build's guard."""
@@ -293,6 +313,10 @@ def run(args) -> int:
                 report["modes"] = step_modes(args, overrides, out, min(args.modes_seconds, left() - 60), log)
             if left() < 30:
                 log(f"build {name}: skipped, {left():.0f} s left")
+                continue
+            need = unit_estimate(artifacts, name, report["bench"])
+            if need is not None and need > left() - 45:  # the time goes to what can finish (the step modes)
+                log(f"build {name}: skipped, a unit takes about {need:.0f} s and {left() - 45:.0f} s are left for it")
                 continue
             build(args, name, overrides, artifacts, left() - 45, log)
         if "modes" not in report:

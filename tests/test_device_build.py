@@ -133,3 +133,29 @@ def test_a_table_without_its_super_nets_is_shipped_but_never_the_default(tmp_pat
     assert list(read_manifest(here)) == ["2node-cpu10.h5", "2node-gpu.h5"]
     table = schema.read(here / "2node-gpu.h5")
     assert summary.coverage(table).missing == 0 and (table.ws.status == schema.Status.MISSING).all()
+
+
+def test_a_space_is_built_only_when_a_unit_fits_in_the_time_left(tmp_path):
+    """A lease's units cannot pause, so a 3node unit started with too little time left would be lost whole."""
+    import h5py
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    from device_build import unit_estimate
+
+    def part(space, name, seconds):
+        folder = tmp_path / f"{space}-gpu.h5.parts"
+        folder.mkdir(exist_ok=True)
+        with h5py.File(folder / name, "w") as f:
+            f.attrs["unit_seconds"] = seconds
+
+    bench = {"2node": {"slots": 160, "engine_arch_tokens_s": 2.0e6}, "3node": {"slots": 80, "engine_arch_tokens_s": 0.5e6}}
+    assert unit_estimate(tmp_path, "3node", bench) is None  # nothing built: no estimate, the build may start
+    part("2node", "unit-a.h5", 300.0)
+    part("2node", "unit-b.h5", 500.0)
+    part("2node", "ws-c.h5", 9999.0)  # super-net units are not standalone units
+    # 400 s for 160 slots at 2M/s; 80 slots at 0.5M/s take twice as long per unit
+    assert unit_estimate(tmp_path, "3node", bench) == 800.0
+    part("3node", "unit-d.h5", 610.0)
+    part("3node", "unit-e.h5", 650.0)
+    assert unit_estimate(tmp_path, "3node", bench) == 650.0  # its own units, the longest
+    assert unit_estimate(tmp_path, "4node", {"2node": bench["2node"]}) is None
