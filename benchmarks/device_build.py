@@ -329,12 +329,10 @@ def run(args) -> int:
 
 
 def trained_nothing(table) -> bool:
-    """Whether a table holds no finished standalone run and no finished super-net."""
-    from nasbench_ptb import summary
-    from nasbench_ptb.schema import Status
+    """Whether a table holds no finished standalone run and no finished super-net (the build guard's count)."""
+    from nasbench_ptb.builder.guard import held_runs
 
-    ws_done = table.ws is not None and bool((table.ws.status != Status.MISSING).any())
-    return not ws_done and (table.standalone is None or summary.coverage(table).missing == summary.coverage(table).runs)
+    return not any(held_runs(table).values())
 
 
 def unpack(folder: Path, artifacts: Path) -> None:

@@ -115,8 +115,6 @@ def table_config(sp: SearchSpace, p: Preset, ntokens: int) -> dict:
             "seed_meaning": "initialisation, dropout masks (and WS architecture draws); data order is shared"}
 
 
-
-
 @dataclass(frozen=True)
 class BuildRequest:
     """One build: what to train and write, and how. ``nasbench_ptb build`` fills one from its flags.

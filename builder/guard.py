@@ -37,7 +37,7 @@ def check_path(out: Path) -> None:
         raise BuildError(f"output {out} is not a regular file (a device, pipe or socket); give a table file path")
 
 
-def _held_runs(table: schema.Table) -> dict[str, set]:
+def held_runs(table: schema.Table) -> dict[str, set]:
     """What a table holds, by part kind: standalone (arch, seed) runs and super-net seeds not ``missing``."""
     held: dict[str, set] = {kind: set() for kind in parts.KINDS}
     sa = table.standalone
@@ -88,7 +88,7 @@ def check_existing(out: Path, sp: SearchSpace, p: Preset, found: dict[str, list[
         raise BuildError(f"refusing to overwrite {out}: it is a {table.space.name}/{table.preset} table of another "
                          f"configuration than this {sp.name}/{p.name} build; {_FORCE}")
     have = in_parts(found) if found is not None else {kind: set() for kind in parts.KINDS}
-    lost = {kind: runs - have[kind] - requested.get(kind, set()) for kind, runs in _held_runs(table).items()}
+    lost = {kind: runs - have[kind] - requested.get(kind, set()) for kind, runs in held_runs(table).items()}
     if any(lost.values()):
         raise BuildError(f"refusing to overwrite {out}: it holds results that {out.name}.parts/ does not "
                          f"({_count(lost)}); "
@@ -108,8 +108,8 @@ def check_not_shrinking(out: Path, new: schema.Table) -> None:
         old = schema.read(out)
     except schema.TableError:
         return  # check_existing refused it before the build, unless --force
-    mine = _held_runs(new)
-    lost = {kind: runs - mine[kind] for kind, runs in _held_runs(old).items()}
+    mine = held_runs(new)
+    lost = {kind: runs - mine[kind] for kind, runs in held_runs(old).items()}
     if any(lost.values()):
         raise BuildError(f"not writing {out}: the table assembled now lacks results the one there holds ({_count(lost)}: "
                          f"not in {out.name}.parts/ and not trained yet); it is left as it was, the finished units "

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from nasbench_ptb import schema
-from nasbench_ptb.schema import Status
 
 from . import guard, parts
-from .build import Unit
+from .build import Unit, plan_units, plan_ws_units
 from .parts import BuildError
 from .presets import from_config
 
@@ -33,10 +32,6 @@ class Recovered:
     written: tuple[Path, ...]
     runs: dict[str, int]
     already: dict[str, int]  # held by parts that were there before
-
-
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def recover_parts(out: str | Path) -> Recovered:
@@ -68,6 +63,7 @@ def recover_parts(out: str | Path) -> Recovered:
     written: list[Path] = []
     runs = {kind: 0 for kind in parts.KINDS}
     with guard.exclusive(folder, out):
+        held = guard.held_runs(table)
         have = guard.in_parts({kind: parts.read_all(folder, kind, fps[kind]) for kind in parts.KINDS})
 
         def write(unit: Unit, arrays: dict, seconds: float, extra: dict | None = None) -> None:
@@ -79,36 +75,35 @@ def recover_parts(out: str | Path) -> Recovered:
             written.append(path)
 
         sa = table.standalone
-        if sa is not None:
-            done = [(a, int(s)) for k, s in enumerate(sa.seeds) for a in range(sp.size)
-                    if sa.status[a, k] != Status.MISSING]
-            todo = [(a, s) for a, s in done if (a, s) not in have["standalone"]]
-            per_run = float(timings.get("standalone_unit_seconds", 0.0)) / max(len(done), 1)
+        if sa is not None:  # the build's own plan over the runs held here and not in the folder
+            seeds = [int(s) for s in sa.seeds]
+            todo = held["standalone"] - have["standalone"]
+            done = frozenset((a, s) for s in seeds for a in range(sp.size) if (a, s) not in todo)
+            per_run = float(timings.get("standalone_unit_seconds", 0.0)) / max(len(held["standalone"]), 1)
             samples = [json.dumps(s, sort_keys=True) for s in table.attrs.get("samples", [])]
-            for i, chunk in enumerate(_chunks(todo, p.slots_per_unit)):
-                unit = Unit("standalone", tuple(a for a, _ in chunk), tuple(s for _, s in chunk), fps["standalone"])
-                ks = [list(sa.seeds).index(s) for _, s in chunk]
+            for i, unit in enumerate(plan_units(range(sp.size), seeds, p.slots_per_unit, done, fps["standalone"])):
+                ks = [seeds.index(s) for s in unit.seeds]
                 arrays = {"arch_ids": np.array(unit.arch_ids), "seeds": np.array(unit.seeds), "epochs": sa.epochs}
                 for name in schema.per_run("standalone"):
-                    arrays[name] = np.stack([getattr(sa, name)[a, k] for (a, _), k in zip(chunk, ks)])
-                write(unit, arrays, per_run * len(chunk), {"sample": samples[i]} if i < len(samples) else None)
-                runs["standalone"] += len(chunk)
+                    arrays[name] = np.stack([getattr(sa, name)[a, k] for a, k in zip(unit.arch_ids, ks)])
+                write(unit, arrays, per_run * len(ks), {"sample": samples[i]} if i < len(samples) else None)
+                runs["standalone"] += len(ks)
         for kind, timing in (("ws", "ws_unit_seconds"), ("ws_subspace", "ws_subspace_unit_seconds")):
             ws = getattr(table, kind)
             if ws is None:
                 continue
-            done_k = [k for k, st in enumerate(ws.status) if st != Status.MISSING]
-            todo_k = [k for k in done_k if int(ws.seeds[k]) not in have[kind]]
-            per_net = float(timings.get(timing, 0.0)) / max(len(done_k), 1)
+            seeds = [int(s) for s in ws.seeds]
+            done = frozenset(set(seeds) - (held[kind] - have[kind]))
+            per_net = float(timings.get(timing, 0.0)) / max(len(held[kind]), 1)
             subspace = tuple(int(a) for a in ws.archs) if kind == "ws_subspace" else ()
-            for chunk in _chunks(todo_k, p.ws_slots_per_unit):
-                unit = Unit(kind, subspace, tuple(int(ws.seeds[k]) for k in chunk), fps[kind])
+            for unit in plan_ws_units(seeds, p.ws_slots_per_unit, subspace, done, fps[kind]):
+                ks = [seeds.index(s) for s in unit.seeds]
                 arrays = {"seeds": np.array(unit.seeds), "epochs": ws.epochs, "valid_tokens": ws.valid_tokens}
                 if subspace:
                     arrays["arch_ids"] = np.array(subspace)
                 for name in schema.per_run("ws"):
-                    arrays[name] = np.stack([getattr(ws, name)[k] for k in chunk])
-                write(unit, arrays, per_net * len(chunk))
-                runs[kind] += len(chunk)
+                    arrays[name] = np.stack([getattr(ws, name)[k] for k in ks])
+                write(unit, arrays, per_net * len(ks))
+                runs[kind] += len(ks)
     already = {kind: len(v) for kind, v in have.items()}
     return Recovered(folder, tuple(written), runs, already)
