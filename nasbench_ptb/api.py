@@ -20,11 +20,12 @@ import numpy as np
 from . import schema, stats, summary
 from .discovery import default_tables, table_paths
 from .errors import (ArchNotFoundError, InvalidInputError, NasbenchError, NotFoundError, PartNotFoundError,
-                     SpaceNotLoadedError, SuperNetNotFoundError)
+                     SuperNetNotFoundError)
 from .files import read_manifest, sha256_file
 from .records import ArchRecord, Curve, ProxyScore, SeedResult, Standalone, WsSeedResult, run_values
 from .schema import Status, TableError
-from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space
+from .space import Genotype, GenotypeLike, is_hash, is_id, parse, space as get_space  # noqa: F401 (api.get_space: CLI)
+from .tables import Tables
 
 __all__ = ["ArchNotFoundError", "Benchmark", "InvalidInputError", "NasbenchError", "NotFoundError", "TableError", "Tables",
            "default_tables", "defaults", "load", "query", "table_paths"]
@@ -360,69 +361,6 @@ def _default(space_name: str) -> Benchmark:
     if space_name not in tables:
         raise TableError(f"no default table for space {space_name} (have: {', '.join(sorted(tables)) or 'none'})")
     return load(tables[space_name])
-
-
-class Tables:
-    """Loaded benchmarks by space, with a hash index over all of them: the one place that decides which table
-    and which architecture a key names, for ``api.query``, the CLI and the HTTP server alike.
-
-    ``benches``: benchmarks, or a mapping space -> a function that loads it (loaded on first use)."""
-
-    def __init__(self, benches: Sequence[Benchmark] | dict):
-        self._loaders = dict(benches) if isinstance(benches, dict) else {b.space.name: (lambda b=b: b) for b in benches}
-        self._loaded: dict[str, Benchmark] = {}
-        self._by_hash: dict[str, str] | None = None
-
-    @property
-    def spaces(self) -> list[str]:
-        """The loaded spaces, smallest first."""
-        return sorted(self._loaders, key=lambda n: get_space(n).n)
-
-    def bench(self, space: str) -> Benchmark:
-        """The table of a space; :class:`TableError` naming the loaded spaces when there is none.
-
-        Raises:
-            SpaceNotLoadedError: no loaded table holds that space.
-        """
-        name = get_space(space).name
-        if name not in self._loaders:
-            raise SpaceNotLoadedError(f"no table for space {name} (loaded: {', '.join(self.spaces) or 'none'})")
-        if name not in self._loaded:
-            self._loaded[name] = self._loaders[name]()
-        return self._loaded[name]
-
-    def resolve(self, key: GenotypeLike | int, space: str | None = None) -> tuple[Benchmark, int]:
-        """(table, id) of a key: an id needs ``space``; a hash is looked up in every table (or in ``space``'s);
-        a genotype names its space by its node count. Unknown: :class:`ArchNotFoundError`; malformed:
-        ``ValueError``; no table for the space: :class:`TableError`.
-
-        Raises:
-            ArchNotFoundError: the key names no architecture of this table (InvalidInputError, a ValueError, where it
-                is malformed).
-        """
-        if space is not None:
-            bench = self.bench(space)
-            return bench, bench.resolve(key)
-        if is_id(key):
-            raise InvalidInputError(f"id {key} needs a space (space='2node' in Python, --space on the command line)")
-        if is_hash(key):
-            if self._by_hash is None:
-                self._by_hash = {g.hash: n for n in self._loaders for g in get_space(n)}
-            if key not in self._by_hash:
-                raise ArchNotFoundError(key, "/".join(self.spaces) + " (the loaded tables)")
-            bench = self.bench(self._by_hash[key])
-            return bench, bench.resolve(key)
-        geno = key if isinstance(key, Genotype) else parse(key)  # ValueError when malformed
-        bench = self.bench(f"{geno.n}node")
-        return bench, bench.resolve(geno)
-
-    def query(self, key: GenotypeLike | int, space: str | None = None, seed: int | None = None,
-              curves: bool = True, epoch: float | None = None) -> ArchRecord:
-        """The record of ``key`` (genotype, hash, or id with ``space``) in the loaded tables, as
-        :meth:`Benchmark.query`. Raises: the kinds of :meth:`resolve`, and :class:`errors.PartNotFoundError` /
-        :class:`errors.FidelityError` for a seed or epoch the table lacks."""
-        bench, arch = self.resolve(key, space)
-        return bench.query(arch, seed, curves, epoch)
 
 
 @lru_cache(maxsize=None)
