@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Verified PTB: the shared copy next to the checkout; override with `make demo DATA=/path/to/ptb`.
-DATA ?= $(abspath ../shared/data/ptb)
+# Verified PTB: `make demo DATA=/path/to/ptb`, else $NASBENCH_PTB_DATA as set, else the shared copy next to the
+# checkout when there is one; with none of them the loader's own cache and checksummed download.
+DATA ?= $(or $(NASBENCH_PTB_DATA),$(wildcard $(abspath ../shared/data/ptb)))
+ifneq ($(DATA),)
 export NASBENCH_PTB_DATA := $(DATA)
+endif
 
 .PHONY: demo test lint install bench serve
 
